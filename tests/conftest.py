@@ -1,0 +1,43 @@
+import pytest
+from django.db import connection
+
+from .factories import make_user
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("postgres"):
+            item.add_marker(pytest.mark.django_db(transaction=True))
+
+
+@pytest.fixture(autouse=True)
+def _skip_without_postgres(request):
+    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: row locks (SELECT … FOR UPDATE) are no-ops on SQLite")
+
+
+@pytest.fixture
+def user(db):
+    return make_user("alice")
+
+
+@pytest.fixture
+def other_user(db):
+    return make_user("bob")
+
+
+@pytest.fixture
+def catalog(db):
+    from example_project.shop.demo import load_demo_catalog
+
+    return load_demo_catalog()
+
+
+@pytest.fixture
+def on_commit(django_capture_on_commit_callbacks):
+    """Run the on-commit callbacks (signals) of the block, as a real commit would."""
+
+    def run():
+        return django_capture_on_commit_callbacks(execute=True)
+
+    return run

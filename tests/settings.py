@@ -1,0 +1,84 @@
+"""Test settings: SQLite in memory by default; PostgreSQL when DATABASE_URL is set."""
+
+import os
+
+import dj_database_url
+
+SECRET_KEY = "tests-only"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+USE_TZ = True
+TIME_ZONE = os.environ.get("TEST_TIME_ZONE", "UTC")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "djstripe",
+    "user_credits",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {"default": dj_database_url.config(default="sqlite://:memory:")}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Threads in live-server tests share the in-memory database.
+    DATABASES["default"]["TEST"] = {"NAME": "file:user_credits_tests?mode=memory&cache=shared"}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+STATIC_URL = "static/"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# dj-stripe's own migrations take over a minute; its tables are created from its models
+# instead. CI runs one leg with every migration (USER_CREDITS_TEST_ALL_MIGRATIONS=1).
+if os.environ.get("USER_CREDITS_TEST_ALL_MIGRATIONS") != "1":
+    MIGRATION_MODULES = {"djstripe": None}
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+}
+
+STRIPE_LIVE_MODE = False
+STRIPE_TEST_SECRET_KEY = "sk_test_user_credits"
+DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
+
+USER_CREDITS = {}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"null": {"class": "logging.NullHandler"}},
+    "loggers": {"djstripe": {"handlers": ["null"], "propagate": False}},
+}

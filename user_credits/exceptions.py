@@ -1,0 +1,75 @@
+"""The exception tree. Every error raised on purpose is a ``UserCreditsError``.
+
+Leaves mix in a standard type so that code unaware of this app still handles them sensibly.
+"""
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class UserCreditsError(Exception):
+    """Root of every error this app raises on purpose."""
+
+    code = "user_credits_error"
+
+
+class ConfigurationError(UserCreditsError, ImproperlyConfigured):
+    code = "configuration_error"
+
+
+class InvalidOrder(UserCreditsError, ValueError):
+    """An order cannot be created as asked (quantity, currency, start, inactive offer)."""
+
+    code = "invalid_order"
+
+    def __init__(self, message, *, field=None):
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidTransition(UserCreditsError, ValueError):
+    """An order is not in a status that allows the requested change (e.g. refund unpaid)."""
+
+    code = "invalid_transition"
+
+
+class InvalidArgument(UserCreditsError, ValueError):
+    """An argument of a service is out of its domain (a past expiry, an unknown category)."""
+
+    code = "invalid_argument"
+
+
+class InvalidCount(InvalidArgument):
+    """A token count is not a positive integer."""
+
+    code = "invalid_count"
+
+
+class UnknownOfferGroup(UserCreditsError, LookupError):
+    code = "unknown_offer_group"
+
+
+class InsufficientCredits(UserCreditsError, ValueError):
+    code = "insufficient_credits"
+
+    def __init__(self, message, *, requested=0, available=0):
+        super().__init__(message)
+        self.requested = requested
+        self.available = available
+
+
+class IdempotencyConflict(UserCreditsError, ValueError):
+    """An idempotency key was reused for a different request."""
+
+    code = "idempotency_conflict"
+
+
+class PaymentMismatch(UserCreditsError, ValueError):
+    """A payment or refund amount or currency does not fit the order."""
+
+    code = "payment_mismatch"
+
+
+class PaymentProviderError(UserCreditsError):
+    """The payment provider refused or failed to start a payment."""
+
+    code = "payment_provider_error"

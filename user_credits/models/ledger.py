@@ -1,0 +1,186 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .offers import OfferGroup
+from .orders import Order
+
+
+class CreditAccount(models.Model):
+    """One row per (user, offer group): the row every write locks.
+
+    ``balance`` is the sum of the account's ledger amounts. Lots past their expiry still count
+    in it until they are expired (lazily by the next write, or by the expiry command); reads go
+    through the services, which never count them.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="credit_accounts"
+    )
+    offer_group = models.ForeignKey(OfferGroup, on_delete=models.PROTECT, related_name="accounts")
+    balance = models.BigIntegerField(_("balance"), default=0)
+    overdraft = models.BigIntegerField(
+        _("overdraft"),
+        default=0,
+        help_text=_("Tokens consumed on credit, settled by the next grant."),
+    )
+    # The low-balance threshold already warned about; cleared when the balance rises above it.
+    low_warned_threshold = models.BigIntegerField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("credit account")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "offer_group"], name="account_user_group_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(overdraft__gte=0), name="account_overdraft_not_negative"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.user} · {self.offer_group.key}: {self.balance}"
+
+
+class LotCategory(models.TextChoices):
+    PAID = "paid", _("paid")
+    PROMOTIONAL = "promotional", _("promotional")
+
+
+class LotStatus(models.TextChoices):
+    ACTIVE = "active", _("active")
+    EXPIRED = "expired", _("expired")
+    REVOKED = "revoked", _("revoked")
+
+
+class CreditLot(models.Model):
+    """Tokens granted at once (by an order, a bundle item or a manual grant) to one account."""
+
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="lots")
+    order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="lots"
+    )
+    granted = models.BigIntegerField(_("granted"))
+    remaining = models.BigIntegerField(_("remaining"))
+    starts = models.DateTimeField(_("starts"), default=timezone.now)
+    expires = models.DateTimeField(_("expires"), null=True, blank=True)
+    category = models.CharField(
+        max_length=16, choices=LotCategory.choices, default=LotCategory.PAID
+    )
+    priority = models.SmallIntegerField(
+        default=50, help_text=_("Lower burns first, before any expiry ordering.")
+    )
+    status = models.CharField(max_length=16, choices=LotStatus.choices, default=LotStatus.ACTIVE)
+    reason = models.CharField(max_length=255, blank=True)
+    expiry_warned_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("id",)
+        verbose_name = _("credit lot")
+        indexes = [
+            # Burnable lots of an account, in burn order.
+            models.Index(
+                "account",
+                "priority",
+                models.F("expires").asc(nulls_last=True),
+                "id",
+                name="lot_burn_order_idx",
+                condition=Q(remaining__gt=0, status=LotStatus.ACTIVE),
+            ),
+            # The expiry sweep: due lots with tokens left.
+            models.Index(
+                fields=["expires"],
+                name="lot_due_idx",
+                condition=Q(remaining__gt=0, status=LotStatus.ACTIVE),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(granted__gt=0), name="lot_granted_positive"),
+            models.CheckConstraint(
+                condition=Q(remaining__gte=0) & Q(remaining__lte=models.F("granted")),
+                name="lot_remaining_within_granted",
+            ),
+            models.CheckConstraint(
+                condition=Q(expires__isnull=True) | Q(expires__gt=models.F("starts")),
+                name="lot_expires_after_start",
+            ),
+        ]
+
+    def __str__(self):
+        return f"lot #{self.pk}: {self.remaining}/{self.granted}"
+
+
+class EntryKind(models.TextChoices):
+    GRANT = "grant", _("grant")
+    CONSUME = "consume", _("consume")
+    OVERDRAFT = "overdraft", _("overdraft")
+    EXPIRE = "expire", _("expire")
+    REVOKE = "revoke", _("revoke")
+    ADJUST = "adjust", _("adjust")
+
+
+class LedgerEntry(models.Model):
+    """Append-only token ledger. Corrections are new entries, never edits."""
+
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="entries")
+    lot = models.ForeignKey(
+        CreditLot, on_delete=models.PROTECT, null=True, blank=True, related_name="entries"
+    )
+    kind = models.CharField(max_length=16, choices=EntryKind.choices)
+    amount = models.BigIntegerField()
+    balance_after = models.BigIntegerField()
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        verbose_name = _("ledger entry")
+        verbose_name_plural = _("ledger entries")
+        indexes = [
+            models.Index(fields=["account", "created_at", "id"], name="entry_account_time_idx"),
+            models.Index(
+                fields=["account", "idempotency_key"],
+                name="entry_idempotency_idx",
+                condition=Q(idempotency_key__isnull=False),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=~Q(amount=0), name="entry_amount_not_zero"),
+            models.CheckConstraint(
+                condition=(
+                    Q(kind__in=["grant"], amount__gt=0)
+                    | Q(kind__in=["consume", "overdraft", "expire", "revoke"], amount__lt=0)
+                    | Q(kind="adjust")
+                ),
+                name="entry_amount_sign_matches_kind",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.amount:+d}"
+
+
+class ConsumptionRecord(models.Model):
+    """The first result of a consumption made with an idempotency key, to answer replays."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="+")
+    idempotency_key = models.CharField(max_length=255)
+    count = models.BigIntegerField()
+    balance_after = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"], name="consumption_user_key_unique"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.idempotency_key}: {self.count}"

@@ -1,0 +1,157 @@
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+currency_validator = RegexValidator(
+    r"^[a-z]{3}$", _("Use a lower-case ISO 4217 code such as 'usd' or 'eur'.")
+)
+
+
+class Cycle(models.TextChoices):
+    ONCE = "once", _("once (never expires)")
+    DAILY = "daily", _("daily")
+    WEEKLY = "weekly", _("weekly")
+    BI_WEEKLY = "bi-weekly", _("every two weeks")
+    MONTHLY = "monthly", _("monthly")
+    TRIMESTER = "trimester", _("every three months")
+    SEMESTER = "semester", _("every six months")
+    YEARLY = "yearly", _("yearly")
+    CUSTOM = "custom", _("custom (seconds)")
+
+
+class OfferKind(models.TextChoices):
+    SUBSCRIPTION = "subscription", _("subscription")
+    TOKENS = "tokens", _("tokens")
+    EXPERTISE = "expertise", _("expertise")
+
+
+def custom_cycle_constraint(prefix):
+    """`custom_cycle` is set (and positive) exactly when the cycle is custom."""
+    return models.CheckConstraint(
+        condition=(
+            Q(cycle=Cycle.CUSTOM, custom_cycle__isnull=False, custom_cycle__gt=0)
+            | (~Q(cycle=Cycle.CUSTOM) & Q(custom_cycle__isnull=True))
+        ),
+        name=f"{prefix}_custom_cycle_only_with_custom",
+        violation_error_message=_(
+            "Set a custom cycle (in seconds) exactly when the cycle is custom."
+        ),
+    )
+
+
+class OfferGroup(models.Model):
+    """A basket of tokens with its own calendar; offers of one group share tokens."""
+
+    key = models.SlugField(_("key"), max_length=64, unique=True)
+    name = models.CharField(_("name"), max_length=120)
+
+    class Meta:
+        ordering = ("key",)
+        verbose_name = _("offer group")
+
+    def __str__(self):
+        return self.name or self.key
+
+
+class Tag(models.Model):
+    name = models.CharField(_("name"), max_length=64, unique=True)
+
+    class Meta:
+        ordering = ("name",)
+
+    def __str__(self):
+        return self.name
+
+
+class Offer(models.Model):
+    name = models.CharField(_("name"), max_length=200)
+    kind = models.CharField(
+        _("kind"), max_length=16, choices=OfferKind.choices, default=OfferKind.TOKENS
+    )
+    offer_group = models.ForeignKey(
+        OfferGroup, on_delete=models.PROTECT, related_name="offers", verbose_name=_("offer group")
+    )
+    price = models.DecimalField(
+        _("price"), max_digits=12, decimal_places=2, validators=[MinValueValidator(0)]
+    )
+    currency = models.CharField(
+        _("currency"), max_length=3, default="usd", validators=[currency_validator]
+    )
+    token_count = models.PositiveIntegerField(_("tokens"), null=True, blank=True)
+    cycle = models.CharField(_("cycle"), max_length=16, choices=Cycle.choices, default=Cycle.ONCE)
+    custom_cycle = models.PositiveIntegerField(_("custom cycle (seconds)"), null=True, blank=True)
+    append_date = models.BooleanField(
+        _("chain expiry"),
+        default=False,
+        help_text=_("Start at the latest expiry of the buyer's paid orders in the group."),
+    )
+    tags = models.ManyToManyField(Tag, blank=True, related_name="offers")
+    unlocked_by = models.ManyToManyField(
+        OfferGroup,
+        blank=True,
+        related_name="unlocks",
+        help_text=_("Shown only to buyers with a paid, unexpired order in one of these groups."),
+    )
+    overriding_key = models.CharField(_("overriding key"), max_length=64, blank=True)
+    weight = models.IntegerField(_("weight"), default=0)
+    popular = models.BooleanField(_("popular"), default=False)
+    quantity_limit = models.PositiveIntegerField(
+        _("quantity limit"), null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("id",)
+        constraints = [
+            models.CheckConstraint(condition=Q(price__gte=0), name="offer_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[a-z]{3}$"), name="offer_currency_iso_lower"
+            ),
+            models.CheckConstraint(
+                condition=Q(quantity_limit__isnull=True) | Q(quantity_limit__gte=1),
+                name="offer_quantity_limit_positive",
+            ),
+            custom_cycle_constraint("offer"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def is_bundle(self):
+        return self.bundle_items.exists()
+
+
+class BundleItem(models.Model):
+    """One offer inside a bundle offer, with optional group and cycle overrides."""
+
+    bundle = models.ForeignKey(Offer, on_delete=models.CASCADE, related_name="bundle_items")
+    offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="+")
+    quantity = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    offer_group = models.ForeignKey(
+        OfferGroup,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text=_("Grant into this group instead of the item offer's group."),
+    )
+    cycle = models.CharField(max_length=16, choices=Cycle.choices, blank=True)
+    custom_cycle = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("id",)
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gte=1), name="bundleitem_quantity_positive"
+            ),
+            models.CheckConstraint(
+                condition=~Q(bundle=models.F("offer")), name="bundleitem_not_itself"
+            ),
+            custom_cycle_constraint("bundleitem"),
+        ]
+
+    def __str__(self):
+        return f"{self.quantity} × {self.offer}"

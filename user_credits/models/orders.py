@@ -1,0 +1,126 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from .offers import Cycle, Offer, OfferGroup, currency_validator, custom_cycle_constraint
+
+
+class OrderStatus(models.TextChoices):
+    PENDING = "pending", _("pending")
+    PAID = "paid", _("paid")
+    REFUSED = "refused", _("refused")
+    ERROR = "error", _("error")
+    INCONSISTENT = "inconsistent", _("inconsistent")
+    PARTIAL = "partial", _("partly refunded")
+    REFUNDED = "refunded", _("refunded")
+    EXPIRED = "expired", _("expired")
+
+    @classmethod
+    def payable(cls):
+        """Statuses from which a payment may still succeed."""
+        return (cls.PENDING, cls.REFUSED, cls.ERROR, cls.INCONSISTENT)
+
+    @classmethod
+    def settled(cls):
+        """Statuses of an order that was paid once (its tokens were granted)."""
+        return (cls.PAID, cls.PARTIAL, cls.REFUNDED, cls.EXPIRED)
+
+    @classmethod
+    def active(cls):
+        """Statuses of a paid order whose period counts (chaining, unlocking, subscriptions)."""
+        return (cls.PAID, cls.PARTIAL)
+
+
+class Order(models.Model):
+    """A user's intention to buy an offer, then its record.
+
+    The snapshot fields copy the offer at creation; after payment only the status (and the
+    refunded amount) changes.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="credit_orders"
+    )
+    offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="orders")
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="children",
+        help_text=_("The bundle order that created this order."),
+    )
+    status = models.CharField(
+        _("status"), max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING
+    )
+    # Snapshot of the offer.
+    name = models.CharField(_("name"), max_length=200)
+    offer_group = models.ForeignKey(OfferGroup, on_delete=models.PROTECT, related_name="orders")
+    cycle = models.CharField(_("cycle"), max_length=16, choices=Cycle.choices)
+    custom_cycle = models.PositiveIntegerField(null=True, blank=True)
+    append_date = models.BooleanField(default=False)
+    token_count = models.PositiveIntegerField(null=True, blank=True)
+    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
+    quantity = models.PositiveIntegerField(default=1)
+    total = models.DecimalField(max_digits=14, decimal_places=2)
+    currency = models.CharField(max_length=3, validators=[currency_validator])
+    bundle_items = models.JSONField(
+        default=list, blank=True, help_text=_("Snapshot of the bundle's items at creation.")
+    )
+    # Period, set when paid (or requested at creation).
+    starts = models.DateTimeField(_("starts"), null=True, blank=True)
+    expires = models.DateTimeField(_("expires"), null=True, blank=True)
+    amount_refunded = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    payment_reference = models.CharField(
+        _("payment reference"), max_length=255, blank=True, db_index=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        indexes = [
+            models.Index(
+                fields=["user", "offer_group", "status", "expires"],
+                name="order_user_group_status_idx",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gte=1), name="order_quantity_positive"),
+            models.CheckConstraint(
+                condition=Q(unit_price__gte=0), name="order_unit_price_not_negative"
+            ),
+            models.CheckConstraint(condition=Q(total__gte=0), name="order_total_not_negative"),
+            models.CheckConstraint(
+                condition=Q(amount_refunded__gte=0) & Q(amount_refunded__lte=models.F("total")),
+                name="order_refund_within_total",
+            ),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[a-z]{3}$"), name="order_currency_iso_lower"
+            ),
+            custom_cycle_constraint("order"),
+        ]
+
+    def __str__(self):
+        return f"#{self.pk} {self.name} × {self.quantity} ({self.get_status_display()})"
+
+    @property
+    def is_free(self):
+        return self.total == 0
+
+
+class OrderEvent(models.Model):
+    """One line of an order's history."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
+    status = models.CharField(max_length=16, choices=OrderStatus.choices)
+    message = models.TextField(blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("created_at", "id")
+
+    def __str__(self):
+        return f"{self.order_id}: {self.status}"

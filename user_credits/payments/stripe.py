@@ -1,0 +1,1 @@
+"""Stripe through dj-stripe (written with the payments issue)."""

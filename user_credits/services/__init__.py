@@ -1,0 +1,38 @@
+"""The public API: every write of the app goes through these functions.
+
+See DESIGN.md §4. ``user`` is a user instance or its primary key; ``offer_group`` an
+``OfferGroup`` or its key.
+"""
+
+from .catalog import is_user_subscribed, load_offers
+from .credits import (
+    Consumption,
+    GroupCredits,
+    LotCredits,
+    consume,
+    get_balance,
+    get_user_credits,
+    grant,
+)
+from .cycles import cycle_end
+from .expiry import ExpiryReport, expire_credits
+from .orders import create_order, mark_failed, mark_paid, refund
+
+__all__ = [
+    "Consumption",
+    "ExpiryReport",
+    "GroupCredits",
+    "LotCredits",
+    "consume",
+    "create_order",
+    "cycle_end",
+    "expire_credits",
+    "get_balance",
+    "get_user_credits",
+    "grant",
+    "is_user_subscribed",
+    "load_offers",
+    "mark_failed",
+    "mark_paid",
+    "refund",
+]

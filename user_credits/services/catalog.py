@@ -1,0 +1,130 @@
+"""Reading the catalog: which offers a user sees, and whether a user is subscribed."""
+
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Value
+from django.utils import timezone
+
+from ..models import BundleItem, Offer, Order, OrderStatus
+from .common import logger, user_pk
+
+
+def _current_order_q(now):
+    """Orders that are paid and whose period has not ended (by time, not by sweep)."""
+    return Q(status__in=OrderStatus.active()) & (Q(expires__isnull=True) | Q(expires__gt=now))
+
+
+def _user_or_none(user):
+    if user is None or getattr(user, "is_anonymous", False):
+        return None
+    return user_pk(user)
+
+
+def offers_queryset():
+    """Active offers with everything an offer card shows, in a fixed number of queries."""
+    return (
+        Offer.objects.filter(is_active=True)
+        .select_related("offer_group")
+        .prefetch_related(
+            "tags",
+            Prefetch(
+                "bundle_items",
+                queryset=BundleItem.objects.select_related(
+                    "offer", "offer_group", "offer__offer_group"
+                ),
+            ),
+        )
+    )
+
+
+def load_offers(user=None, env_tags=None) -> list[Offer]:
+    """The offers ``user`` may buy, as DESIGN §3 "Offer loading" says.
+
+    Regular offers (no ``unlocked_by``) carrying all ``env_tags``, plus the offers unlocked by
+    a group in which the user has a paid, unexpired order; for each ``overriding_key`` the
+    heaviest unlocked offer replaces the regular offers with that key.
+    """
+    tags = sorted({str(t) for t in (env_tags or []) if str(t)})
+    uid = _user_or_none(user)
+
+    has_unlockers = Exists(Offer.unlocked_by.through.objects.filter(offer_id=OuterRef("pk")))
+    regular = Q(has_unlockers=False)
+    if tags:
+        tagged = (
+            Offer.objects.filter(tags__name__in=tags)
+            .values("pk")
+            .annotate(n=Count("tags", distinct=True))
+            .filter(n=len(tags))
+            .values("pk")
+        )
+        regular &= Q(pk__in=tagged)
+    wanted = regular
+    if uid is not None:
+        now = timezone.now()
+        owned_groups = Order.objects.filter(_current_order_q(now), user_id=uid).values(
+            "offer_group_id"
+        )
+        unlocked = Exists(
+            Offer.unlocked_by.through.objects.filter(
+                offer_id=OuterRef("pk"), offergroup_id__in=owned_groups
+            )
+        )
+        wanted |= Q(is_unlocked=True)
+    else:
+        unlocked = Value(False)
+    offers = list(
+        offers_queryset().annotate(has_unlockers=has_unlockers, is_unlocked=unlocked).filter(wanted)
+    )
+    return _merge(offers)
+
+
+def _merge(offers):
+    regular = [o for o in offers if not o.has_unlockers]
+    unlocked = [o for o in offers if o.has_unlockers]
+    best = {}
+    free_unlocked = []
+    for offer in unlocked:
+        key = offer.overriding_key
+        if not key:
+            free_unlocked.append(offer)
+            continue
+        current = best.get(key)
+        if current is None or offer.weight > current.weight:
+            best[key] = offer
+        elif offer.weight == current.weight:
+            first, second = sorted((current, offer), key=lambda o: o.pk)
+            logger.warning(
+                "Offers %r (id %s) and %r (id %s) override key %r with the same weight %s; "
+                "choosing the lower id.",
+                first.name,
+                first.pk,
+                second.name,
+                second.pk,
+                key,
+                offer.weight,
+            )
+            best[key] = first
+    result = []
+    placed = set()
+    for offer in regular:
+        replacement = best.get(offer.overriding_key) if offer.overriding_key else None
+        if replacement is None:
+            result.append(offer)
+        elif replacement.pk not in placed:
+            result.append(replacement)
+            placed.add(replacement.pk)
+    for offer in best.values():
+        if offer.pk not in placed:
+            result.append(offer)
+    result.extend(free_unlocked)
+    return result
+
+
+def is_user_subscribed(user, offer) -> Order | None:
+    """The user's current paid order for ``offer`` (the one ending last), or ``None``."""
+    offer_id = offer.pk if isinstance(offer, Offer) else offer
+    return (
+        Order.objects.filter(
+            _current_order_q(timezone.now()), user_id=user_pk(user), offer_id=offer_id
+        )
+        .order_by(F("expires").desc(nulls_first=True), "-id")
+        .first()
+    )

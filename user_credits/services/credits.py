@@ -1,0 +1,423 @@
+"""Token lots and the ledger: grants, consumption and balance reads.
+
+Every write locks the ``CreditAccount`` row first; lots and ledger entries of an account are
+only written under that lock, so absolute values can be written back safely.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import Case, F, IntegerField, Prefetch, Q, Sum, Value, When
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .. import signals
+from ..conf import app_settings
+from ..exceptions import IdempotencyConflict, InsufficientCredits, InvalidArgument
+from ..models import (
+    ConsumptionRecord,
+    CreditAccount,
+    CreditLot,
+    EntryKind,
+    LedgerEntry,
+    LotCategory,
+    LotStatus,
+    OfferGroup,
+)
+from .common import positive_int, resolve_group, send_on_commit, user_pk
+
+#: Lots burn by priority, then soonest expiry (never-expiring last), promotional before
+#: paid, then oldest.
+BURN_ORDER = (
+    "priority",
+    F("expires").asc(nulls_last=True),
+    Case(
+        When(category=LotCategory.PROMOTIONAL, then=Value(0)),
+        default=Value(1),
+        output_field=IntegerField(),
+    ),
+    "id",
+)
+
+
+@dataclass(frozen=True)
+class Consumption:
+    balance: int
+    entries: list = field(default_factory=list)
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class LotCredits:
+    id: int
+    order: int | None
+    granted: int
+    remaining: int
+    starts: datetime
+    expires: datetime | None
+    category: str
+
+
+@dataclass(frozen=True)
+class GroupCredits:
+    offer_group: str
+    name: str
+    balance: int
+    overdraft: int
+    starts: datetime | None
+    expires: datetime | None
+    lots: list[LotCredits]
+
+
+def live_lots_q(now, prefix=""):
+    """Lots that count in a balance at ``now``: active, with tokens, not past their expiry."""
+    p = prefix
+    return Q(**{f"{p}status": LotStatus.ACTIVE, f"{p}remaining__gt": 0}) & (
+        Q(**{f"{p}expires__isnull": True}) | Q(**{f"{p}expires__gt": now})
+    )
+
+
+# --- locking -----------------------------------------------------------------------------
+
+
+def lock_account(user_id, group: OfferGroup, *, create=True) -> CreditAccount | None:
+    """Lock (and with ``create`` make) the user's account in ``group``. Call inside atomic."""
+    locked = CreditAccount.objects.select_for_update()
+    account = locked.filter(user_id=user_id, offer_group=group).first()
+    if account is None and create:
+        try:
+            with transaction.atomic():
+                # The new row stays locked by this transaction until it ends.
+                account = CreditAccount.objects.create(user_id=user_id, offer_group=group)
+        except IntegrityError:  # created meanwhile by another transaction: wait for it
+            account = locked.get(user_id=user_id, offer_group=group)
+    if account is not None:
+        account.offer_group = group
+    return account
+
+
+def lock_accounts(user_id, groups) -> dict[int, CreditAccount]:
+    """Lock several of a user's accounts, always in group id order (no deadlock)."""
+    unique = {g.pk: g for g in groups}
+    return {pk: lock_account(user_id, unique[pk]) for pk in sorted(unique)}
+
+
+# --- writes ------------------------------------------------------------------------------
+
+
+def add_lot(
+    account: CreditAccount,
+    *,
+    tokens: int,
+    starts: datetime,
+    expires: datetime | None,
+    category: str,
+    order=None,
+    reason: str = "",
+    priority: int = 50,
+) -> CreditLot:
+    """Grant ``tokens`` to a locked account; an outstanding overdraft is settled first."""
+    settled = min(account.overdraft, tokens)
+    lot = CreditLot.objects.create(
+        account=account,
+        order=order,
+        granted=tokens,
+        remaining=tokens - settled,
+        starts=starts,
+        expires=expires,
+        category=category,
+        priority=priority,
+        reason=reason,
+    )
+    account.balance += tokens
+    account.overdraft -= settled
+    metadata = {"order": order.pk} if order is not None else {}
+    if reason:
+        metadata["reason"] = reason
+    if settled:
+        metadata["settled_overdraft"] = settled
+    LedgerEntry.objects.create(
+        account=account,
+        lot=lot,
+        kind=EntryKind.GRANT,
+        amount=tokens,
+        balance_after=account.balance,
+        metadata=metadata,
+    )
+    account.save(update_fields=["balance", "overdraft"])
+    send_on_commit(
+        signals.credits_granted,
+        user_id=account.user_id,
+        offer_group=account.offer_group.key,
+        lot=lot,
+    )
+    return lot
+
+
+def grant(
+    user,
+    offer_group,
+    tokens: int,
+    *,
+    expires: datetime | None = None,
+    category: str = LotCategory.PROMOTIONAL,
+    reason: str = "",
+    priority: int = 50,
+) -> CreditLot:
+    """Grant tokens by hand (a promotion, a goodwill gesture), with a reason in the ledger."""
+    tokens = positive_int(tokens, "tokens")
+    if category not in LotCategory.values:
+        raise InvalidArgument(f"category must be one of {', '.join(LotCategory.values)}.")
+    now = timezone.now()
+    if expires is not None and expires <= now:
+        raise InvalidArgument("expires must be in the future.")
+    uid = user_pk(user)
+    group = resolve_group(offer_group)
+    with transaction.atomic():
+        account = lock_account(uid, group)
+        return add_lot(
+            account,
+            tokens=tokens,
+            starts=now,
+            expires=expires,
+            category=category,
+            reason=reason,
+            priority=priority,
+        )
+
+
+def _expire_entry(account, lot, now, balance):
+    return LedgerEntry(
+        account=account,
+        lot=lot,
+        kind=EntryKind.EXPIRE,
+        amount=-lot.remaining,
+        balance_after=balance,
+        created_at=now,
+    )
+
+
+def _clean_key(idempotency_key):
+    if idempotency_key is None:
+        return None
+    key = str(idempotency_key)
+    if not key or len(key) > 255:
+        raise InvalidArgument("idempotency_key must be 1 to 255 characters.")
+    return key
+
+
+def _replay(user_id, key, group, count) -> Consumption | None:
+    record = (
+        ConsumptionRecord.objects.filter(user_id=user_id, idempotency_key=key)
+        .select_related("account")
+        .first()
+    )
+    if record is None:
+        return None
+    if record.account.offer_group_id != group.pk or record.count != count:
+        raise IdempotencyConflict(
+            f"Idempotency key {key!r} was used for {record.count} token(s) in another request."
+        )
+    entries = list(
+        LedgerEntry.objects.filter(account=record.account, idempotency_key=key).order_by("id")
+    )
+    return Consumption(balance=record.balance_after, entries=entries, replayed=True)
+
+
+def consume(user, offer_group, count, *, idempotency_key=None, metadata=None) -> Consumption:
+    """Burn ``count`` tokens of the user's account in ``offer_group``, atomically.
+
+    Due lots are expired first; tokens are then taken in ``BURN_ORDER``, one ledger entry per
+    lot touched. Not enough tokens raises ``InsufficientCredits`` and writes nothing, unless
+    overdraft is allowed for the group. A repeated ``idempotency_key`` returns the first result.
+    """
+    count = positive_int(count)
+    key = _clean_key(idempotency_key)
+    uid = user_pk(user)
+    group = resolve_group(offer_group)
+    try:
+        return _consume(uid, group, count, key, metadata or {})
+    except IntegrityError:
+        if key is None:
+            raise
+        # The same key was recorded concurrently for another account: replay or conflict.
+        with transaction.atomic():
+            replay = _replay(uid, key, group, count)
+        if replay is None:
+            raise
+        return replay
+
+
+def _consume(uid, group, count, key, metadata) -> Consumption:
+    overdraft_allowed = app_settings.overdraft_allowed(group.key)
+    with transaction.atomic():
+        account = lock_account(uid, group, create=overdraft_allowed)
+        if key is not None:
+            replay = _replay(uid, key, group, count)
+            if replay is not None:
+                return replay
+        if account is None:
+            raise InsufficientCredits(
+                f"Not enough tokens in {group.key}: {count} requested, 0 available.",
+                requested=count,
+                available=0,
+            )
+        now = timezone.now()
+        lots = list(
+            CreditLot.objects.filter(
+                account=account, status=LotStatus.ACTIVE, remaining__gt=0
+            ).order_by(*BURN_ORDER)
+        )
+        balance = account.balance
+        entries = []
+        changed = []
+        burnable = []
+        for lot in lots:
+            if lot.expires is not None and lot.expires <= now:
+                balance -= lot.remaining
+                entries.append(_expire_entry(account, lot, now, balance))
+                lot.remaining = 0
+                lot.status = LotStatus.EXPIRED
+                changed.append(lot)
+            else:
+                burnable.append(lot)
+        available = sum(lot.remaining for lot in burnable)
+        if available < count and not overdraft_allowed:
+            raise InsufficientCredits(
+                f"Not enough tokens in {group.key}: {count} requested, {available} available.",
+                requested=count,
+                available=available,
+            )
+        needed = count
+        consumed = []
+        for lot in burnable:
+            if not needed:
+                break
+            take = min(needed, lot.remaining)
+            needed -= take
+            balance -= take
+            lot.remaining -= take
+            changed.append(lot)
+            consumed.append(
+                LedgerEntry(
+                    account=account,
+                    lot=lot,
+                    kind=EntryKind.CONSUME,
+                    amount=-take,
+                    balance_after=balance,
+                    idempotency_key=key,
+                    metadata=metadata,
+                    created_at=now,
+                )
+            )
+        if needed:
+            balance -= needed
+            account.overdraft += needed
+            consumed.append(
+                LedgerEntry(
+                    account=account,
+                    kind=EntryKind.OVERDRAFT,
+                    amount=-needed,
+                    balance_after=balance,
+                    idempotency_key=key,
+                    metadata=metadata,
+                    created_at=now,
+                )
+            )
+        _save_lots(changed)
+        LedgerEntry.objects.bulk_create(entries + consumed)
+        account.balance = balance
+        CreditAccount.objects.filter(pk=account.pk).update(
+            balance=balance, overdraft=account.overdraft
+        )
+        if key is not None:
+            ConsumptionRecord.objects.create(
+                user_id=uid,
+                account=account,
+                idempotency_key=key,
+                count=count,
+                balance_after=balance,
+            )
+        send_on_commit(
+            signals.credits_consumed,
+            user_id=uid,
+            offer_group=group.key,
+            count=count,
+            balance=balance,
+            entries=consumed,
+        )
+        return Consumption(balance=balance, entries=consumed)
+
+
+def _save_lots(lots):
+    if len(lots) == 1:
+        lot = lots[0]
+        CreditLot.objects.filter(pk=lot.pk).update(remaining=lot.remaining, status=lot.status)
+    elif lots:
+        CreditLot.objects.bulk_update(lots, ["remaining", "status"])
+
+
+# --- reads -------------------------------------------------------------------------------
+
+
+def get_balance(user, offer_group) -> int:
+    """Tokens the user can spend now in ``offer_group`` (one query; expired lots never count)."""
+    uid = user_pk(user)
+    now = timezone.now()
+    if isinstance(offer_group, OfferGroup):
+        where = {"offer_group": offer_group}
+    else:
+        where = {"offer_group__key": offer_group}
+    row = (
+        CreditAccount.objects.filter(user_id=uid, **where)
+        .annotate(live=Coalesce(Sum("lots__remaining", filter=live_lots_q(now, "lots__")), 0))
+        .values_list("live", "overdraft")
+        .first()
+    )
+    if row is None:
+        resolve_group(offer_group)  # an unknown group is an error, not an empty balance
+        return 0
+    return row[0] - row[1]
+
+
+def get_user_credits(user) -> list[GroupCredits]:
+    """Per offer group: balance, period and unexpired lots (two queries)."""
+    uid = user_pk(user)
+    now = timezone.now()
+    lots = CreditLot.objects.filter(
+        Q(status=LotStatus.ACTIVE) & (Q(expires__isnull=True) | Q(expires__gt=now))
+    ).order_by(*BURN_ORDER)
+    accounts = (
+        CreditAccount.objects.filter(user_id=uid)
+        .select_related("offer_group")
+        .prefetch_related(Prefetch("lots", queryset=lots, to_attr="live_lots"))
+        .order_by("offer_group__key")
+    )
+    result = []
+    for account in accounts:
+        live = [
+            LotCredits(
+                id=lot.pk,
+                order=lot.order_id,
+                granted=lot.granted,
+                remaining=lot.remaining,
+                starts=lot.starts,
+                expires=lot.expires,
+                category=lot.category,
+            )
+            for lot in account.live_lots
+        ]
+        expiries = [lot.expires for lot in live]
+        result.append(
+            GroupCredits(
+                offer_group=account.offer_group.key,
+                name=account.offer_group.name,
+                balance=sum(lot.remaining for lot in live) - account.overdraft,
+                overdraft=account.overdraft,
+                starts=min((lot.starts for lot in live), default=None),
+                expires=None if not live or None in expiries else max(expiries),
+                lots=live,
+            )
+        )
+    return result

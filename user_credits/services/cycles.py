@@ -1,0 +1,46 @@
+"""Cycle arithmetic: calendar months and years in the current time zone, clamped to month end."""
+
+from datetime import UTC, datetime, timedelta
+
+from dateutil.relativedelta import relativedelta
+from django.utils import timezone
+
+from ..models import Cycle
+
+_CALENDAR_STEPS = {
+    Cycle.DAILY: relativedelta(days=1),
+    Cycle.WEEKLY: relativedelta(weeks=1),
+    Cycle.BI_WEEKLY: relativedelta(weeks=2),
+    Cycle.MONTHLY: relativedelta(months=1),
+    Cycle.TRIMESTER: relativedelta(months=3),
+    Cycle.SEMESTER: relativedelta(months=6),
+    Cycle.YEARLY: relativedelta(years=1),
+}
+
+
+def cycle_end(
+    start: datetime, cycle: str, *, quantity: int = 1, custom_cycle: int | None = None
+) -> datetime | None:
+    """Return ``start`` + ``cycle`` × ``quantity``; ``None`` for a cycle that never expires.
+
+    Days, weeks, months and years are counted on the wall clock of the current time zone (a
+    day across a DST change is 23 or 25 hours; Jan 31 + 1 month is the last day of February).
+    A custom cycle is an exact number of seconds.
+    """
+    if quantity < 1:
+        raise ValueError("quantity must be at least 1")
+    if cycle == Cycle.ONCE:
+        return None
+    if cycle == Cycle.CUSTOM:
+        if not custom_cycle:
+            raise ValueError("a custom cycle needs custom_cycle seconds")
+        return start + timedelta(seconds=custom_cycle * quantity)
+    try:
+        step = _CALENDAR_STEPS[cycle]
+    except KeyError:
+        raise ValueError(f"unknown cycle {cycle!r}") from None
+    local = timezone.localtime(start)
+    # One relativedelta for the whole duration: Jan 31 + 2 months is Mar 31, not Mar 28.
+    # ZoneInfo resolves the new wall-clock time's own UTC offset; store it in UTC so that
+    # comparisons never mix wall times of one zone across a DST change.
+    return (local + step * quantity).astimezone(UTC)

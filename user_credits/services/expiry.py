@@ -1,0 +1,272 @@
+"""The expiry sweep and the expiry / low-balance warnings, in bounded batches."""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .. import signals
+from ..conf import app_settings
+from ..exceptions import InvalidArgument
+from ..models import (
+    CreditAccount,
+    CreditLot,
+    EntryKind,
+    LedgerEntry,
+    LotStatus,
+    Order,
+    OrderEvent,
+    OrderStatus,
+)
+from .common import positive_int, resolve_group, send_on_commit, user_pk
+
+
+@dataclass
+class ExpiryReport:
+    """What a sweep did. With ``collect=False`` ``expired`` stays empty (a large sweep need
+    not hold every lot) and only the counts tell; the warnings are always listed."""
+
+    expired: list = field(default_factory=list)
+    expiring: list = field(default_factory=list)
+    low: list = field(default_factory=list)
+    expired_lots: int = 0
+    expired_tokens: int = 0
+    expired_orders: int = 0
+    expiring_lots: int = 0
+    low_accounts: int = 0
+    dry_run: bool = False
+
+
+def _due_lots(now, user_id):
+    lots = CreditLot.objects.filter(status=LotStatus.ACTIVE, remaining__gt=0, expires__lte=now)
+    return lots if user_id is None else lots.filter(account__user_id=user_id)
+
+
+def _as_timedelta(value):
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return timedelta(seconds=value)
+    raise InvalidArgument(f"warn_before must be a timedelta or seconds, got {value!r}.")
+
+
+def _thresholds(low):
+    """``{"group": 10}`` or ``[("group", 10), …]`` → ``[(OfferGroup, 10), …]``."""
+    if not low:
+        return []
+    pairs = low.items() if hasattr(low, "items") else low
+    result = []
+    for group, minimum in pairs:
+        if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 0:
+            raise InvalidArgument(f"The low-balance minimum for {group!r} must be an integer ≥ 0.")
+        result.append((resolve_group(group), minimum))
+    return result
+
+
+def expire_credits(
+    *,
+    user=None,
+    now=None,
+    warn_before=None,
+    low=None,
+    batch_size=None,
+    dry_run=False,
+    collect=True,
+) -> ExpiryReport:
+    """Expire every due lot once, then send the expiry and low-balance warnings once.
+
+    Each batch is one transaction: a crash leaves finished batches complete and the rest for
+    the next run. Accounts are locked in id order, so concurrent sweeps (and consumptions)
+    never expire a lot twice. ``dry_run`` does everything in a transaction that is rolled
+    back: the report is exact and nothing is written or signalled.
+    """
+    now = now or timezone.now()
+    batch_size = positive_int(batch_size or app_settings.EXPIRE_BATCH_SIZE, "batch_size")
+    user_id = None if user is None else user_pk(user)
+    warn_before = _as_timedelta(warn_before)
+    thresholds = _thresholds(low)
+    report = ExpiryReport(dry_run=dry_run)
+    args = (report, now, user_id, batch_size, collect)
+    if dry_run:
+        with transaction.atomic():
+            _sweep(*args, warn_before, thresholds)
+            transaction.set_rollback(True)
+    else:
+        _sweep(*args, warn_before, thresholds)
+    return report
+
+
+def _sweep(report, now, user_id, batch_size, collect, warn_before, thresholds):
+    while _expire_batch(report, now, user_id, batch_size, collect):
+        pass
+    while _expire_orders_batch(report, now, user_id, batch_size):
+        pass
+    if warn_before is not None:
+        while _warn_expiring_batch(report, now, now + warn_before, user_id, batch_size):
+            pass
+    for group, minimum in thresholds:
+        _rearm_low(group, user_id)
+        while _warn_low_batch(report, group, minimum, user_id, batch_size):
+            pass
+
+
+def _expire_batch(report, now, user_id, batch_size, collect) -> bool:
+    with transaction.atomic():
+        account_ids = sorted(
+            set(
+                _due_lots(now, user_id)
+                .order_by("account_id")
+                .values_list("account_id", flat=True)[:batch_size]
+            )
+        )
+        if not account_ids:
+            return False
+        accounts = {
+            a.pk: a
+            for a in CreditAccount.objects.select_for_update()
+            .filter(pk__in=account_ids)
+            .select_related("offer_group")
+            .order_by("pk")
+        }
+        # Read again under the locks: a concurrent sweep or consume may have expired them.
+        lots = list(
+            _due_lots(now, user_id).filter(account_id__in=account_ids).order_by("account_id", "id")
+        )
+        entries = []
+        by_account = defaultdict(list)
+        for lot in lots:
+            account = accounts[lot.account_id]
+            account.balance -= lot.remaining
+            entries.append(
+                LedgerEntry(
+                    account=account,
+                    lot=lot,
+                    kind=EntryKind.EXPIRE,
+                    amount=-lot.remaining,
+                    balance_after=account.balance,
+                    created_at=now,
+                )
+            )
+            report.expired_tokens += lot.remaining
+            by_account[account.pk].append(lot)
+        CreditLot.objects.filter(pk__in=[lot.pk for lot in lots]).update(
+            remaining=0, status=LotStatus.EXPIRED
+        )
+        LedgerEntry.objects.bulk_create(entries)
+        CreditAccount.objects.bulk_update([accounts[pk] for pk in by_account], ["balance"])
+        for pk, expired in by_account.items():
+            account = accounts[pk]
+            send_on_commit(
+                signals.credits_expired,
+                user_id=account.user_id,
+                offer_group=account.offer_group.key,
+                lots=expired,
+                amount=sum(lot.remaining for lot in expired),
+            )
+        for lot in lots:
+            lot.remaining, lot.status = 0, LotStatus.EXPIRED
+        report.expired_lots += len(lots)
+        if collect:
+            report.expired.extend(lots)
+        return True
+
+
+def _expire_orders_batch(report, now, user_id, batch_size) -> bool:
+    """Paid orders whose period is over become ``expired`` (their lots are swept first)."""
+    with transaction.atomic():
+        due = Order.objects.filter(status__in=OrderStatus.active(), expires__lte=now)
+        if user_id is not None:
+            due = due.filter(user_id=user_id)
+        ids = list(
+            due.select_for_update(skip_locked=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            return False
+        updated = Order.objects.filter(pk__in=ids, status__in=OrderStatus.active()).update(
+            status=OrderStatus.EXPIRED, updated_at=now
+        )
+        OrderEvent.objects.bulk_create(
+            OrderEvent(order_id=pk, status=OrderStatus.EXPIRED, message="Period ended.")
+            for pk in ids
+        )
+        report.expired_orders += updated
+        return True
+
+
+def _warn_expiring_batch(report, now, horizon, user_id, batch_size) -> bool:
+    with transaction.atomic():
+        lots = CreditLot.objects.filter(
+            status=LotStatus.ACTIVE,
+            remaining__gt=0,
+            expires__gt=now,
+            expires__lte=horizon,
+            expiry_warned_at__isnull=True,
+        )
+        if user_id is not None:
+            lots = lots.filter(account__user_id=user_id)
+        lots = list(
+            lots.select_for_update(skip_locked=True, of=("self",))
+            .select_related("account__offer_group")
+            .order_by("pk")[:batch_size]
+        )
+        if not lots:
+            return False
+        CreditLot.objects.filter(pk__in=[lot.pk for lot in lots]).update(expiry_warned_at=now)
+        for lot in lots:
+            lot.expiry_warned_at = now
+            send_on_commit(
+                signals.credits_expiring,
+                user_id=lot.account.user_id,
+                offer_group=lot.account.offer_group.key,
+                lot=lot,
+            )
+        report.expiring_lots += len(lots)
+        report.expiring.extend(lots)
+        return True
+
+
+def _low_accounts(group, user_id):
+    accounts = CreditAccount.objects.filter(offer_group=group)
+    return accounts if user_id is None else accounts.filter(user_id=user_id)
+
+
+def _rearm_low(group, user_id):
+    """An account back above the threshold it was warned about may be warned again later."""
+    _low_accounts(group, user_id).filter(
+        low_warned_threshold__isnull=False, balance__gt=F("low_warned_threshold")
+    ).update(low_warned_threshold=None)
+
+
+def _warn_low_batch(report, group, minimum, user_id, batch_size) -> bool:
+    with transaction.atomic():
+        accounts = list(
+            _low_accounts(group, user_id)
+            .filter(balance__lte=minimum)
+            .exclude(low_warned_threshold=minimum)
+            .select_for_update(skip_locked=True, of=("self",))
+            .order_by("pk")[:batch_size]
+        )
+        if not accounts:
+            return False
+        CreditAccount.objects.filter(pk__in=[a.pk for a in accounts]).update(
+            low_warned_threshold=minimum
+        )
+        for account in accounts:
+            account.low_warned_threshold = minimum
+            account.offer_group = group
+            send_on_commit(
+                signals.credits_low,
+                user_id=account.user_id,
+                offer_group=group.key,
+                account=account,
+                balance=account.balance,
+                threshold=minimum,
+            )
+        report.low_accounts += len(accounts)
+        report.low.extend(accounts)
+        return True

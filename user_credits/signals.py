@@ -1,0 +1,30 @@
+"""Outbound signals. Services send them through ``transaction.on_commit`` with
+``send_robust``: a failing receiver is logged and never undoes the write it reports.
+"""
+
+from django.dispatch import Signal
+
+#: An order became paid (tokens are granted). provides args: order
+order_paid = Signal()
+
+#: A payment failed or an order was refused. provides args: order
+order_failed = Signal()
+
+#: An order was refunded fully or in part. provides args: order, amount, revoked
+order_refunded = Signal()
+
+#: Tokens were granted. provides args: user_id, offer_group, lot
+credits_granted = Signal()
+
+#: Tokens were consumed. provides args: user_id, offer_group, count, balance, entries
+credits_consumed = Signal()
+
+#: Due lots were expired. provides args: user_id, offer_group, lots, amount
+credits_expired = Signal()
+
+#: A lot expires soon (sent once per lot). provides args: user_id, offer_group, lot
+credits_expiring = Signal()
+
+#: An account is at or under a minimum (sent once per threshold). provides args:
+#: user_id, offer_group, account, balance, threshold
+credits_low = Signal()
