@@ -41,3 +41,17 @@ def on_commit(django_capture_on_commit_callbacks):
         return django_capture_on_commit_callbacks(execute=True)
 
     return run
+
+
+@pytest.fixture
+def travel():
+    """``with travel(datetime): ...`` freezes ``timezone.now()`` (every time read of the app)."""
+    from contextlib import contextmanager
+    from unittest import mock
+
+    @contextmanager
+    def to(moment):
+        with mock.patch("django.utils.timezone.now", return_value=moment):
+            yield moment
+
+    return to

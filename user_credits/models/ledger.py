@@ -82,12 +82,10 @@ class CreditLot(models.Model):
         ordering = ("id",)
         verbose_name = _("credit lot")
         indexes = [
-            # Burnable lots of an account, in burn order.
+            # Burnable lots of an account, in burn order (PostgreSQL sorts NULL expiries last
+            # in an ascending index, as the burn order wants).
             models.Index(
-                "account",
-                "priority",
-                models.F("expires").asc(nulls_last=True),
-                "id",
+                fields=["account", "priority", "expires", "id"],
                 name="lot_burn_order_idx",
                 condition=Q(remaining__gt=0, status=LotStatus.ACTIVE),
             ),

@@ -1,0 +1,140 @@
+import logging
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+
+from user_credits import services
+from user_credits.models import OrderStatus
+
+from .factories import buy, make_group, make_offer, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def names(offers):
+    return [o.name for o in offers]
+
+
+def test_anonymous_sees_every_regular_offer(catalog):
+    offers = names(services.load_offers(AnonymousUser()))
+    assert "Startup Standard Monthly" in offers
+    assert "EventTalk" in offers
+    assert "VIP EventTalk" not in offers
+    assert names(services.load_offers(None)) == offers
+
+
+def test_env_tags_must_all_match(catalog, user):
+    monthly = names(services.load_offers(user, ["subscription", "monthly"]))
+    assert "Startup Standard Monthly" in monthly
+    assert "Startup EarlyBird Monthly" in monthly
+    assert "Free" in monthly
+    assert not any("Yearly" in n for n in monthly)
+    assert "1 Talk" not in monthly
+    yearly_eb = names(services.load_offers(user, ["subscription", "yearly", "EarlyBird"]))
+    assert yearly_eb == ["Startup EarlyBird Yearly", "Business EarlyBird Yearly", "ScaleUp EarlyBird Yearly"]
+    assert "Free" in names(services.load_offers(user, ["yearly"]))
+    assert services.load_offers(user, ["no-such-tag"]) == []
+
+
+def test_vip_offer_unlocked_by_a_paid_early_bird_order_overrides_the_regular_one(catalog, user):
+    before = names(services.load_offers(user))
+    assert "EventTalk" in before and "VIP EventTalk" not in before
+    buy(user, catalog["Startup EarlyBird Monthly"])
+    after = names(services.load_offers(user))
+    assert "VIP EventTalk" in after
+    assert "EventTalk" not in after
+    # The replacement takes the regular offer's place.
+    assert after.index("VIP EventTalk") == before.index("EventTalk")
+    assert len(after) == len(before)
+
+
+@pytest.mark.parametrize("plan", ["ScaleUp Standard Yearly", "Business EarlyBird Monthly"])
+def test_each_unlocking_group_unlocks(catalog, user, plan):
+    buy(user, catalog[plan])
+    assert "VIP EventTalk" in names(services.load_offers(user))
+
+
+def test_standard_business_does_not_unlock(catalog, user):
+    buy(user, catalog["Business Standard Monthly"])
+    assert "VIP EventTalk" not in names(services.load_offers(user))
+
+
+def test_unpaid_expired_or_refunded_orders_do_not_unlock(catalog, user, other_user):
+    services.create_order(user, catalog["ScaleUp Standard Monthly"])  # pending
+    assert "VIP EventTalk" not in names(services.load_offers(user))
+    buy(other_user, catalog["ScaleUp Standard Monthly"])
+    assert "VIP EventTalk" not in names(services.load_offers(user))  # someone else's order
+    order = buy(user, catalog["ScaleUp Standard Monthly"])
+    assert "VIP EventTalk" in names(services.load_offers(user))
+    services.refund(order)
+    assert "VIP EventTalk" not in names(services.load_offers(user))
+
+
+def test_unlock_ends_with_the_period_even_before_the_sweep(catalog, user):
+    order = buy(user, catalog["Startup EarlyBird Monthly"])
+    assert order.status == OrderStatus.PAID
+    order.expires = timezone.now() - timedelta(seconds=1)
+    order.save(update_fields=["expires"])
+    assert "VIP EventTalk" not in names(services.load_offers(user))
+
+
+def test_heaviest_unlocked_offer_wins_and_unmatched_ones_are_added(user):
+    gold = make_group("gold")
+    regular = make_offer("Regular", overriding_key="talk")
+    light = make_offer("Light", overriding_key="talk", weight=1, unlocked_by=[gold])
+    heavy = make_offer("Heavy", overriding_key="talk", weight=5, unlocked_by=[gold])
+    extra = make_offer("Extra", unlocked_by=[gold])
+    make_offer("Other regular")
+    buy(user, make_offer("Gold pass", group=gold))
+    offers = services.load_offers(user)
+    assert heavy in offers and extra in offers
+    assert regular not in offers and light not in offers
+
+
+def test_equal_weight_tie_warns_and_picks_the_lower_id(user, caplog):
+    gold = make_group("gold")
+    make_offer("Regular", overriding_key="talk")
+    first = make_offer("First", overriding_key="talk", weight=3, unlocked_by=[gold])
+    second = make_offer("Second", overriding_key="talk", weight=3, unlocked_by=[gold])
+    buy(user, make_offer("Gold pass", group=gold))
+    with caplog.at_level(logging.WARNING, logger="user_credits"):
+        offers = services.load_offers(user)
+    assert first in offers and second not in offers
+    assert "First" in caplog.text and "Second" in caplog.text
+
+
+def test_inactive_offers_are_hidden(user):
+    make_offer("Old", is_active=False)
+    assert services.load_offers(user) == []
+
+
+def test_query_count_does_not_grow_with_offers(django_assert_max_num_queries, user):
+    gold = make_group("gold")
+    buy(user, make_offer("Gold pass", group=gold, tags=["t"]))
+    for i in range(30):
+        item = make_offer(f"Item {i}", tags=["t", f"x{i}"])
+        bundle = make_offer(f"Bundle {i}", tags=["t"], token_count=None)
+        bundle.bundle_items.create(offer=item, quantity=2)
+        make_offer(f"Unlocked {i}", tags=["t"], unlocked_by=[gold], overriding_key=f"k{i}")
+    user_obj = make_user("counter")
+    with django_assert_max_num_queries(4):
+        offers = services.load_offers(user, ["t"])
+        for offer in offers:
+            [t.name for t in offer.tags.all()]
+            [(i.offer.name, i.quantity) for i in offer.bundle_items.all()]
+            offer.offer_group.key
+    assert len(offers) == 91
+    with django_assert_max_num_queries(4):
+        services.load_offers(user_obj)
+
+
+def test_is_user_subscribed(catalog, user):
+    offer = catalog["Business Standard Monthly"]
+    assert services.is_user_subscribed(user, offer) is None
+    order = services.create_order(user, offer)
+    assert services.is_user_subscribed(user, offer) is None
+    services.mark_paid(order)
+    assert services.is_user_subscribed(user.pk, offer.pk) == order
+    assert services.is_user_subscribed(user, catalog["Business Standard Yearly"]) is None

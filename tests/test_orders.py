@@ -1,0 +1,124 @@
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from user_credits import services
+from user_credits.exceptions import InvalidOrder, UserCreditsError
+from user_credits.models import Cycle, Order, OrderStatus
+
+from .factories import make_offer, table_snapshot
+
+pytestmark = pytest.mark.django_db
+
+
+def test_order_snapshots_the_offer(user):
+    offer = make_offer(
+        "Pro", price=Decimal("12.50"), currency="eur", token_count=300, cycle=Cycle.CUSTOM,
+        custom_cycle=3600, append_date=True,
+    )
+    order = services.create_order(user, offer, quantity=3)
+    assert order.status == OrderStatus.PENDING
+    assert (order.name, order.offer_group, order.cycle, order.custom_cycle) == (
+        "Pro", offer.offer_group, Cycle.CUSTOM, 3600,
+    )
+    assert (order.token_count, order.unit_price, order.quantity, order.total, order.currency) == (
+        300, Decimal("12.50"), 3, Decimal("37.50"), "eur",
+    )
+    assert order.append_date is True
+    assert order.starts is None and order.expires is None
+    assert list(order.events.values_list("status", flat=True)) == ["pending"]
+    # Later changes of the offer do not touch the order.
+    offer.price = Decimal("99")
+    offer.name = "Renamed"
+    offer.save()
+    order.refresh_from_db()
+    assert (order.name, order.total) == ("Pro", Decimal("37.50"))
+
+
+def test_bundle_items_are_snapshotted(catalog, user):
+    order = services.create_order(user, catalog["Mobile Max"])
+    items = {item["name"]: item for item in order.bundle_items}
+    assert set(items) == {"Calls 120 min", "Data 20 GB", "Mobile TV"}
+    assert items["Calls 120 min"]["token_count"] == 120
+    assert items["Calls 120 min"]["offer_group_key"] == "calls"
+    assert items["Calls 120 min"]["quantity"] == 1
+    catalog["Calls 120 min"].token_count = 999
+    catalog["Calls 120 min"].save()
+    order.refresh_from_db()
+    assert order.bundle_items[0]["token_count"] == 120
+
+
+def test_bundle_item_overrides_group_and_cycle(user):
+    bundle = make_offer("Bundle", token_count=None)
+    item_offer = make_offer("Item", cycle=Cycle.MONTHLY, token_count=5)
+    other = make_offer("Other").offer_group
+    bundle.bundle_items.create(offer=item_offer, quantity=4, offer_group=other, cycle=Cycle.WEEKLY)
+    (item,) = services.create_order(user, bundle).bundle_items
+    assert (item["offer_group"], item["cycle"], item["quantity"]) == (other.pk, "weekly", 4)
+
+
+@pytest.mark.parametrize("quantity", [0, -1, 1.5, "2", True, None])
+def test_bad_quantity_is_refused(user, quantity):
+    offer = make_offer()
+    before = table_snapshot()
+    with pytest.raises(InvalidOrder) as exc:
+        services.create_order(user, offer, quantity=quantity)
+    assert exc.value.field == "quantity"
+    assert table_snapshot() == before
+
+
+def test_quantity_limit(user):
+    offer = make_offer(quantity_limit=2)
+    assert services.create_order(user, offer, quantity=2).quantity == 2
+    before = table_snapshot()
+    with pytest.raises(InvalidOrder, match="over the limit of 2"):
+        services.create_order(user, offer, quantity=3)
+    assert table_snapshot() == before
+
+
+def test_currency_must_match_the_offer(user):
+    offer = make_offer(currency="eur")
+    assert services.create_order(user, offer, currency="EUR").currency == "eur"
+    before = table_snapshot()
+    with pytest.raises(InvalidOrder, match="sold in EUR, not USD") as exc:
+        services.create_order(user, offer, currency="usd")
+    assert exc.value.field == "currency"
+    assert table_snapshot() == before
+
+
+def test_start_in_the_past_is_refused_and_a_future_start_is_kept(user):
+    offer = make_offer()
+    before = table_snapshot()
+    with pytest.raises(InvalidOrder, match="past"):
+        services.create_order(user, offer, starts=timezone.now() - timedelta(minutes=1))
+    assert table_snapshot() == before
+    later = timezone.now() + timedelta(days=10)
+    assert services.create_order(user, offer, starts=later).starts == later
+
+
+def test_inactive_unknown_and_locked_offers_are_refused(user, catalog):
+    with pytest.raises(InvalidOrder, match="not for sale"):
+        services.create_order(user, make_offer(is_active=False))
+    with pytest.raises(InvalidOrder, match="Unknown offer"):
+        services.create_order(user, 999_999)
+    with pytest.raises(InvalidOrder, match="not unlocked"):
+        services.create_order(user, catalog["VIP EventTalk"])
+    assert Order.objects.count() == 0
+
+
+def test_errors_share_one_root():
+    assert issubclass(InvalidOrder, UserCreditsError) and issubclass(InvalidOrder, ValueError)
+
+
+def test_free_order_is_paid_at_once(catalog, user):
+    order = services.create_order(user, catalog["Free"])
+    assert order.status == OrderStatus.PAID
+    assert services.get_balance(user, "Free") == 100
+    assert list(order.events.values_list("status", flat=True)) == ["pending", "paid"]
+
+
+def test_user_may_be_given_by_primary_key(user):
+    order = services.create_order(user.pk, make_offer())
+    assert order.user == user
