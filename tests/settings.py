@@ -56,11 +56,6 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-# dj-stripe's own migrations take over a minute; its tables are created from its models
-# instead. CI runs one leg with every migration (USER_CREDITS_TEST_ALL_MIGRATIONS=1).
-if os.environ.get("USER_CREDITS_TEST_ALL_MIGRATIONS") != "1":
-    MIGRATION_MODULES = {"djstripe": None}
-
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
