@@ -33,7 +33,11 @@ def test_env_tags_must_all_match(catalog, user):
     assert not any("Yearly" in n for n in monthly)
     assert "1 Talk" not in monthly
     yearly_eb = names(services.load_offers(user, ["subscription", "yearly", "EarlyBird"]))
-    assert yearly_eb == ["Startup EarlyBird Yearly", "Business EarlyBird Yearly", "ScaleUp EarlyBird Yearly"]
+    assert yearly_eb == [
+        "Startup EarlyBird Yearly",
+        "Business EarlyBird Yearly",
+        "ScaleUp EarlyBird Yearly",
+    ]
     assert "Free" in names(services.load_offers(user, ["yearly"]))
     assert services.load_offers(user, ["no-such-tag"]) == []
 

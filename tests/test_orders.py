@@ -15,16 +15,28 @@ pytestmark = pytest.mark.django_db
 
 def test_order_snapshots_the_offer(user):
     offer = make_offer(
-        "Pro", price=Decimal("12.50"), currency="eur", token_count=300, cycle=Cycle.CUSTOM,
-        custom_cycle=3600, append_date=True,
+        "Pro",
+        price=Decimal("12.50"),
+        currency="eur",
+        token_count=300,
+        cycle=Cycle.CUSTOM,
+        custom_cycle=3600,
+        append_date=True,
     )
     order = services.create_order(user, offer, quantity=3)
     assert order.status == OrderStatus.PENDING
     assert (order.name, order.offer_group, order.cycle, order.custom_cycle) == (
-        "Pro", offer.offer_group, Cycle.CUSTOM, 3600,
+        "Pro",
+        offer.offer_group,
+        Cycle.CUSTOM,
+        3600,
     )
     assert (order.token_count, order.unit_price, order.quantity, order.total, order.currency) == (
-        300, Decimal("12.50"), 3, Decimal("37.50"), "eur",
+        300,
+        Decimal("12.50"),
+        3,
+        Decimal("37.50"),
+        "eur",
     )
     assert order.append_date is True
     assert order.starts is None and order.expires is None

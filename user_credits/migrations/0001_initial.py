@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,267 +16,812 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='OfferGroup',
+            name="OfferGroup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.SlugField(max_length=64, unique=True, verbose_name='key')),
-                ('name', models.CharField(max_length=120, verbose_name='name')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.SlugField(max_length=64, unique=True, verbose_name="key")),
+                ("name", models.CharField(max_length=120, verbose_name="name")),
             ],
             options={
-                'verbose_name': 'offer group',
-                'ordering': ('key',),
+                "verbose_name": "offer group",
+                "ordering": ("key",),
             },
         ),
         migrations.CreateModel(
-            name='Tag',
+            name="Tag",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64, unique=True, verbose_name='name')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=64, unique=True, verbose_name="name")),
             ],
             options={
-                'ordering': ('name',),
+                "ordering": ("name",),
             },
         ),
         migrations.CreateModel(
-            name='CreditAccount',
+            name="CreditAccount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('balance', models.BigIntegerField(default=0, verbose_name='balance')),
-                ('overdraft', models.BigIntegerField(default=0, help_text='Tokens consumed on credit, settled by the next grant.', verbose_name='overdraft')),
-                ('low_warned_threshold', models.BigIntegerField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='credit_accounts', to=settings.AUTH_USER_MODEL)),
-                ('offer_group', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='accounts', to='user_credits.offergroup')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("balance", models.BigIntegerField(default=0, verbose_name="balance")),
+                (
+                    "overdraft",
+                    models.BigIntegerField(
+                        default=0,
+                        help_text="Tokens consumed on credit, settled by the next grant.",
+                        verbose_name="overdraft",
+                    ),
+                ),
+                (
+                    "low_warned_threshold",
+                    models.BigIntegerField(blank=True, editable=False, null=True),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="credit_accounts",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "offer_group",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="accounts",
+                        to="user_credits.offergroup",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'credit account',
+                "verbose_name": "credit account",
             },
         ),
         migrations.CreateModel(
-            name='Offer',
+            name="Offer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, verbose_name='name')),
-                ('kind', models.CharField(choices=[('subscription', 'subscription'), ('tokens', 'tokens'), ('expertise', 'expertise')], default='tokens', max_length=16, verbose_name='kind')),
-                ('price', models.DecimalField(decimal_places=2, max_digits=12, validators=[django.core.validators.MinValueValidator(0)], verbose_name='price')),
-                ('currency', models.CharField(default='usd', max_length=3, validators=[django.core.validators.RegexValidator('^[a-z]{3}$', "Use a lower-case ISO 4217 code such as 'usd' or 'eur'.")], verbose_name='currency')),
-                ('token_count', models.PositiveIntegerField(blank=True, null=True, verbose_name='tokens')),
-                ('cycle', models.CharField(choices=[('once', 'once (never expires)'), ('daily', 'daily'), ('weekly', 'weekly'), ('bi-weekly', 'every two weeks'), ('monthly', 'monthly'), ('trimester', 'every three months'), ('semester', 'every six months'), ('yearly', 'yearly'), ('custom', 'custom (seconds)')], default='once', max_length=16, verbose_name='cycle')),
-                ('custom_cycle', models.PositiveIntegerField(blank=True, null=True, verbose_name='custom cycle (seconds)')),
-                ('append_date', models.BooleanField(default=False, help_text="Start at the latest expiry of the buyer's paid orders in the group.", verbose_name='chain expiry')),
-                ('overriding_key', models.CharField(blank=True, max_length=64, verbose_name='overriding key')),
-                ('weight', models.IntegerField(default=0, verbose_name='weight')),
-                ('popular', models.BooleanField(default=False, verbose_name='popular')),
-                ('quantity_limit', models.PositiveIntegerField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(1)], verbose_name='quantity limit')),
-                ('is_active', models.BooleanField(default=True, verbose_name='active')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('offer_group', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='offers', to='user_credits.offergroup', verbose_name='offer group')),
-                ('unlocked_by', models.ManyToManyField(blank=True, help_text='Shown only to buyers with a paid, unexpired order in one of these groups.', related_name='unlocks', to='user_credits.offergroup')),
-                ('tags', models.ManyToManyField(blank=True, related_name='offers', to='user_credits.tag')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, verbose_name="name")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("subscription", "subscription"),
+                            ("tokens", "tokens"),
+                            ("expertise", "expertise"),
+                        ],
+                        default="tokens",
+                        max_length=16,
+                        verbose_name="kind",
+                    ),
+                ),
+                (
+                    "price",
+                    models.DecimalField(
+                        decimal_places=2,
+                        max_digits=12,
+                        validators=[django.core.validators.MinValueValidator(0)],
+                        verbose_name="price",
+                    ),
+                ),
+                (
+                    "currency",
+                    models.CharField(
+                        default="usd",
+                        max_length=3,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z]{3}$",
+                                "Use a lower-case ISO 4217 code such as 'usd' or 'eur'.",
+                            )
+                        ],
+                        verbose_name="currency",
+                    ),
+                ),
+                (
+                    "token_count",
+                    models.PositiveIntegerField(blank=True, null=True, verbose_name="tokens"),
+                ),
+                (
+                    "cycle",
+                    models.CharField(
+                        choices=[
+                            ("once", "once (never expires)"),
+                            ("daily", "daily"),
+                            ("weekly", "weekly"),
+                            ("bi-weekly", "every two weeks"),
+                            ("monthly", "monthly"),
+                            ("trimester", "every three months"),
+                            ("semester", "every six months"),
+                            ("yearly", "yearly"),
+                            ("custom", "custom (seconds)"),
+                        ],
+                        default="once",
+                        max_length=16,
+                        verbose_name="cycle",
+                    ),
+                ),
+                (
+                    "custom_cycle",
+                    models.PositiveIntegerField(
+                        blank=True, null=True, verbose_name="custom cycle (seconds)"
+                    ),
+                ),
+                (
+                    "append_date",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Start at the latest expiry of the buyer's paid orders in the group.",
+                        verbose_name="chain expiry",
+                    ),
+                ),
+                (
+                    "overriding_key",
+                    models.CharField(blank=True, max_length=64, verbose_name="overriding key"),
+                ),
+                ("weight", models.IntegerField(default=0, verbose_name="weight")),
+                ("popular", models.BooleanField(default=False, verbose_name="popular")),
+                (
+                    "quantity_limit",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        null=True,
+                        validators=[django.core.validators.MinValueValidator(1)],
+                        verbose_name="quantity limit",
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True, verbose_name="active")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "offer_group",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="offers",
+                        to="user_credits.offergroup",
+                        verbose_name="offer group",
+                    ),
+                ),
+                (
+                    "unlocked_by",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="Shown only to buyers with a paid, unexpired order in one of these groups.",
+                        related_name="unlocks",
+                        to="user_credits.offergroup",
+                    ),
+                ),
+                (
+                    "tags",
+                    models.ManyToManyField(
+                        blank=True, related_name="offers", to="user_credits.tag"
+                    ),
+                ),
             ],
             options={
-                'ordering': ('id',),
+                "ordering": ("id",),
             },
         ),
         migrations.CreateModel(
-            name='BundleItem',
+            name="BundleItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('quantity', models.PositiveIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1)])),
-                ('cycle', models.CharField(blank=True, choices=[('once', 'once (never expires)'), ('daily', 'daily'), ('weekly', 'weekly'), ('bi-weekly', 'every two weeks'), ('monthly', 'monthly'), ('trimester', 'every three months'), ('semester', 'every six months'), ('yearly', 'yearly'), ('custom', 'custom (seconds)')], max_length=16)),
-                ('custom_cycle', models.PositiveIntegerField(blank=True, null=True)),
-                ('bundle', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='bundle_items', to='user_credits.offer')),
-                ('offer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='user_credits.offer')),
-                ('offer_group', models.ForeignKey(blank=True, help_text="Grant into this group instead of the item offer's group.", null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='user_credits.offergroup')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "quantity",
+                    models.PositiveIntegerField(
+                        default=1, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                (
+                    "cycle",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("once", "once (never expires)"),
+                            ("daily", "daily"),
+                            ("weekly", "weekly"),
+                            ("bi-weekly", "every two weeks"),
+                            ("monthly", "monthly"),
+                            ("trimester", "every three months"),
+                            ("semester", "every six months"),
+                            ("yearly", "yearly"),
+                            ("custom", "custom (seconds)"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("custom_cycle", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "bundle",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="bundle_items",
+                        to="user_credits.offer",
+                    ),
+                ),
+                (
+                    "offer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="user_credits.offer",
+                    ),
+                ),
+                (
+                    "offer_group",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Grant into this group instead of the item offer's group.",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="user_credits.offergroup",
+                    ),
+                ),
             ],
             options={
-                'ordering': ('id',),
+                "ordering": ("id",),
             },
         ),
         migrations.CreateModel(
-            name='Order',
+            name="Order",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('pending', 'pending'), ('paid', 'paid'), ('refused', 'refused'), ('error', 'error'), ('inconsistent', 'inconsistent'), ('partial', 'partly refunded'), ('refunded', 'refunded'), ('expired', 'expired')], default='pending', max_length=16, verbose_name='status')),
-                ('name', models.CharField(max_length=200, verbose_name='name')),
-                ('cycle', models.CharField(choices=[('once', 'once (never expires)'), ('daily', 'daily'), ('weekly', 'weekly'), ('bi-weekly', 'every two weeks'), ('monthly', 'monthly'), ('trimester', 'every three months'), ('semester', 'every six months'), ('yearly', 'yearly'), ('custom', 'custom (seconds)')], max_length=16, verbose_name='cycle')),
-                ('custom_cycle', models.PositiveIntegerField(blank=True, null=True)),
-                ('append_date', models.BooleanField(default=False)),
-                ('token_count', models.PositiveIntegerField(blank=True, null=True)),
-                ('unit_price', models.DecimalField(decimal_places=2, max_digits=12)),
-                ('quantity', models.PositiveIntegerField(default=1)),
-                ('total', models.DecimalField(decimal_places=2, max_digits=14)),
-                ('currency', models.CharField(max_length=3, validators=[django.core.validators.RegexValidator('^[a-z]{3}$', "Use a lower-case ISO 4217 code such as 'usd' or 'eur'.")])),
-                ('bundle_items', models.JSONField(blank=True, default=list, help_text="Snapshot of the bundle's items at creation.")),
-                ('starts', models.DateTimeField(blank=True, null=True, verbose_name='starts')),
-                ('expires', models.DateTimeField(blank=True, null=True, verbose_name='expires')),
-                ('amount_refunded', models.DecimalField(decimal_places=2, default=0, max_digits=14)),
-                ('payment_reference', models.CharField(blank=True, db_index=True, max_length=255, verbose_name='payment reference')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('offer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='orders', to='user_credits.offer')),
-                ('offer_group', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='orders', to='user_credits.offergroup')),
-                ('parent', models.ForeignKey(blank=True, help_text='The bundle order that created this order.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='children', to='user_credits.order')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='credit_orders', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending"),
+                            ("paid", "paid"),
+                            ("refused", "refused"),
+                            ("error", "error"),
+                            ("inconsistent", "inconsistent"),
+                            ("partial", "partly refunded"),
+                            ("refunded", "refunded"),
+                            ("expired", "expired"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                        verbose_name="status",
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, verbose_name="name")),
+                (
+                    "cycle",
+                    models.CharField(
+                        choices=[
+                            ("once", "once (never expires)"),
+                            ("daily", "daily"),
+                            ("weekly", "weekly"),
+                            ("bi-weekly", "every two weeks"),
+                            ("monthly", "monthly"),
+                            ("trimester", "every three months"),
+                            ("semester", "every six months"),
+                            ("yearly", "yearly"),
+                            ("custom", "custom (seconds)"),
+                        ],
+                        max_length=16,
+                        verbose_name="cycle",
+                    ),
+                ),
+                ("custom_cycle", models.PositiveIntegerField(blank=True, null=True)),
+                ("append_date", models.BooleanField(default=False)),
+                ("token_count", models.PositiveIntegerField(blank=True, null=True)),
+                ("unit_price", models.DecimalField(decimal_places=2, max_digits=12)),
+                ("quantity", models.PositiveIntegerField(default=1)),
+                ("total", models.DecimalField(decimal_places=2, max_digits=14)),
+                (
+                    "currency",
+                    models.CharField(
+                        max_length=3,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z]{3}$",
+                                "Use a lower-case ISO 4217 code such as 'usd' or 'eur'.",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "bundle_items",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="Snapshot of the bundle's items at creation.",
+                    ),
+                ),
+                ("starts", models.DateTimeField(blank=True, null=True, verbose_name="starts")),
+                ("expires", models.DateTimeField(blank=True, null=True, verbose_name="expires")),
+                (
+                    "amount_refunded",
+                    models.DecimalField(decimal_places=2, default=0, max_digits=14),
+                ),
+                (
+                    "payment_reference",
+                    models.CharField(
+                        blank=True, db_index=True, max_length=255, verbose_name="payment reference"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "offer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="orders",
+                        to="user_credits.offer",
+                    ),
+                ),
+                (
+                    "offer_group",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="orders",
+                        to="user_credits.offergroup",
+                    ),
+                ),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The bundle order that created this order.",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="children",
+                        to="user_credits.order",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="credit_orders",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ('-created_at', '-id'),
+                "ordering": ("-created_at", "-id"),
             },
         ),
         migrations.CreateModel(
-            name='CreditLot',
+            name="CreditLot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('granted', models.BigIntegerField(verbose_name='granted')),
-                ('remaining', models.BigIntegerField(verbose_name='remaining')),
-                ('starts', models.DateTimeField(default=django.utils.timezone.now, verbose_name='starts')),
-                ('expires', models.DateTimeField(blank=True, null=True, verbose_name='expires')),
-                ('category', models.CharField(choices=[('paid', 'paid'), ('promotional', 'promotional')], default='paid', max_length=16)),
-                ('priority', models.SmallIntegerField(default=50, help_text='Lower burns first, before any expiry ordering.')),
-                ('status', models.CharField(choices=[('active', 'active'), ('expired', 'expired'), ('revoked', 'revoked')], default='active', max_length=16)),
-                ('reason', models.CharField(blank=True, max_length=255)),
-                ('expiry_warned_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='lots', to='user_credits.creditaccount')),
-                ('order', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='lots', to='user_credits.order')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("granted", models.BigIntegerField(verbose_name="granted")),
+                ("remaining", models.BigIntegerField(verbose_name="remaining")),
+                (
+                    "starts",
+                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="starts"),
+                ),
+                ("expires", models.DateTimeField(blank=True, null=True, verbose_name="expires")),
+                (
+                    "category",
+                    models.CharField(
+                        choices=[("paid", "paid"), ("promotional", "promotional")],
+                        default="paid",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "priority",
+                    models.SmallIntegerField(
+                        default=50, help_text="Lower burns first, before any expiry ordering."
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("active", "active"),
+                            ("expired", "expired"),
+                            ("revoked", "revoked"),
+                        ],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                ("reason", models.CharField(blank=True, max_length=255)),
+                ("expiry_warned_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="lots",
+                        to="user_credits.creditaccount",
+                    ),
+                ),
+                (
+                    "order",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="lots",
+                        to="user_credits.order",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'credit lot',
-                'ordering': ('id',),
+                "verbose_name": "credit lot",
+                "ordering": ("id",),
             },
         ),
         migrations.CreateModel(
-            name='OrderEvent',
+            name="OrderEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('pending', 'pending'), ('paid', 'paid'), ('refused', 'refused'), ('error', 'error'), ('inconsistent', 'inconsistent'), ('partial', 'partly refunded'), ('refunded', 'refunded'), ('expired', 'expired')], max_length=16)),
-                ('message', models.TextField(blank=True)),
-                ('payload', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('order', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='user_credits.order')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending"),
+                            ("paid", "paid"),
+                            ("refused", "refused"),
+                            ("error", "error"),
+                            ("inconsistent", "inconsistent"),
+                            ("partial", "partly refunded"),
+                            ("refunded", "refunded"),
+                            ("expired", "expired"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("message", models.TextField(blank=True)),
+                ("payload", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "order",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="user_credits.order",
+                    ),
+                ),
             ],
             options={
-                'ordering': ('created_at', 'id'),
+                "ordering": ("created_at", "id"),
             },
         ),
         migrations.CreateModel(
-            name='ConsumptionRecord',
+            name="ConsumptionRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('idempotency_key', models.CharField(max_length=255)),
-                ('count', models.BigIntegerField()),
-                ('balance_after', models.BigIntegerField()),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='user_credits.creditaccount')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("idempotency_key", models.CharField(max_length=255)),
+                ("count", models.BigIntegerField()),
+                ("balance_after", models.BigIntegerField()),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="user_credits.creditaccount",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('user', 'idempotency_key'), name='consumption_user_key_unique')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("user", "idempotency_key"), name="consumption_user_key_unique"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='LedgerEntry',
+            name="LedgerEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('grant', 'grant'), ('consume', 'consume'), ('overdraft', 'overdraft'), ('expire', 'expire'), ('revoke', 'revoke'), ('adjust', 'adjust')], max_length=16)),
-                ('amount', models.BigIntegerField()),
-                ('balance_after', models.BigIntegerField()),
-                ('idempotency_key', models.CharField(blank=True, max_length=255, null=True)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='user_credits.creditaccount')),
-                ('lot', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='user_credits.creditlot')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("grant", "grant"),
+                            ("consume", "consume"),
+                            ("overdraft", "overdraft"),
+                            ("expire", "expire"),
+                            ("revoke", "revoke"),
+                            ("adjust", "adjust"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("amount", models.BigIntegerField()),
+                ("balance_after", models.BigIntegerField()),
+                ("idempotency_key", models.CharField(blank=True, max_length=255, null=True)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                (
+                    "created_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="entries",
+                        to="user_credits.creditaccount",
+                    ),
+                ),
+                (
+                    "lot",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="entries",
+                        to="user_credits.creditlot",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'ledger entry',
-                'verbose_name_plural': 'ledger entries',
-                'ordering': ('-created_at', '-id'),
-                'indexes': [models.Index(fields=['account', 'created_at', 'id'], name='entry_account_time_idx'), models.Index(condition=models.Q(('idempotency_key__isnull', False)), fields=['account', 'idempotency_key'], name='entry_idempotency_idx')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('amount', 0), _negated=True), name='entry_amount_not_zero'), models.CheckConstraint(condition=models.Q(models.Q(('amount__gt', 0), ('kind__in', ['grant'])), models.Q(('amount__lt', 0), ('kind__in', ['consume', 'overdraft', 'expire', 'revoke'])), ('kind', 'adjust'), _connector='OR'), name='entry_amount_sign_matches_kind')],
+                "verbose_name": "ledger entry",
+                "verbose_name_plural": "ledger entries",
+                "ordering": ("-created_at", "-id"),
+                "indexes": [
+                    models.Index(
+                        fields=["account", "created_at", "id"], name="entry_account_time_idx"
+                    ),
+                    models.Index(
+                        condition=models.Q(("idempotency_key__isnull", False)),
+                        fields=["account", "idempotency_key"],
+                        name="entry_idempotency_idx",
+                    ),
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("amount", 0), _negated=True),
+                        name="entry_amount_not_zero",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("amount__gt", 0), ("kind__in", ["grant"])),
+                            models.Q(
+                                ("amount__lt", 0),
+                                ("kind__in", ["consume", "overdraft", "expire", "revoke"]),
+                            ),
+                            ("kind", "adjust"),
+                            _connector="OR",
+                        ),
+                        name="entry_amount_sign_matches_kind",
+                    ),
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='creditaccount',
-            constraint=models.UniqueConstraint(fields=('user', 'offer_group'), name='account_user_group_unique'),
+            model_name="creditaccount",
+            constraint=models.UniqueConstraint(
+                fields=("user", "offer_group"), name="account_user_group_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditaccount',
-            constraint=models.CheckConstraint(condition=models.Q(('overdraft__gte', 0)), name='account_overdraft_not_negative'),
+            model_name="creditaccount",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("overdraft__gte", 0)), name="account_overdraft_not_negative"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='bundleitem',
-            constraint=models.CheckConstraint(condition=models.Q(('quantity__gte', 1)), name='bundleitem_quantity_positive'),
+            model_name="bundleitem",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("quantity__gte", 1)), name="bundleitem_quantity_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='bundleitem',
-            constraint=models.CheckConstraint(condition=models.Q(('bundle', models.F('offer')), _negated=True), name='bundleitem_not_itself'),
+            model_name="bundleitem",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("bundle", models.F("offer")), _negated=True),
+                name="bundleitem_not_itself",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='bundleitem',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('custom_cycle__gt', 0), ('custom_cycle__isnull', False), ('cycle', 'custom')), models.Q(models.Q(('cycle', 'custom'), _negated=True), ('custom_cycle__isnull', True)), _connector='OR'), name='bundleitem_custom_cycle_only_with_custom', violation_error_message='Set a custom cycle (in seconds) exactly when the cycle is custom.'),
+            model_name="bundleitem",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("custom_cycle__gt", 0),
+                        ("custom_cycle__isnull", False),
+                        ("cycle", "custom"),
+                    ),
+                    models.Q(
+                        models.Q(("cycle", "custom"), _negated=True), ("custom_cycle__isnull", True)
+                    ),
+                    _connector="OR",
+                ),
+                name="bundleitem_custom_cycle_only_with_custom",
+                violation_error_message="Set a custom cycle (in seconds) exactly when the cycle is custom.",
+            ),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['user', 'offer_group', 'status', 'expires'], name='order_user_group_status_idx'),
+            model_name="order",
+            index=models.Index(
+                fields=["user", "offer_group", "status", "expires"],
+                name="order_user_group_status_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('quantity__gte', 1)), name='order_quantity_positive'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("quantity__gte", 1)), name="order_quantity_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('unit_price__gte', 0)), name='order_unit_price_not_negative'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("unit_price__gte", 0)), name="order_unit_price_not_negative"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('total__gte', 0)), name='order_total_not_negative'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("total__gte", 0)), name="order_total_not_negative"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('amount_refunded__gte', 0), ('amount_refunded__lte', models.F('total'))), name='order_refund_within_total'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("amount_refunded__gte", 0), ("amount_refunded__lte", models.F("total"))
+                ),
+                name="order_refund_within_total",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('currency__regex', '^[a-z]{3}$')), name='order_currency_iso_lower'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("currency__regex", "^[a-z]{3}$")),
+                name="order_currency_iso_lower",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('custom_cycle__gt', 0), ('custom_cycle__isnull', False), ('cycle', 'custom')), models.Q(models.Q(('cycle', 'custom'), _negated=True), ('custom_cycle__isnull', True)), _connector='OR'), name='order_custom_cycle_only_with_custom', violation_error_message='Set a custom cycle (in seconds) exactly when the cycle is custom.'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("custom_cycle__gt", 0),
+                        ("custom_cycle__isnull", False),
+                        ("cycle", "custom"),
+                    ),
+                    models.Q(
+                        models.Q(("cycle", "custom"), _negated=True), ("custom_cycle__isnull", True)
+                    ),
+                    _connector="OR",
+                ),
+                name="order_custom_cycle_only_with_custom",
+                violation_error_message="Set a custom cycle (in seconds) exactly when the cycle is custom.",
+            ),
         ),
         migrations.AddIndex(
-            model_name='creditlot',
-            index=models.Index(condition=models.Q(('remaining__gt', 0), ('status', 'active')), fields=['account', 'priority', 'expires', 'id'], name='lot_burn_order_idx'),
+            model_name="creditlot",
+            index=models.Index(
+                condition=models.Q(("remaining__gt", 0), ("status", "active")),
+                fields=["account", "priority", "expires", "id"],
+                name="lot_burn_order_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='creditlot',
-            index=models.Index(condition=models.Q(('remaining__gt', 0), ('status', 'active')), fields=['expires'], name='lot_due_idx'),
+            model_name="creditlot",
+            index=models.Index(
+                condition=models.Q(("remaining__gt", 0), ("status", "active")),
+                fields=["expires"],
+                name="lot_due_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditlot',
-            constraint=models.CheckConstraint(condition=models.Q(('granted__gt', 0)), name='lot_granted_positive'),
+            model_name="creditlot",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("granted__gt", 0)), name="lot_granted_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditlot',
-            constraint=models.CheckConstraint(condition=models.Q(('remaining__gte', 0), ('remaining__lte', models.F('granted'))), name='lot_remaining_within_granted'),
+            model_name="creditlot",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("remaining__gte", 0), ("remaining__lte", models.F("granted"))),
+                name="lot_remaining_within_granted",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditlot',
-            constraint=models.CheckConstraint(condition=models.Q(('expires__isnull', True), ('expires__gt', models.F('starts')), _connector='OR'), name='lot_expires_after_start'),
+            model_name="creditlot",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("expires__isnull", True), ("expires__gt", models.F("starts")), _connector="OR"
+                ),
+                name="lot_expires_after_start",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='offer',
-            constraint=models.CheckConstraint(condition=models.Q(('price__gte', 0)), name='offer_price_not_negative'),
+            model_name="offer",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("price__gte", 0)), name="offer_price_not_negative"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='offer',
-            constraint=models.CheckConstraint(condition=models.Q(('currency__regex', '^[a-z]{3}$')), name='offer_currency_iso_lower'),
+            model_name="offer",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("currency__regex", "^[a-z]{3}$")),
+                name="offer_currency_iso_lower",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='offer',
-            constraint=models.CheckConstraint(condition=models.Q(('quantity_limit__isnull', True), ('quantity_limit__gte', 1), _connector='OR'), name='offer_quantity_limit_positive'),
+            model_name="offer",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("quantity_limit__isnull", True), ("quantity_limit__gte", 1), _connector="OR"
+                ),
+                name="offer_quantity_limit_positive",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='offer',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('custom_cycle__gt', 0), ('custom_cycle__isnull', False), ('cycle', 'custom')), models.Q(models.Q(('cycle', 'custom'), _negated=True), ('custom_cycle__isnull', True)), _connector='OR'), name='offer_custom_cycle_only_with_custom', violation_error_message='Set a custom cycle (in seconds) exactly when the cycle is custom.'),
+            model_name="offer",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("custom_cycle__gt", 0),
+                        ("custom_cycle__isnull", False),
+                        ("cycle", "custom"),
+                    ),
+                    models.Q(
+                        models.Q(("cycle", "custom"), _negated=True), ("custom_cycle__isnull", True)
+                    ),
+                    _connector="OR",
+                ),
+                name="offer_custom_cycle_only_with_custom",
+                violation_error_message="Set a custom cycle (in seconds) exactly when the cycle is custom.",
+            ),
         ),
     ]

@@ -84,7 +84,9 @@ def expire_credits(
     back: the report is exact and nothing is written or signalled.
     """
     now = now or timezone.now()
-    batch_size = positive_int(batch_size or app_settings.EXPIRE_BATCH_SIZE, "batch_size")
+    if batch_size is None:
+        batch_size = app_settings.EXPIRE_BATCH_SIZE
+    batch_size = positive_int(batch_size, "batch_size")
     user_id = None if user is None else user_pk(user)
     warn_before = _as_timedelta(warn_before)
     thresholds = _thresholds(low)

@@ -1,0 +1,177 @@
+"""Correct under concurrency: real threads on real PostgreSQL row locks."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+import pytest
+from django.db import connection
+from django.db.models import Count
+
+from user_credits import services
+from user_credits.exceptions import IdempotencyConflict, InsufficientCredits
+from user_credits.models import CreditLot, EntryKind, LedgerEntry, LotStatus, OrderStatus
+
+from .factories import assert_ledger_consistent, make_group, make_offer, make_user, table_snapshot
+
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def in_threads(n, work):
+    """Run ``work(i)`` in ``n`` threads released together; return results or exceptions."""
+    barrier = threading.Barrier(n)
+
+    def run(i):
+        try:
+            barrier.wait()
+            return work(i)
+        except Exception as exc:  # collected and asserted on by the caller
+            return exc
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(run, range(n)))
+
+
+@pytest.mark.postgres
+def test_eight_threads_never_overspend():
+    user = make_user()
+    group = make_group("api")
+    for _ in range(4):
+        services.grant(user, group, 250)
+
+    def work(i):
+        ok = refused = 0
+        for _ in range(250):
+            try:
+                services.consume(user, group, 1)
+                ok += 1
+            except InsufficientCredits:
+                refused += 1
+        return ok, refused
+
+    results = in_threads(8, work)
+    assert all(isinstance(r, tuple) for r in results), results
+    assert sum(r[0] for r in results) == 1000
+    assert sum(r[1] for r in results) == 1000
+    assert services.get_balance(user, group) == 0
+    assert LedgerEntry.objects.filter(kind=EntryKind.CONSUME).count() == 1000
+    assert_ledger_consistent()
+
+
+@pytest.mark.postgres
+def test_two_sweeps_at_once_expire_each_lot_once(travel):
+    group = make_group("g")
+    users = [make_user() for _ in range(60)]
+    with travel(T0):
+        for u in users:
+            services.grant(u, group, 3, expires=T0 + timedelta(hours=1))
+            services.grant(u, group, 2, expires=T0 + timedelta(hours=1))
+    reports = in_threads(
+        2, lambda i: services.expire_credits(now=T0 + timedelta(hours=2), batch_size=7)
+    )
+    assert all(not isinstance(r, Exception) for r in reports), reports
+    assert sum(r.expired_lots for r in reports) == 120
+    assert sum(r.expired_orders for r in reports) == 0
+    per_lot = (
+        LedgerEntry.objects.filter(kind=EntryKind.EXPIRE).values("lot").annotate(n=Count("id"))
+    )
+    assert len(per_lot) == 120 and {row["n"] for row in per_lot} == {1}
+    assert_ledger_consistent()
+
+
+@pytest.mark.postgres
+def test_concurrent_payment_notifications_grant_once():
+    user = make_user()
+    order = services.create_order(user, make_offer(token_count=10, append_date=True))
+    results = in_threads(4, lambda i: services.mark_paid(order, reference=f"evt_{i}"))
+    assert all(r.status == OrderStatus.PAID for r in results), results
+    assert CreditLot.objects.filter(order=order).count() == 1
+    assert order.events.filter(status=OrderStatus.PAID).count() == 1
+    assert services.get_balance(user, order.offer_group) == 10
+
+
+@pytest.mark.postgres
+def test_concurrent_chained_payments_queue_up():
+    user = make_user()
+    group = make_group("sub")
+    offer = make_offer(group=group, append_date=True)
+    orders = [services.create_order(user, offer) for _ in range(4)]
+    in_threads(4, lambda i: services.mark_paid(orders[i]))
+    periods = sorted(
+        (o.starts, o.expires) for o in type(orders[0]).objects.filter(offer_group=group)
+    )
+    for (_, end), (start, _) in zip(periods, periods[1:], strict=False):
+        assert start == end  # each payment chains onto the previous one, no overlap
+
+
+@pytest.mark.postgres
+def test_same_idempotency_key_from_many_threads_consumes_once():
+    user = make_user()
+    group = make_group("g")
+    services.grant(user, group, 10)
+    results = in_threads(6, lambda i: services.consume(user, group, 3, idempotency_key="once"))
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert sum(not r.replayed for r in results) == 1
+    assert {r.balance for r in results} == {7}
+    assert services.get_balance(user, group) == 7
+
+
+@pytest.mark.postgres
+def test_same_key_in_two_groups_at_once_conflicts():
+    user = make_user()
+    groups = [make_group("a"), make_group("b")]
+    for g in groups:
+        services.grant(user, g, 10)
+    results = in_threads(2, lambda i: services.consume(user, groups[i], 1, idempotency_key="k"))
+    assert sum(isinstance(r, IdempotencyConflict) for r in results) == 1, results
+    assert sum(services.get_balance(user, g) for g in groups) == 19
+    assert_ledger_consistent()
+
+
+# --- faults: an exception after the first write leaves the database as it was -------------
+
+
+@pytest.mark.django_db
+def test_fault_in_consume_writes_nothing(user, travel):
+    group = make_group("g")
+    with travel(T0):
+        services.grant(user, group, 4, expires=T0 + timedelta(hours=1))
+        services.grant(user, group, 4)
+    with travel(T0 + timedelta(hours=2)):
+        before = table_snapshot()
+        with mock.patch.object(
+            LedgerEntry.objects, "bulk_create", side_effect=RuntimeError("boom")
+        ):
+            with pytest.raises(RuntimeError):
+                services.consume(user, group, 2, idempotency_key="k")
+        assert table_snapshot() == before
+        assert services.consume(user, group, 2, idempotency_key="k").balance == 2
+    assert CreditLot.objects.filter(status=LotStatus.EXPIRED).count() == 1
+    assert_ledger_consistent()
+
+
+@pytest.mark.django_db
+def test_fault_in_mark_paid_writes_nothing(catalog, user):
+    order = services.create_order(user, catalog["Mobile Max"])
+    before = table_snapshot()
+    real_create = LedgerEntry.objects.create
+    calls = []
+
+    def fail_on_second_grant(**kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return real_create(**kwargs)
+
+    with mock.patch.object(LedgerEntry.objects, "create", side_effect=fail_on_second_grant):
+        with pytest.raises(RuntimeError):
+            services.mark_paid(order)
+    assert table_snapshot() == before
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PENDING
+    assert services.mark_paid(order).status == OrderStatus.PAID
+    assert services.get_balance(user, "calls") == 120
+    assert_ledger_consistent()

@@ -1,0 +1,234 @@
+import json
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+from unittest import mock
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from user_credits import services, signals
+from user_credits.exceptions import InvalidArgument, UnknownOfferGroup
+from user_credits.models import (
+    CreditAccount,
+    CreditLot,
+    EntryKind,
+    LedgerEntry,
+    LotStatus,
+    OrderStatus,
+)
+
+from .factories import assert_ledger_consistent, buy, make_group, make_user, table_snapshot
+
+pytestmark = pytest.mark.django_db
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def received():
+    """Collect what the warning and expiry signals send."""
+    got = {"expired": [], "expiring": [], "low": []}
+    handlers = {
+        signals.credits_expired: lambda **kw: got["expired"].append(
+            (kw["offer_group"], kw["amount"])
+        ),
+        signals.credits_expiring: lambda **kw: got["expiring"].append(kw["lot"].pk),
+        signals.credits_low: lambda **kw: got["low"].append(
+            (kw["offer_group"], kw["balance"], kw["threshold"])
+        ),
+    }
+    for signal, handler in handlers.items():
+        signal.connect(handler, weak=False)
+    yield got
+    for signal, handler in handlers.items():
+        signal.disconnect(handler)
+
+
+def test_expiry_removes_only_the_expired_lots_remainder(catalog, user, travel, on_commit, received):
+    with travel(T0):
+        pack = buy(user, catalog["3 Talks"])  # yearly
+        forever = buy(user, catalog["EventTalk"])  # never expires
+        services.consume(user, "talks", 1)
+    with travel(T0 + timedelta(days=366)), on_commit():
+        report = services.expire_credits()
+    assert [lot.order_id for lot in report.expired] == [pack.pk]
+    assert (report.expired_lots, report.expired_tokens, report.expired_orders) == (1, 2, 1)
+    entry = LedgerEntry.objects.get(kind=EntryKind.EXPIRE)
+    assert (entry.amount, entry.balance_after) == (-2, 1)
+    pack.refresh_from_db()
+    forever.refresh_from_db()
+    assert pack.status == OrderStatus.EXPIRED and forever.status == OrderStatus.PAID
+    assert pack.events.filter(status=OrderStatus.EXPIRED).count() == 1
+    assert services.get_balance(user, "talks") == 1
+    assert received["expired"] == [("talks", 2)]
+    assert_ledger_consistent()
+
+
+def test_running_twice_changes_nothing(user, travel):
+    group = make_group("g")
+    with travel(T0):
+        services.grant(user, group, 5, expires=T0 + timedelta(days=1))
+    with travel(T0 + timedelta(days=2)):
+        services.expire_credits()
+        before = table_snapshot()
+        report = services.expire_credits()
+    assert (report.expired_lots, report.expired_orders) == (0, 0)
+    assert table_snapshot() == before
+
+
+def test_fully_consumed_order_still_ends(user, travel):
+    group = make_group("g")
+    from .factories import make_offer
+
+    with travel(T0):
+        order = buy(user, make_offer(group=group, token_count=3))
+        services.consume(user, group, 3)
+    with travel(T0 + timedelta(days=40)):
+        report = services.expire_credits()
+    order.refresh_from_db()
+    assert order.status == OrderStatus.EXPIRED
+    assert (report.expired_lots, report.expired_orders) == (0, 1)
+    assert not LedgerEntry.objects.filter(kind=EntryKind.EXPIRE).exists()
+
+
+def test_batches_cover_every_account_and_only_the_given_user(travel):
+    group = make_group("g")
+    users = [make_user() for _ in range(7)]
+    with travel(T0):
+        for u in users:
+            services.grant(u, group, 2, expires=T0 + timedelta(hours=1))
+            services.grant(u, group, 1)
+    with travel(T0 + timedelta(hours=2)):
+        one = services.expire_credits(user=users[0], batch_size=2)
+        assert one.expired_lots == 1
+        rest = services.expire_credits(batch_size=2)
+    assert rest.expired_lots == 6
+    assert set(CreditAccount.objects.values_list("balance", flat=True)) == {1}
+    assert_ledger_consistent()
+
+
+def test_expiring_warnings_fire_once_per_lot(catalog, user, travel, on_commit, received):
+    with travel(T0):
+        buy(user, catalog["Startup Standard Monthly"])  # ends Apr 1
+        buy(user, catalog["3 Talks"])  # ends next year
+    with travel(T0 + timedelta(days=25)), on_commit():
+        first = services.expire_credits(warn_before=timedelta(days=7))
+    with travel(T0 + timedelta(days=26)), on_commit():
+        second = services.expire_credits(warn_before=timedelta(days=7))
+    assert [lot.account.offer_group.key for lot in first.expiring] == ["Startup"]
+    assert second.expiring == []
+    assert len(received["expiring"]) == 1
+    assert CreditLot.objects.filter(expiry_warned_at__isnull=False).count() == 1
+
+
+def test_low_balance_warnings_fire_once_per_threshold_and_rearm(
+    user, other_user, on_commit, received
+):
+    calls = make_group("calls")
+    services.grant(user, calls, 20)
+    services.grant(other_user, calls, 100)
+    with on_commit():
+        services.consume(user, calls, 12)  # 8 left
+        report = services.expire_credits(low={"calls": 10})
+        again = services.expire_credits(low=[("calls", 10)])
+    assert [a.user_id for a in report.low] == [user.pk]
+    assert again.low == []
+    assert received["low"] == [("calls", 8, 10)]
+    # A lower threshold is a new warning; a refill re-arms it.
+    with on_commit():
+        services.consume(user, calls, 4)
+        assert len(services.expire_credits(low={"calls": 5}).low) == 1
+        services.grant(user, calls, 50)
+        assert services.expire_credits(low={"calls": 5}).low == []
+        services.consume(user, calls, 52)
+        assert len(services.expire_credits(low={"calls": 5}).low) == 1
+    assert len(received["low"]) == 3
+
+
+def test_bad_arguments(user):
+    with pytest.raises(UnknownOfferGroup):
+        services.expire_credits(low={"nope": 3})
+    make_group("g")
+    with pytest.raises(InvalidArgument):
+        services.expire_credits(low={"g": -1})
+    with pytest.raises(InvalidArgument):
+        services.expire_credits(warn_before="soon")
+
+
+def test_dry_run_reports_and_writes_nothing(user, travel, on_commit, received):
+    group = make_group("g")
+    with travel(T0):
+        services.grant(user, group, 5, expires=T0 + timedelta(days=1))
+        services.grant(user, group, 1, expires=T0 + timedelta(days=5))
+    with travel(T0 + timedelta(days=2)):
+        before = table_snapshot()
+        with on_commit():
+            report = services.expire_credits(
+                dry_run=True, warn_before=timedelta(days=7), low={"g": 3}
+            )
+        assert table_snapshot() == before
+    assert (report.expired_lots, report.expiring_lots, report.low_accounts) == (1, 1, 1)
+    assert received == {"expired": [], "expiring": [], "low": []}
+
+
+def test_a_crash_in_a_batch_keeps_finished_batches(travel):
+    group = make_group("g")
+    users = [make_user() for _ in range(4)]
+    with travel(T0):
+        for u in users:
+            services.grant(u, group, 3, expires=T0 + timedelta(hours=1))
+    real_bulk_create = LedgerEntry.objects.bulk_create
+    calls = []
+
+    def failing_second_batch(objs, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real_bulk_create(objs, *args, **kwargs)
+
+    with travel(T0 + timedelta(hours=2)):
+        with mock.patch.object(LedgerEntry.objects, "bulk_create", failing_second_batch):
+            with pytest.raises(RuntimeError):
+                services.expire_credits(batch_size=2)
+        assert CreditLot.objects.filter(status=LotStatus.EXPIRED).count() == 2
+        assert_ledger_consistent()
+        assert services.expire_credits().expired_lots == 2
+    assert not CreditLot.objects.filter(status=LotStatus.ACTIVE, remaining__gt=0).exists()
+    assert_ledger_consistent()
+
+
+# --- the command -------------------------------------------------------------------------
+
+
+def run(*args):
+    out = StringIO()
+    call_command("user_credits_expire", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_command_expires_and_warns(user, travel):
+    group = make_group("calls")
+    with travel(T0):
+        services.grant(user, group, 5, expires=T0 + timedelta(days=1))
+        services.grant(user, group, 2, expires=T0 + timedelta(days=4))
+    with travel(T0 + timedelta(days=2)):
+        dry = run("--dry-run")
+        assert "Would expire 1 lot(s), 5 token(s)" in dry
+        assert CreditLot.objects.filter(status=LotStatus.EXPIRED).count() == 0
+        text = run("--warn-before", "7d", "--low", "calls=2", "--batch-size", "10")
+        assert "Expired 1 lot(s), 5 token(s)" in text
+        assert f"expiring: user {user.pk} calls: 2 token(s)" in text
+        assert f"low: user {user.pk} calls: 2 token(s), minimum 2" in text
+        data = json.loads(
+            run("--json", "--warn-before", "7d", "--low", "calls=2", "--user", str(user.pk))
+        )
+    assert data["expired_lots"] == 0 and data["expiring"] == [] and data["low"] == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--warn-before", "soon"], ["--low", "calls"], ["--low", "nope=3"], ["--batch-size", "0"]],
+)
+def test_command_rejects_bad_arguments(args):
+    make_group("calls")
+    with pytest.raises(CommandError):
+        run(*args)
