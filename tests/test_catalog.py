@@ -125,11 +125,17 @@ def test_query_count_does_not_grow_with_offers(django_assert_max_num_queries, us
     user_obj = make_user("counter")
     with django_assert_max_num_queries(4):
         offers = services.load_offers(user, ["t"])
-        for offer in offers:
-            [t.name for t in offer.tags.all()]
-            [(i.offer.name, i.quantity) for i in offer.bundle_items.all()]
-            offer.offer_group.key
+        shown = {
+            offer.name: (
+                offer.offer_group.key,
+                [t.name for t in offer.tags.all()],
+                [(i.offer.name, i.quantity) for i in offer.bundle_items.all()],
+            )
+            for offer in offers
+        }
     assert len(offers) == 91
+    assert shown["Bundle 0"][2] == [("Item 0", 2)]
+    assert shown["Item 0"][1] == ["t", "x0"]
     with django_assert_max_num_queries(4):
         services.load_offers(user_obj)
 
