@@ -4,6 +4,12 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 
+@pytest.fixture(autouse=True)
+def _needs_migrations(request):
+    if request.config.getoption("nomigrations"):
+        pytest.skip("migrations are off (--nomigrations); CI runs these with --migrations")
+
+
 @pytest.mark.django_db
 def test_no_missing_migrations():
     call_command("makemigrations", "user_credits", "--check", "--dry-run", verbosity=0)
