@@ -139,6 +139,7 @@ class LedgerEntry(models.Model):
         ordering = ("-created_at", "-id")
         verbose_name = _("ledger entry")
         verbose_name_plural = _("ledger entries")
+        permissions = [("consume_credits", _("Can consume users' credits (server to server)"))]
         indexes = [
             models.Index(fields=["account", "created_at", "id"], name="entry_account_time_idx"),
             models.Index(

@@ -1,0 +1,238 @@
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from ..models import (
+    BundleItem,
+    CreditLot,
+    LedgerEntry,
+    LotCategory,
+    Offer,
+    Order,
+    OrderEvent,
+)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: no strings, floats or booleans."""
+
+    default_error_messages = {"invalid": "A whole number is required."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know, so a typo is an error and not a silent default."""
+
+    def validate(self, attrs):
+        if isinstance(self.initial_data, dict):
+            unknown = sorted(set(self.initial_data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return attrs
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+        return super().to_internal_value(data)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The shape of every error response."""
+
+    code = serializers.CharField()
+    detail = serializers.CharField()
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()), required=False
+    )
+
+
+class BundleItemSerializer(serializers.ModelSerializer):
+    name = serializers.CharField(source="offer.name")
+    offer_group = serializers.SerializerMethodField()
+    token_count = serializers.IntegerField(source="offer.token_count", allow_null=True)
+
+    class Meta:
+        model = BundleItem
+        fields = ["offer", "name", "quantity", "offer_group", "token_count"]
+
+    def get_offer_group(self, item) -> str:
+        return (item.offer_group or item.offer.offer_group).key
+
+
+class OfferSerializer(serializers.ModelSerializer):
+    offer_group = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    offer_group_name = serializers.CharField(source="offer_group.name", read_only=True)
+    tags = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    bundle_items = BundleItemSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Offer
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "offer_group",
+            "offer_group_name",
+            "price",
+            "currency",
+            "token_count",
+            "cycle",
+            "custom_cycle",
+            "append_date",
+            "tags",
+            "bundle_items",
+            "overriding_key",
+            "weight",
+            "popular",
+            "quantity_limit",
+        ]
+
+
+class OrderEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = OrderEvent
+        fields = ["status", "message", "created_at"]
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    offer_group = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    events = OrderEventSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "offer",
+            "parent",
+            "status",
+            "name",
+            "offer_group",
+            "cycle",
+            "custom_cycle",
+            "token_count",
+            "unit_price",
+            "quantity",
+            "total",
+            "amount_refunded",
+            "currency",
+            "starts",
+            "expires",
+            "payment_reference",
+            "created_at",
+            "updated_at",
+            "events",
+        ]
+        read_only_fields = fields
+
+
+class OrderCreateSerializer(StrictSerializer):
+    offer = StrictIntegerField(min_value=1)
+    quantity = StrictIntegerField(min_value=1, max_value=1_000_000, default=1)
+    currency = serializers.CharField(min_length=3, max_length=3, required=False)
+    starts = serializers.DateTimeField(required=False)
+
+
+class PaymentStartSerializer(serializers.Serializer):
+    provider = serializers.CharField()
+    reference = serializers.CharField(allow_blank=True)
+    client_secret = serializers.CharField(allow_blank=True)
+    redirect_url = serializers.CharField(allow_blank=True)
+
+
+class LotSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    order = serializers.IntegerField(allow_null=True)
+    granted = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+    starts = serializers.DateTimeField()
+    expires = serializers.DateTimeField(allow_null=True)
+    category = serializers.CharField()
+
+
+class GroupCreditsSerializer(serializers.Serializer):
+    offer_group = serializers.CharField()
+    name = serializers.CharField()
+    balance = serializers.IntegerField()
+    overdraft = serializers.IntegerField()
+    starts = serializers.DateTimeField(allow_null=True)
+    expires = serializers.DateTimeField(allow_null=True)
+    lots = LotSerializer(many=True)
+
+
+class LedgerEntrySerializer(serializers.ModelSerializer):
+    offer_group = serializers.CharField(source="account.offer_group.key", read_only=True)
+
+    class Meta:
+        model = LedgerEntry
+        fields = [
+            "id",
+            "offer_group",
+            "kind",
+            "amount",
+            "balance_after",
+            "lot",
+            "idempotency_key",
+            "metadata",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class ConsumedEntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = LedgerEntry
+        fields = ["id", "kind", "amount", "balance_after", "lot", "created_at"]
+
+
+class ConsumeSerializer(StrictSerializer):
+    user = StrictIntegerField(min_value=1)
+    offer_group = serializers.SlugField(max_length=64)
+    count = StrictIntegerField(min_value=1, max_value=10**12)
+    metadata = serializers.DictField(required=False, default=dict)
+
+    def validate_user(self, value):
+        if not get_user_model().objects.filter(pk=value).exists():
+            raise serializers.ValidationError("Unknown user.")
+        return value
+
+
+class ConsumptionSerializer(serializers.Serializer):
+    balance = serializers.IntegerField()
+    replayed = serializers.BooleanField()
+    entries = ConsumedEntrySerializer(many=True)
+
+
+class GrantSerializer(StrictSerializer):
+    user = StrictIntegerField(min_value=1)
+    offer_group = serializers.SlugField(max_length=64)
+    tokens = StrictIntegerField(min_value=1, max_value=10**12)
+    expires = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    category = serializers.ChoiceField(choices=LotCategory.choices, default=LotCategory.PROMOTIONAL)
+    reason = serializers.CharField(max_length=200)
+
+    validate_user = ConsumeSerializer.validate_user
+
+
+class CreditLotSerializer(serializers.ModelSerializer):
+    offer_group = serializers.CharField(source="account.offer_group.key", read_only=True)
+    user = serializers.IntegerField(source="account.user_id", read_only=True)
+
+    class Meta:
+        model = CreditLot
+        fields = [
+            "id",
+            "user",
+            "offer_group",
+            "granted",
+            "remaining",
+            "starts",
+            "expires",
+            "category",
+            "priority",
+            "status",
+            "reason",
+        ]
+        read_only_fields = fields

@@ -1,0 +1,23 @@
+"""Mount with ``path("api/credits/", include("user_credits.api.urls"))``."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.routers import DefaultRouter
+
+from . import views
+
+app_name = "user_credits_api"
+
+router = DefaultRouter(trailing_slash=True)
+router.include_root_view = False
+router.register("offers", views.OfferViewSet, basename="offer")
+router.register("orders", views.OrderViewSet, basename="order")
+router.register("ledger", views.LedgerViewSet, basename="ledger")
+
+urlpatterns = [
+    *router.urls,
+    path("credits/", views.CreditsView.as_view(), name="credits"),
+    path("consume/", views.ConsumeView.as_view(), name="consume"),
+    path("grants/", views.GrantView.as_view(), name="grants"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+]

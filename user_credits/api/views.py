@@ -1,0 +1,228 @@
+"""Thin views: serializers validate, services write, ``api.exceptions`` maps errors."""
+
+from django.shortcuts import get_object_or_404
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import services
+from ..exceptions import InvalidTransition
+from ..models import LedgerEntry, Order, OrderStatus
+from ..payments import get_provider
+from . import serializers as s
+from .exceptions import exception_handler
+from .filters import LedgerEntryFilter, OrderFilter
+
+
+def errors(*codes):
+    return {code: OpenApiResponse(s.ErrorSerializer) for code in codes}
+
+
+class CreditsPagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class CreditsAPIMixin:
+    """Our error shape and OpenAPI schema, whatever the site's DRF settings."""
+
+    schema = AutoSchema()
+
+    def get_exception_handler(self):
+        return exception_handler
+
+
+class CanConsumeCredits(permissions.BasePermission):
+    message = "The user_credits.consume_credits permission is required."
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.has_perm("user_credits.consume_credits"))
+
+
+class CanGrantCredits(permissions.BasePermission):
+    message = "Staff with the user_credits.add_creditlot permission only."
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(user and user.is_staff and user.has_perm("user_credits.add_creditlot"))
+
+
+TAGS_PARAMETER = OpenApiParameter(
+    "tags", str, description="Comma-separated tags; an offer must carry all of them."
+)
+
+
+class OfferViewSet(CreditsAPIMixin, viewsets.ViewSet):
+    """The offers the requesting user may buy (anonymous users: regular offers only)."""
+
+    permission_classes = [permissions.AllowAny]
+    lookup_value_regex = r"[0-9]+"
+
+    def _offers(self, request):
+        tags = [t for t in request.query_params.get("tags", "").split(",") if t.strip()]
+        return services.load_offers(request.user, [t.strip() for t in tags])
+
+    @extend_schema(parameters=[TAGS_PARAMETER], responses=s.OfferSerializer(many=True))
+    def list(self, request):
+        return Response(s.OfferSerializer(self._offers(request), many=True).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],
+        responses={200: s.OfferSerializer, **errors(404)},
+    )
+    def retrieve(self, request, pk=None):
+        offer = next((o for o in self._offers(request) if str(o.pk) == str(pk)), None)
+        if offer is None:
+            return Response(
+                {"code": "not_found", "detail": "No such offer."}, status=status.HTTP_404_NOT_FOUND
+            )
+        return Response(s.OfferSerializer(offer).data)
+
+
+class OrderViewSet(
+    CreditsAPIMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """The requesting user's orders, with their history."""
+
+    lookup_value_regex = r"[0-9]+"
+    serializer_class = s.OrderSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    pagination_class = CreditsPagination
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = OrderFilter
+    ordering = ("-created_at", "-id")
+
+    def get_queryset(self):
+        return (
+            Order.objects.filter(user_id=self.request.user.pk)
+            .select_related("offer_group")
+            .prefetch_related("events")
+            .order_by(*self.ordering)
+        )
+
+    @extend_schema(
+        request=s.OrderCreateSerializer, responses={201: s.OrderSerializer, **errors(400, 401, 403)}
+    )
+    def create(self, request):
+        data = s.OrderCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        order = services.create_order(request.user, **data.validated_data)
+        order = self.get_queryset().get(pk=order.pk)
+        return Response(s.OrderSerializer(order).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=None, responses={200: s.PaymentStartSerializer, **errors(401, 404, 409, 502)}
+    )
+    @action(detail=True, methods=["post"])
+    def pay(self, request, pk=None):
+        order = get_object_or_404(self.get_queryset(), pk=pk)
+        if order.status not in (OrderStatus.PENDING, OrderStatus.REFUSED, OrderStatus.ERROR):
+            raise InvalidTransition(f"Order #{order.pk} is {order.status}; it cannot be paid.")
+        start = get_provider().start_payment(order, request=request)
+        return Response(s.PaymentStartSerializer(start).data)
+
+
+class CreditsView(CreditsAPIMixin, APIView):
+    """The requesting user's balance, period and lots per offer group."""
+
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(responses={200: s.GroupCreditsSerializer(many=True), **errors(401, 403)})
+    def get(self, request):
+        credits = services.get_user_credits(request.user)
+        return Response(s.GroupCreditsSerializer(credits, many=True).data)
+
+
+class LedgerViewSet(CreditsAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """The requesting user's ledger entries, newest first."""
+
+    serializer_class = s.LedgerEntrySerializer
+    permission_classes = [permissions.IsAuthenticated]
+    pagination_class = CreditsPagination
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = LedgerEntryFilter
+
+    def get_queryset(self):
+        return (
+            LedgerEntry.objects.filter(account__user_id=self.request.user.pk)
+            .select_related("account__offer_group")
+            .order_by("-created_at", "-id")
+        )
+
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    location=OpenApiParameter.HEADER,
+    required=True,
+    description="Unique per consumption of a user; a retry with the same key is answered "
+    "with the first response and the header Idempotent-Replayed: true.",
+)
+
+
+class ConsumeView(CreditsAPIMixin, APIView):
+    """Consume a user's tokens (server to server)."""
+
+    permission_classes = [permissions.IsAuthenticated, CanConsumeCredits]
+    throttle_scope = "user_credits_consume"
+
+    @extend_schema(
+        request=s.ConsumeSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: s.ConsumptionSerializer, **errors(400, 401, 402, 403, 409)},
+    )
+    def post(self, request):
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if not key or len(key) > 255:
+            return Response(
+                {
+                    "code": "idempotency_key_required",
+                    "detail": "Send an Idempotency-Key header of 1 to 255 characters.",
+                },
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        data = s.ConsumeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.consume(
+            data.validated_data["user"],
+            data.validated_data["offer_group"],
+            data.validated_data["count"],
+            idempotency_key=key,
+            metadata=data.validated_data["metadata"],
+        )
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+        body = {
+            "balance": result.balance,
+            "replayed": False,  # the body is the first response's; the header tells a replay
+            "entries": s.ConsumedEntrySerializer(result.entries, many=True).data,
+        }
+        return Response(body, status=status.HTTP_201_CREATED, headers=headers)
+
+
+class GrantView(CreditsAPIMixin, APIView):
+    """Grant tokens to a user, with a reason (staff)."""
+
+    permission_classes = [permissions.IsAuthenticated, CanGrantCredits]
+
+    @extend_schema(
+        request=s.GrantSerializer, responses={201: s.CreditLotSerializer, **errors(400, 401, 403)}
+    )
+    def post(self, request):
+        data = s.GrantSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        lot = services.grant(
+            values["user"],
+            values["offer_group"],
+            values["tokens"],
+            expires=values["expires"],
+            category=values["category"],
+            reason=f"{values['reason']} (by {request.user})",
+        )
+        return Response(s.CreditLotSerializer(lot).data, status=status.HTTP_201_CREATED)
