@@ -1,0 +1,320 @@
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from user_credits import services
+from user_credits.models import LedgerEntry, Order, OrderStatus
+
+from .factories import buy, make_group, make_offer, make_user, table_snapshot
+
+pytestmark = pytest.mark.django_db
+API = "/api/credits/"
+
+
+@pytest.fixture
+def api():
+    return APIClient()
+
+
+@pytest.fixture
+def alice(api, user):
+    api.force_authenticate(user)
+    return api
+
+
+@pytest.fixture
+def consumer():
+    """A server-to-server client holding only the consume permission."""
+    robot = make_user("robot")
+    robot.user_permissions.add(Permission.objects.get(codename="consume_credits"))
+    client = APIClient()
+    client.force_authenticate(robot)
+    return client
+
+
+@pytest.fixture
+def staff_granter():
+    boss = make_user("boss", is_staff=True)
+    boss.user_permissions.add(Permission.objects.get(codename="add_creditlot"))
+    client = APIClient()
+    client.force_authenticate(boss)
+    return client
+
+
+# --- offers ------------------------------------------------------------------------------
+
+
+def test_offers_for_anonymous_and_by_tags(api, catalog):
+    names = [o["name"] for o in api.get(API + "offers/").json()]
+    assert "EventTalk" in names and "VIP EventTalk" not in names
+    monthly = api.get(API + "offers/", {"tags": "subscription,monthly,Standard"}).json()
+    assert [o["name"] for o in monthly] == [
+        "Startup Standard Monthly",
+        "Business Standard Monthly",
+        "ScaleUp Standard Monthly",
+    ]
+    business = monthly[1]
+    assert business["popular"] is True
+    assert business["offer_group"] == "Business" and business["price"] == "50.00"
+    assert set(business["tags"]) == {"subscription", "monthly", "Standard"}
+    mobile = api.get(API + "offers/", {"tags": "mobile"}).json()
+    assert {i["name"] for i in mobile[0]["bundle_items"]} == {
+        "Calls 120 min",
+        "Data 20 GB",
+        "Mobile TV",
+    }
+
+
+def test_offer_detail_hides_locked_offers(api, alice, user, catalog):
+    vip = catalog["VIP EventTalk"].pk
+    assert api.get(f"{API}offers/{vip}/").status_code == 404
+    assert alice.get(f"{API}offers/{vip}/").status_code == 404
+    buy(user, catalog["Startup EarlyBird Monthly"])
+    assert alice.get(f"{API}offers/{vip}/").json()["name"] == "VIP EventTalk"
+    assert alice.get(f"{API}offers/999999/").status_code == 404
+
+
+# --- orders ------------------------------------------------------------------------------
+
+
+def test_create_list_and_pay_an_order(alice, user, catalog):
+    offer = catalog["3 Talks"]
+    response = alice.post(API + "orders/", {"offer": offer.pk, "quantity": 2}, format="json")
+    assert response.status_code == 201, response.json()
+    order = response.json()
+    assert (order["status"], order["total"], order["quantity"]) == ("pending", "160.00", 2)
+    assert order["events"][0]["status"] == "pending"
+    assert Order.objects.get(pk=order["id"]).user == user
+    pay = alice.post(f"{API}orders/{order['id']}/pay/")
+    assert pay.status_code == 200 and pay.json()["provider"] == "manual"
+    services.mark_paid(order["id"])
+    again = alice.post(f"{API}orders/{order['id']}/pay/")
+    assert again.status_code == 409 and again.json()["code"] == "invalid_transition"
+    listed = alice.get(API + "orders/").json()
+    assert listed["count"] == 1 and listed["results"][0]["status"] == "paid"
+
+
+def test_free_order_is_paid_on_creation(alice, user, catalog):
+    response = alice.post(API + "orders/", {"offer": catalog["Free"].pk}, format="json")
+    assert response.json()["status"] == "paid"
+    assert services.get_balance(user, "Free") == 100
+
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"offer": 999999}, "offer"),
+        ({"offer": "x"}, "offer"),
+        ({}, "offer"),
+        ({"offer": "OFFER", "quantity": 0}, "quantity"),
+        ({"offer": "OFFER", "quantity": 1.5}, "quantity"),
+        ({"offer": "OFFER", "quantity": "2"}, "quantity"),
+        ({"offer": "OFFER", "quantity": 4}, "quantity"),
+        ({"offer": "OFFER", "currency": "eur"}, "currency"),
+        ({"offer": "OFFER", "starts": "2001-01-01T00:00:00Z"}, "starts"),
+        ({"offer": "OFFER", "starts": "tomorrow"}, "starts"),
+        ({"offer": "OFFER", "coupon": "FREE"}, "coupon"),
+    ],
+)
+def test_order_bad_input(alice, user, payload, field):
+    offer = make_offer(quantity_limit=3)
+    payload = {k: (offer.pk if v == "OFFER" else v) for k, v in payload.items()}
+    before = table_snapshot()
+    response = alice.post(API + "orders/", payload, format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert field in body["fields"] and body["code"]
+    assert table_snapshot() == before
+
+
+def test_orders_filters(alice, user):
+    group = make_group("g")
+    paid = buy(user, make_offer(group=group))
+    services.create_order(user, make_offer())
+    assert [o["id"] for o in alice.get(API + "orders/", {"status": "paid"}).json()["results"]] == [
+        paid.pk
+    ]
+    assert alice.get(API + "orders/", {"offer_group": "g"}).json()["count"] == 1
+    future = (timezone.now() + timedelta(days=1)).isoformat()
+    assert alice.get(API + "orders/", {"created_after": future}).json()["count"] == 0
+    assert alice.get(API + "orders/", {"created_before": future}).json()["count"] == 2
+    assert alice.get(API + "orders/", {"status": "nope"}).status_code == 400
+
+
+def test_anonymous_cannot_order(api, catalog):
+    response = api.post(API + "orders/", {"offer": catalog["1 Talk"].pk}, format="json")
+    assert response.status_code in (401, 403)
+    assert Order.objects.count() == 0
+
+
+# --- credits and ledger ------------------------------------------------------------------
+
+
+def test_credits_and_ledger(alice, user, catalog):
+    buy(user, catalog["3 Talks"])
+    services.consume(user, "talks", 1, idempotency_key="a")
+    services.grant(user, make_group("bonus"), 5)
+    credits = {c["offer_group"]: c for c in alice.get(API + "credits/").json()}
+    assert credits["talks"]["balance"] == 2 and credits["bonus"]["balance"] == 5
+    assert credits["talks"]["lots"][0]["granted"] == 3
+    ledger = alice.get(API + "ledger/").json()
+    assert ledger["count"] == 3
+    assert (
+        ledger["results"][0]["kind"] == "grant" and ledger["results"][0]["offer_group"] == "bonus"
+    )
+    assert [
+        e["kind"] for e in alice.get(API + "ledger/", {"kind": "consume"}).json()["results"]
+    ] == ["consume"]
+    assert alice.get(API + "ledger/", {"offer_group": "talks"}).json()["count"] == 2
+    assert alice.get(API + "ledger/", {"page_size": 1}).json()["next"]
+
+
+# --- consume -----------------------------------------------------------------------------
+
+
+def test_consume_with_idempotency(consumer, user):
+    services.grant(user, make_group("g"), 10)
+    payload = {"user": user.pk, "offer_group": "g", "count": 3, "metadata": {"req": "r1"}}
+    first = consumer.post(API + "consume/", payload, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert first.status_code == 201 and first.json()["balance"] == 7
+    assert "Idempotent-Replayed" not in first.headers
+    replay = consumer.post(API + "consume/", payload, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json() == first.json()
+    conflict = consumer.post(
+        API + "consume/", {**payload, "count": 4}, format="json", HTTP_IDEMPOTENCY_KEY="k1"
+    )
+    assert conflict.status_code == 409 and conflict.json()["code"] == "idempotency_conflict"
+    short = consumer.post(
+        API + "consume/", {**payload, "count": 8}, format="json", HTTP_IDEMPOTENCY_KEY="k2"
+    )
+    assert short.status_code == 402
+    assert short.json() | {} == {
+        **short.json(),
+        "code": "insufficient_credits",
+        "requested": 8,
+        "available": 7,
+    }
+    assert services.get_balance(user, "g") == 7
+
+
+@pytest.mark.parametrize(
+    "payload, key, code",
+    [
+        ({"count": 1}, None, 400),
+        ({"count": 0}, "k", 400),
+        ({"count": -5}, "k", 400),
+        ({"count": 10**13}, "k", 400),
+        ({"count": 1.0}, "k", 400),
+        ({"count": "1"}, "k", 400),
+        ({"count": True}, "k", 400),
+        ({"offer_group": "nope"}, "k", 400),
+        ({"offer_group": "bad key!"}, "k", 400),
+        ({"user": 999999}, "k", 400),
+        ({"metadata": "x"}, "k", 400),
+        ({"extra": 1}, "k", 400),
+        ({"count": 1}, "x" * 256, 400),
+    ],
+)
+def test_consume_bad_input(consumer, user, payload, key, code):
+    services.grant(user, make_group("g"), 10)
+    body = {"user": user.pk, "offer_group": "g", "count": 1, **payload}
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    before = table_snapshot()
+    response = consumer.post(API + "consume/", body, format="json", **headers)
+    assert response.status_code == code, response.json()
+    assert set(response.json()) >= {"code", "detail"}
+    assert table_snapshot() == before
+
+
+def test_consume_needs_the_permission(alice, api, user):
+    services.grant(user, make_group("g"), 10)
+    body = {"user": user.pk, "offer_group": "g", "count": 1}
+    assert (
+        alice.post(API + "consume/", body, format="json", HTTP_IDEMPOTENCY_KEY="k").status_code
+        == 403
+    )
+    assert api.post(
+        API + "consume/", body, format="json", HTTP_IDEMPOTENCY_KEY="k"
+    ).status_code in (401, 403)
+    assert services.get_balance(user, "g") == 10
+
+
+def test_bad_json_is_a_400(consumer):
+    response = consumer.post(
+        API + "consume/", b"{not json", content_type="application/json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+    assert response.status_code == 400 and response.json()["code"] == "parse_error"
+    array = consumer.post(API + "consume/", [1, 2], format="json", HTTP_IDEMPOTENCY_KEY="k")
+    assert array.status_code == 400
+
+
+# --- grants ------------------------------------------------------------------------------
+
+
+def test_grants(staff_granter, alice, user):
+    make_group("g")
+    body = {"user": user.pk, "offer_group": "g", "tokens": 25, "reason": "support ticket 7"}
+    assert alice.post(API + "grants/", body, format="json").status_code == 403
+    response = staff_granter.post(API + "grants/", body, format="json")
+    assert response.status_code == 201
+    assert (response.json()["granted"], response.json()["reason"]) == (
+        25,
+        "support ticket 7 (by boss)",
+    )
+    past = (timezone.now() - timedelta(days=1)).isoformat()
+    bad = staff_granter.post(API + "grants/", {**body, "expires": past}, format="json")
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_argument"
+    assert services.get_balance(user, "g") == 25
+
+
+# --- isolation and budgets ---------------------------------------------------------------
+
+
+def test_users_never_see_each_other(api, user, other_user, catalog):
+    mine = buy(user, catalog["3 Talks"])
+    theirs = buy(other_user, catalog["1 Talk"])
+    services.consume(other_user, "talks", 1)
+    api.force_authenticate(user)
+    assert api.get(f"{API}orders/{theirs.pk}/").status_code == 404
+    assert api.post(f"{API}orders/{theirs.pk}/pay/").status_code == 404
+    assert [o["id"] for o in api.get(API + "orders/").json()["results"]] == [mine.pk]
+    assert api.get(API + "orders/", {"offer_group": "talks"}).json()["count"] == 1
+    assert [c["balance"] for c in api.get(API + "credits/").json()] == [3]
+    kinds = [e["kind"] for e in api.get(API + "ledger/").json()["results"]]
+    assert kinds == ["grant"]
+
+
+def test_list_endpoints_have_a_fixed_query_count(alice, user, django_assert_max_num_queries):
+    group = make_group("g")
+    for _ in range(12):
+        buy(user, make_offer(group=group, token_count=2))
+        services.consume(user, group, 1)
+    for url in ("orders/", "ledger/", "credits/", "offers/"):
+        with django_assert_max_num_queries(4):
+            response = alice.get(API + url, {"page_size": 200})
+        assert response.status_code == 200
+
+
+def test_schema_documents_every_endpoint(api):
+    response = api.get(API + "schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    schema = response.json()
+    paths = set(schema["paths"])
+    for path in (
+        "offers/",
+        "offers/{id}/",
+        "orders/",
+        "orders/{id}/",
+        "orders/{id}/pay/",
+        "credits/",
+        "ledger/",
+        "consume/",
+        "grants/",
+    ):
+        assert API + path in paths
+    consume = schema["paths"][API + "consume/"]["post"]
+    assert {"201", "400", "402", "409"} <= set(consume["responses"])
+    assert any(p["name"] == "Idempotency-Key" for p in consume["parameters"])
