@@ -6,7 +6,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from user_credits import services
-from user_credits.models import LedgerEntry, Order, OrderStatus
+from user_credits.models import Order
 
 from .factories import buy, make_group, make_offer, make_user, table_snapshot
 
