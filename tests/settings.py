@@ -65,7 +65,7 @@ REST_FRAMEWORK = {
 }
 
 STRIPE_LIVE_MODE = False
-STRIPE_TEST_SECRET_KEY = "sk_test_user_credits"
+STRIPE_TEST_SECRET_KEY = "sk_test_usercreditstests0000000000"
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 

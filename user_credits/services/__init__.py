@@ -16,7 +16,7 @@ from .credits import (
 )
 from .cycles import cycle_end
 from .expiry import ExpiryReport, expire_credits
-from .orders import create_order, mark_failed, mark_paid, refund
+from .orders import create_order, mark_failed, mark_paid, record_payment_event, refund
 
 __all__ = [
     "Consumption",
@@ -34,5 +34,6 @@ __all__ = [
     "load_offers",
     "mark_failed",
     "mark_paid",
+    "record_payment_event",
     "refund",
 ]

@@ -308,20 +308,45 @@ def mark_failed(order, *, status=OrderStatus.REFUSED, message="", payload=None) 
         )
 
 
+def record_payment_event(order, *, message, payload=None, reference="") -> OrderEvent:
+    """Add a line to the order's history (a payment started, a notification ignored).
+
+    ``reference`` becomes the order's payment reference while it is unpaid: a new payment
+    attempt replaces the previous one.
+    """
+    with transaction.atomic():
+        order = _lock_order(order)
+        if reference and order.status in OrderStatus.payable():
+            order.payment_reference = reference
+            order.save(update_fields=["payment_reference", "updated_at"])
+        return OrderEvent.objects.create(
+            order=order, status=order.status, message=message, payload=payload or {}
+        )
+
+
 # --- refunds -----------------------------------------------------------------------------
 
 
-def refund(order, *, amount=None, reference="", payload=None) -> Order:
+def refund(order, *, amount=None, reference="", payload=None, total_refunded=None) -> Order:
     """Refund ``amount`` of a paid order (default: all that is left) and revoke its tokens.
 
     A full refund revokes every remaining token (``refunded``); a partial one revokes the
     refunded share of each lot, rounded down and at most what is left (``partial``). A
     ``reference`` already seen (a provider's refund id) makes the call a no-op.
+    ``total_refunded`` (instead of ``amount``) is the provider's cumulative refunded amount:
+    only what exceeds the amount already refunded is refunded, so notifications can be
+    replayed and reordered.
     """
     with transaction.atomic():
         order = _lock_order(order)
         if reference and order.events.filter(payload__refund_reference=reference).exists():
             return order
+        if total_refunded is not None:
+            if amount is not None:
+                raise PaymentMismatch("Give amount or total_refunded, not both.")
+            amount = _money(total_refunded, "total_refunded") - order.amount_refunded
+            if amount <= 0 and order.status in OrderStatus.settled():
+                return order
         if order.parent_id is not None:
             raise InvalidTransition("Refund the bundle order, not one of its items.")
         if order.status not in (OrderStatus.PAID, OrderStatus.PARTIAL, OrderStatus.EXPIRED):

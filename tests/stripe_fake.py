@@ -1,0 +1,273 @@
+"""A small Stripe API on loopback for the webhook tests: it serves the objects a test puts in
+it (dj-stripe re-reads every event's object) and creates customers, PaymentIntents and
+Checkout Sessions. Only what the tests need; the end-to-end test uses localstripe instead."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import count
+from urllib.parse import parse_qsl
+
+import stripe
+
+_ids = count(1)
+
+
+def new_id(prefix):
+    return f"{prefix}_{int(time.time())}{next(_ids):06d}"
+
+
+def _nest(pairs):
+    """Stripe's form encoding (a[b][c]=v) back into dicts."""
+    result = {}
+    for key, value in pairs:
+        parts = key.replace("]", "").split("[")
+        node = result
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return result
+
+
+class FakeStripe:
+    def __init__(self):
+        self.objects = {}
+        self.requests = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                fake.requests.append(("GET", self.path))
+                object_id = self.path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+                if object_id in fake.objects:
+                    return self._send(200, fake.objects[object_id])
+                return self._send(
+                    404,
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "code": "resource_missing",
+                            "message": f"No such object: '{object_id}'",
+                        }
+                    },
+                )
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                form = _nest(parse_qsl(self.rfile.read(length).decode(), keep_blank_values=True))
+                path = self.path.split("?")[0].rstrip("/")
+                fake.requests.append(("POST", path, form))
+                maker = {
+                    "/v1/customers": fake.make_customer,
+                    "/v1/payment_intents": fake.make_payment_intent,
+                    "/v1/checkout/sessions": fake.make_checkout_session,
+                }.get(path)
+                if maker is None:
+                    return self._send(
+                        404, {"error": {"type": "invalid_request_error", "message": path}}
+                    )
+                return self._send(200, maker(form))
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        self._saved = stripe.api_base
+        stripe.api_base = self.url
+        return self
+
+    def __exit__(self, *exc):
+        stripe.api_base = self._saved
+        self.server.shutdown()
+        self.server.server_close()
+
+    def put(self, obj):
+        self.objects[obj["id"]] = obj
+        return obj
+
+    # --- creations ---
+
+    def make_customer(self, form):
+        return self.put(
+            {
+                "id": new_id("cus"),
+                "object": "customer",
+                "livemode": False,
+                "created": int(time.time()),
+                "email": form.get("email"),
+                "name": form.get("name"),
+                "metadata": form.get("metadata", {}),
+                "balance": 0,
+                "currency": None,
+                "delinquent": False,
+                "description": None,
+                "default_source": None,
+                "invoice_prefix": "UC",
+                "invoice_settings": {},
+                "preferred_locales": [],
+                "tax_exempt": "none",
+                "address": None,
+                "phone": None,
+                "shipping": None,
+                "discount": None,
+            }
+        )
+
+    def make_payment_intent(self, form):
+        pi = payment_intent(
+            amount=int(form["amount"]),
+            currency=form["currency"],
+            metadata=form.get("metadata", {}),
+            status="requires_payment_method",
+            customer=form.get("customer"),
+        )
+        return self.put(pi)
+
+    def make_checkout_session(self, form):
+        items = form.get("line_items", {}).get("0", {})
+        total = int(items["price_data"]["unit_amount"]) * int(items["quantity"])
+        session = checkout_session(
+            amount_total=total,
+            currency=items["price_data"]["currency"],
+            metadata=form.get("metadata", {}),
+            payment_status="unpaid",
+            client_reference_id=form.get("client_reference_id"),
+            status="open",
+        )
+        session["url"] = f"https://checkout.stripe.test/c/pay/{session['id']}"
+        session["line_items_form"] = items
+        return self.put(session)
+
+
+# --- realistic objects ---------------------------------------------------------------------
+
+
+def payment_intent(*, amount, currency, metadata, status="succeeded", customer=None, **extra):
+    return {
+        "id": new_id("pi"),
+        "object": "payment_intent",
+        "amount": amount,
+        "amount_capturable": 0,
+        "amount_received": amount if status == "succeeded" else 0,
+        "application": None,
+        "application_fee_amount": None,
+        "canceled_at": None,
+        "cancellation_reason": None,
+        "capture_method": "automatic",
+        "client_secret": f"pi_secret_{next(_ids)}",
+        "confirmation_method": "automatic",
+        "created": int(time.time()),
+        "currency": currency,
+        "customer": customer,
+        "description": None,
+        "last_payment_error": None,
+        "latest_charge": None,
+        "livemode": False,
+        "metadata": metadata,
+        "next_action": None,
+        "on_behalf_of": None,
+        "payment_method": None,
+        "payment_method_types": ["card"],
+        "receipt_email": None,
+        "setup_future_usage": None,
+        "shipping": None,
+        "statement_descriptor": None,
+        "statement_descriptor_suffix": None,
+        "status": status,
+        "transfer_data": None,
+        "transfer_group": None,
+        **extra,
+    }
+
+
+def checkout_session(*, amount_total, currency, metadata, payment_status="paid", **extra):
+    return {
+        "id": new_id("cs_test"),
+        "object": "checkout.session",
+        "amount_subtotal": amount_total,
+        "amount_total": amount_total,
+        "currency": currency,
+        "customer": None,
+        "customer_email": None,
+        "livemode": False,
+        "metadata": metadata,
+        "mode": "payment",
+        "payment_intent": None,
+        "payment_status": payment_status,
+        "status": "complete",
+        "success_url": "https://example.test/ok",
+        "cancel_url": "https://example.test/no",
+        "url": None,
+        "created": int(time.time()),
+        "expires_at": int(time.time()) + 3600,
+        "client_reference_id": None,
+        **extra,
+    }
+
+
+def charge(*, amount, currency, metadata, amount_refunded=0, payment_intent=None):
+    return {
+        "id": new_id("ch"),
+        "object": "charge",
+        "amount": amount,
+        "amount_captured": amount,
+        "amount_refunded": amount_refunded,
+        "captured": True,
+        "currency": currency,
+        "customer": None,
+        "created": int(time.time()),
+        "description": None,
+        "disputed": False,
+        "failure_code": None,
+        "failure_message": None,
+        "livemode": False,
+        "metadata": metadata,
+        "paid": True,
+        "payment_intent": payment_intent,
+        "payment_method": None,
+        "refunded": amount_refunded == amount,
+        "status": "succeeded",
+        "balance_transaction": None,
+        "billing_details": {},
+        "outcome": None,
+        "receipt_email": None,
+        "receipt_url": None,
+        "source": None,
+        "statement_descriptor": None,
+        "application_fee": None,
+        "on_behalf_of": None,
+        "transfer_data": None,
+        "transfer_group": None,
+        "fraud_details": {},
+        "payment_method_details": None,
+    }
+
+
+def event(event_type, obj):
+    from djstripe.settings import djstripe_settings
+
+    return {
+        "id": new_id("evt"),
+        "object": "event",
+        "api_version": djstripe_settings.STRIPE_API_VERSION,
+        "created": int(time.time()),
+        "data": {"object": obj},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": event_type,
+    }

@@ -1,0 +1,374 @@
+"""Stripe through dj-stripe: signed webhooks posted to dj-stripe's real endpoint, with dj-stripe
+re-reading each event's object from a loopback fake Stripe API."""
+
+import json
+import time
+from decimal import Decimal
+
+import pytest
+import stripe
+from django.test import Client, override_settings
+from djstripe.models import Account, APIKey, WebhookEndpoint
+
+from user_credits import services
+from user_credits.exceptions import PaymentProviderError
+from user_credits.models import CreditLot, EntryKind, LedgerEntry, OrderStatus
+from user_credits.payments.stripe import ORDER_KEY, StripeProvider, from_minor, to_minor
+
+from . import stripe_fake as fake
+from .factories import make_offer, table_snapshot
+
+SECRET = "whsec_user_credits_tests"
+
+
+@pytest.fixture
+def stripe_api():
+    with fake.FakeStripe() as api:
+        yield api
+
+
+@pytest.fixture
+def endpoint(db, settings):
+    account = Account.objects.create(id="acct_uctests", livemode=False)
+    APIKey.objects.create(
+        secret=settings.STRIPE_TEST_SECRET_KEY,
+        type="secret",
+        livemode=False,
+        djstripe_owner_account=account,
+    )
+    return WebhookEndpoint.objects.create(
+        id="we_uctests",
+        url="https://shop.test/stripe/webhook/",
+        enabled_events=["*"],
+        secret=SECRET,
+        status="enabled",
+        livemode=False,
+        djstripe_owner_account=account,
+        api_version="",
+    )
+
+
+@pytest.fixture
+def deliver(endpoint, stripe_api):
+    """POST an event, signed like Stripe, to dj-stripe's webhook view; the event's object is
+    served by the fake API as dj-stripe re-reads it."""
+
+    def send(evt, *, secret=SECRET, timestamp=None, client=None):
+        stripe_api.put(evt["data"]["object"])
+        body = json.dumps(evt)
+        header = stripe.WebhookSignature.generate_signature_header(body, secret, timestamp)
+        return (client or Client()).post(
+            f"/stripe/webhook/{endpoint.djstripe_uuid}/",
+            body,
+            content_type="application/json",
+            HTTP_STRIPE_SIGNATURE=header,
+        )
+
+    return send
+
+
+@pytest.fixture
+def order(db, user):
+    return services.create_order(
+        user, make_offer(price=Decimal("12.50"), token_count=40), quantity=2
+    )
+
+
+def succeeded(order, **overrides):
+    values = {
+        "amount": to_minor(order.total, order.currency),
+        "currency": order.currency,
+        "metadata": {ORDER_KEY: str(order.pk)},
+        **overrides,
+    }
+    return fake.event("payment_intent.succeeded", fake.payment_intent(**values))
+
+
+def balance(order):
+    return services.get_balance(order.user, order.offer_group)
+
+
+# --- amounts -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "amount, currency, minor",
+    [("12.34", "usd", 1234), ("500", "jpy", 500), ("1.234", "kwd", 1234), ("0", "eur", 0)],
+)
+def test_minor_units(amount, currency, minor):
+    assert to_minor(Decimal(amount), currency) == minor
+    assert from_minor(minor, currency) == Decimal(amount)
+
+
+def test_amount_finer_than_the_currency_is_refused():
+    with pytest.raises(PaymentProviderError):
+        to_minor(Decimal("10.5"), "jpy")
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_payment_intent_succeeded_pays_and_grants(deliver, order, stripe_api):
+    evt = succeeded(order)
+    response = deliver(evt)
+    assert response.status_code == 200
+    intent_id = evt["data"]["object"]["id"]
+    assert any(
+        r[0] == "GET" and intent_id in r[1] for r in stripe_api.requests
+    )  # dj-stripe re-read it
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PAID
+    assert order.payment_reference == evt["data"]["object"]["id"]
+    paid = order.events.get(status=OrderStatus.PAID)
+    assert paid.payload["stripe_event"] == evt["id"] and paid.payload["amount"] == "25.00"
+    assert balance(order) == 80
+    assert LedgerEntry.objects.filter(kind=EntryKind.GRANT).count() == 1
+
+
+@pytest.mark.django_db
+def test_replayed_event_grants_once(deliver, order):
+    evt = succeeded(order)
+    assert [deliver(evt).status_code for _ in range(3)] == [200, 200, 200]
+    # Stripe may also send another event for the same payment.
+    deliver(succeeded(order))
+    assert CreditLot.objects.filter(order=order).count() == 1
+    assert balance(order) == 80
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("overrides", [{"amount": 2499}, {"currency": "eur"}, {"amount": 250000}])
+def test_amount_or_currency_mismatch_grants_nothing(deliver, order, overrides):
+    assert deliver(succeeded(order, **overrides)).status_code == 200
+    order.refresh_from_db()
+    assert order.status == OrderStatus.INCONSISTENT
+    assert "does not match" in order.events.get(status=OrderStatus.INCONSISTENT).message
+    assert not CreditLot.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("event_type", ["payment_intent.payment_failed", "payment_intent.canceled"])
+def test_failed_and_canceled(deliver, order, event_type):
+    pi = fake.payment_intent(
+        amount=2500,
+        currency="usd",
+        metadata={ORDER_KEY: str(order.pk)},
+        status="requires_payment_method" if "failed" in event_type else "canceled",
+        last_payment_error={"message": "Your card was declined."}
+        if "failed" in event_type
+        else None,
+    )
+    assert deliver(fake.event(event_type, pi)).status_code == 200
+    order.refresh_from_db()
+    assert order.status == OrderStatus.REFUSED
+    message = order.events.get(status=OrderStatus.REFUSED).message
+    assert ("declined" in message) if "failed" in event_type else ("canceled" in message)
+
+
+@pytest.mark.django_db
+def test_failure_arriving_after_success_does_not_unpay(deliver, order):
+    deliver(succeeded(order))
+    late = fake.payment_intent(
+        amount=2500,
+        currency="usd",
+        metadata={ORDER_KEY: str(order.pk)},
+        status="requires_payment_method",
+    )
+    deliver(fake.event("payment_intent.payment_failed", late))
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PAID and balance(order) == 80
+
+
+@pytest.mark.django_db
+def test_checkout_completed_paid(deliver, order):
+    session = fake.checkout_session(
+        amount_total=2500,
+        currency="usd",
+        metadata={ORDER_KEY: str(order.pk)},
+        payment_intent="pi_from_checkout",
+    )
+    deliver(fake.event("checkout.session.completed", session))
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PAID and order.payment_reference == "pi_from_checkout"
+    assert balance(order) == 80
+
+
+@pytest.mark.django_db
+def test_checkout_unpaid_then_async_success(deliver, order):
+    session = fake.checkout_session(
+        amount_total=2500,
+        currency="usd",
+        metadata={},
+        client_reference_id=str(order.pk),
+        payment_status="unpaid",
+    )
+    deliver(fake.event("checkout.session.completed", session))
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PENDING
+    assert "not settled" in order.events.last().message
+    assert balance(order) == 0
+    deliver(
+        fake.event(
+            "checkout.session.async_payment_succeeded", {**session, "payment_status": "paid"}
+        )
+    )
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PAID and balance(order) == 80
+
+
+@pytest.mark.django_db
+def test_checkout_async_failure(deliver, order):
+    session = fake.checkout_session(
+        amount_total=2500,
+        currency="usd",
+        metadata={ORDER_KEY: str(order.pk)},
+        payment_status="unpaid",
+    )
+    deliver(fake.event("checkout.session.async_payment_failed", session))
+    order.refresh_from_db()
+    assert order.status == OrderStatus.REFUSED
+
+
+@pytest.mark.django_db
+def test_partial_then_full_refund_replayed_and_reordered(deliver, order):
+    evt = succeeded(order)
+    deliver(evt)
+    intent = evt["data"]["object"]["id"]
+    services.consume(order.user, order.offer_group, 10)
+    base = fake.charge(amount=2500, currency="usd", metadata={}, payment_intent=intent)
+    partial = fake.event("charge.refunded", {**base, "amount_refunded": 1250})
+    full = fake.event("charge.refunded", {**base, "amount_refunded": 2500, "refunded": True})
+    deliver(partial)
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PARTIAL and order.amount_refunded == Decimal("12.50")
+    assert balance(order) == 30  # 80 - 10 consumed - 40 (half of 80 granted)
+    deliver(full)
+    deliver(partial)  # late and replayed: changes nothing
+    deliver(full)
+    order.refresh_from_db()
+    assert order.status == OrderStatus.REFUNDED and balance(order) == 0
+    revoked = [e.amount for e in LedgerEntry.objects.filter(kind=EntryKind.REVOKE).order_by("id")]
+    assert revoked == [-40, -30]
+
+
+@pytest.mark.django_db
+def test_refund_larger_than_paid_is_recorded_not_applied(deliver, order):
+    deliver(succeeded(order))
+    evt = fake.event(
+        "charge.refunded",
+        fake.charge(
+            amount=2500, currency="usd", metadata={ORDER_KEY: str(order.pk)}, amount_refunded=9999
+        ),
+    )
+    assert deliver(evt).status_code == 200
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PAID and balance(order) == 80
+    assert "Ignored charge.refunded" in order.events.last().message
+
+
+@pytest.mark.django_db
+def test_unknown_or_foreign_order_is_answered_200(deliver, order):
+    before = table_snapshot()
+    for metadata in ({ORDER_KEY: "999999"}, {ORDER_KEY: "not-a-number"}, {}):
+        evt = fake.event(
+            "payment_intent.succeeded",
+            fake.payment_intent(amount=2500, currency="usd", metadata=metadata),
+        )
+        assert deliver(evt).status_code == 200
+    assert table_snapshot() == before
+
+
+@pytest.mark.django_db
+def test_bad_signature_and_stale_timestamp_are_refused(deliver, order):
+    before = table_snapshot()
+    assert deliver(succeeded(order), secret="whsec_wrong").status_code == 400
+    stale = int(time.time()) - 3600
+    assert deliver(succeeded(order), timestamp=stale).status_code == 400
+    assert table_snapshot() == before
+
+
+@pytest.mark.postgres
+def test_concurrent_duplicate_deliveries_grant_once(deliver, user):
+    from .test_concurrency import in_threads
+
+    order = services.create_order(user, make_offer(price=Decimal("5"), token_count=3))
+    evt = succeeded(order)
+    results = in_threads(3, lambda i: deliver(evt).status_code)
+    assert results == [200, 200, 200]
+    assert CreditLot.objects.filter(order=order).count() == 1
+    assert balance(order) == 3
+
+
+# --- starting payments -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@override_settings(USER_CREDITS={"STRIPE_FLOW": "payment_intent"})
+def test_payment_intent_flow(stripe_api, endpoint, order):
+    start = StripeProvider().start_payment(order)
+    created = [r for r in stripe_api.requests if r[:2] == ("POST", "/v1/payment_intents")]
+    ((_, _, form),) = created
+    assert (form["amount"], form["currency"], form["metadata"]) == (
+        "2500",
+        "usd",
+        {ORDER_KEY: str(order.pk)},
+    )
+    assert form["customer"].startswith("cus_")
+    assert start.client_secret.startswith("pi_secret_") and start.redirect_url == ""
+    order.refresh_from_db()
+    assert order.payment_reference == start.reference
+    assert "Stripe payment started" in order.events.last().message
+    # A new attempt makes a new intent; the order keeps the latest.
+    again = StripeProvider().start_payment(order)
+    order.refresh_from_db()
+    assert order.payment_reference == again.reference != start.reference
+
+
+@pytest.mark.django_db
+def test_checkout_flow_in_a_zero_decimal_currency(stripe_api, endpoint, user):
+    order = services.create_order(
+        user, make_offer(price=Decimal("700"), currency="jpy"), quantity=3
+    )
+    start = StripeProvider().start_payment(order)
+    ((_, _, form),) = [r for r in stripe_api.requests if r[:2] == ("POST", "/v1/checkout/sessions")]
+    item = form["line_items"]["0"]
+    assert (
+        item["price_data"]["unit_amount"],
+        item["quantity"],
+        item["price_data"]["currency"],
+    ) == ("700", "3", "jpy")
+    assert form["metadata"] == {ORDER_KEY: str(order.pk)}
+    assert form["payment_intent_data"]["metadata"] == {ORDER_KEY: str(order.pk)}
+    assert form["client_reference_id"] == str(order.pk)
+    assert start.redirect_url.startswith("https://checkout.stripe.test/")
+
+
+@pytest.mark.django_db
+@override_settings(
+    USER_CREDITS={
+        "PAYMENT_PROVIDER": "user_credits.payments.stripe.StripeProvider",
+        "STRIPE_FLOW": "payment_intent",
+    }
+)
+def test_pay_endpoint_returns_the_client_secret(stripe_api, endpoint, order):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(order.user)
+    body = client.post(f"/api/credits/orders/{order.pk}/pay/").json()
+    assert body["provider"] == "stripe" and body["client_secret"].startswith("pi_secret_")
+
+
+@pytest.mark.django_db
+@override_settings(USER_CREDITS={"PAYMENT_PROVIDER": "user_credits.payments.stripe.StripeProvider"})
+def test_stripe_refusal_is_a_502_and_changes_nothing(endpoint, order):
+    from rest_framework.test import APIClient
+
+    with fake.FakeStripe() as api:
+        api.make_checkout_session = lambda form: (_ for _ in ()).throw(RuntimeError("down"))
+        client = APIClient()
+        client.force_authenticate(order.user)
+        before = table_snapshot()
+        response = client.post(f"/api/credits/orders/{order.pk}/pay/")
+    assert response.status_code == 502 and response.json()["code"] == "payment_provider_error"
+    assert table_snapshot() == before
