@@ -64,7 +64,6 @@ class StripeProvider(PaymentProvider):
                     currency=order.currency,
                     customer=customer.id,
                     metadata=metadata,
-                    description=f"{order.name} × {order.quantity}",
                 )
                 start = PaymentStart(
                     provider=self.name,

@@ -1,0 +1,93 @@
+"""End to end: our Stripe provider against localstripe (a fake Stripe server) on loopback,
+whose signed webhooks reach the live test server's dj-stripe endpoint."""
+
+import asyncio
+import socket
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+import requests
+import stripe
+from aiohttp import web
+from django.test import override_settings
+from localstripe import server as localstripe_server
+
+from user_credits import services
+from user_credits.models import OrderStatus
+from user_credits.payments.stripe import StripeProvider
+
+from .factories import make_offer
+from .test_payments_stripe import SECRET, endpoint  # noqa: F401  (fixture)
+
+
+@pytest.fixture
+def localstripe():
+    """localstripe's aiohttp app on 127.0.0.1 only (its CLI binds every interface)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    runner = web.AppRunner(localstripe_server.app)
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    url = f"http://127.0.0.1:{port}"
+    saved, stripe.api_base = stripe.api_base, url
+    yield url
+    stripe.api_base = saved
+    requests.delete(f"{url}/_config/data", timeout=5)
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(USER_CREDITS={"STRIPE_FLOW": "payment_intent"})
+def test_pay_with_localstripe_until_the_signed_webhook_grants(
+    live_server,
+    localstripe,
+    endpoint,
+    user,
+    settings,  # noqa: F811
+):
+    webhook_url = f"{live_server.url}/stripe/webhook/{endpoint.djstripe_uuid}/"
+    registered = requests.post(
+        f"{localstripe}/_config/webhooks/user_credits",
+        data={"url": webhook_url, "secret": SECRET, "events[]": ["payment_intent.succeeded"]},
+        timeout=5,
+    )
+    assert registered.status_code == 200
+    order = services.create_order(user, make_offer(price=Decimal("19.99"), token_count=250))
+
+    start = StripeProvider().start_payment(order)
+    assert start.client_secret
+    # What the buyer's browser does with the client secret and a test card.
+    key = settings.STRIPE_TEST_SECRET_KEY
+    stripe.PaymentIntent.modify(start.reference, api_key=key, payment_method="pm_card_visa")
+    confirmed = stripe.PaymentIntent.confirm(start.reference, api_key=key)
+    assert confirmed["status"] == "succeeded"
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        order.refresh_from_db()
+        if order.status != OrderStatus.PENDING:
+            break
+        time.sleep(0.2)
+    assert order.status == OrderStatus.PAID
+    assert order.payment_reference == start.reference
+    assert services.get_balance(user, order.offer_group) == 250
+    assert order.events.filter(
+        status=OrderStatus.PAID, payload__stripe_object=start.reference
+    ).exists()
