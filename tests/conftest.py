@@ -55,3 +55,30 @@ def travel():
             yield moment
 
     return to
+
+
+@pytest.fixture
+def endpoint(db, settings):
+    """dj-stripe's account, API key and webhook endpoint, seeded so that no call is made to
+    Stripe's /v1/account."""
+    from djstripe.models import Account, APIKey, WebhookEndpoint
+
+    from .stripe_fake import SECRET
+
+    account = Account.objects.create(id="acct_uctests", livemode=False)
+    APIKey.objects.create(
+        secret=settings.STRIPE_TEST_SECRET_KEY,
+        type="secret",
+        livemode=False,
+        djstripe_owner_account=account,
+    )
+    return WebhookEndpoint.objects.create(
+        id="we_uctests",
+        url="https://shop.test/stripe/webhook/",
+        enabled_events=["*"],
+        secret=SECRET,
+        status="enabled",
+        livemode=False,
+        djstripe_owner_account=account,
+        api_version="",
+    )

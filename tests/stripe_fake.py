@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 import stripe
 
 _ids = count(1)
+SECRET = "whsec_user_credits_tests"
 
 
 def new_id(prefix):

@@ -19,7 +19,7 @@ from user_credits.models import OrderStatus
 from user_credits.payments.stripe import StripeProvider
 
 from .factories import make_offer
-from .test_payments_stripe import SECRET, endpoint  # noqa: F401  (fixture)
+from .stripe_fake import SECRET
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_pay_with_localstripe_until_the_signed_webhook_grants(
     localstripe,
     endpoint,
     user,
-    settings,  # noqa: F811
+    settings,
 ):
     webhook_url = f"{live_server.url}/stripe/webhook/{endpoint.djstripe_uuid}/"
     registered = requests.post(

@@ -8,7 +8,6 @@ from decimal import Decimal
 import pytest
 import stripe
 from django.test import Client, override_settings
-from djstripe.models import Account, APIKey, WebhookEndpoint
 
 from user_credits import services
 from user_credits.exceptions import PaymentProviderError
@@ -17,35 +16,13 @@ from user_credits.payments.stripe import ORDER_KEY, StripeProvider, from_minor, 
 
 from . import stripe_fake as fake
 from .factories import make_offer, table_snapshot
-
-SECRET = "whsec_user_credits_tests"
+from .stripe_fake import SECRET
 
 
 @pytest.fixture
 def stripe_api():
     with fake.FakeStripe() as api:
         yield api
-
-
-@pytest.fixture
-def endpoint(db, settings):
-    account = Account.objects.create(id="acct_uctests", livemode=False)
-    APIKey.objects.create(
-        secret=settings.STRIPE_TEST_SECRET_KEY,
-        type="secret",
-        livemode=False,
-        djstripe_owner_account=account,
-    )
-    return WebhookEndpoint.objects.create(
-        id="we_uctests",
-        url="https://shop.test/stripe/webhook/",
-        enabled_events=["*"],
-        secret=SECRET,
-        status="enabled",
-        livemode=False,
-        djstripe_owner_account=account,
-        api_version="",
-    )
 
 
 @pytest.fixture
