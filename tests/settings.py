@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "djstripe",
     "user_credits",
+    "example_project.shop",
 ]
 
 MIDDLEWARE = [
@@ -31,6 +32,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
+USER_CREDITS_SCREENSHOTS = os.environ.get("USER_CREDITS_SCREENSHOTS", "")
 
 ROOT_URLCONF = "tests.urls"
 TEMPLATES = [
@@ -54,6 +56,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
+LOGIN_URL = "/accounts/login/"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 REST_FRAMEWORK = {

@@ -60,6 +60,12 @@ def test_each_unlocking_group_unlocks(catalog, user, plan):
     assert "VIP EventTalk" in names(services.load_offers(user))
 
 
+def test_env_tags_select_unlocked_offers_too(catalog, user):
+    buy(user, catalog["Startup EarlyBird Monthly"])
+    assert "VIP EventTalk" not in names(services.load_offers(user, ["subscription", "monthly"]))
+    assert names(services.load_offers(user, ["EventTalk"])) == ["VIP EventTalk"]
+
+
 def test_standard_business_does_not_unlock(catalog, user):
     buy(user, catalog["Business Standard Monthly"])
     assert "VIP EventTalk" not in names(services.load_offers(user))

@@ -1,6 +1,16 @@
+from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
+from . import views
+
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", RedirectView.as_view(pattern_name="pricing", permanent=False)),
+    path("pricing/", views.pricing, name="pricing"),
+    path("buy/<int:offer_id>/", views.buy, name="buy"),
+    path("orders/<int:order_id>/simulate/", views.simulate_payment, name="simulate_payment"),
+    path("credits/", views.credits, name="credits"),
+    path("credits/ledger/", views.ledger, name="ledger"),
+    path("accounts/login/", auth_views.LoginView.as_view(template_name="shop/login.html"), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

@@ -38,25 +38,15 @@ def offers_queryset():
 def load_offers(user=None, env_tags=None) -> list[Offer]:
     """The offers ``user`` may buy, as DESIGN §3 "Offer loading" says.
 
-    Regular offers (no ``unlocked_by``) carrying all ``env_tags``, plus the offers unlocked by
-    a group in which the user has a paid, unexpired order; for each ``overriding_key`` the
-    heaviest unlocked offer replaces the regular offers with that key.
+    Regular offers (no ``unlocked_by``) plus the offers unlocked by a group in which the user
+    has a paid, unexpired order, all carrying every one of ``env_tags``; for each
+    ``overriding_key`` the heaviest unlocked offer replaces the regular offers with that key.
     """
     tags = sorted({str(t) for t in (env_tags or []) if str(t)})
     uid = _user_or_none(user)
 
     has_unlockers = Exists(Offer.unlocked_by.through.objects.filter(offer_id=OuterRef("pk")))
-    regular = Q(has_unlockers=False)
-    if tags:
-        tagged = (
-            Offer.objects.filter(tags__name__in=tags)
-            .values("pk")
-            .annotate(n=Count("tags", distinct=True))
-            .filter(n=len(tags))
-            .values("pk")
-        )
-        regular &= Q(pk__in=tagged)
-    wanted = regular
+    wanted = Q(has_unlockers=False)
     if uid is not None:
         now = timezone.now()
         owned_groups = Order.objects.filter(_current_order_q(now), user_id=uid).values(
@@ -70,6 +60,16 @@ def load_offers(user=None, env_tags=None) -> list[Offer]:
         wanted |= Q(is_unlocked=True)
     else:
         unlocked = Value(False)
+    if tags:
+        # The page's tags select unlocked offers too: a VIP talk is not a monthly plan.
+        tagged = (
+            Offer.objects.filter(tags__name__in=tags)
+            .values("pk")
+            .annotate(n=Count("tags", distinct=True))
+            .filter(n=len(tags))
+            .values("pk")
+        )
+        wanted &= Q(pk__in=tagged)
     offers = list(
         offers_queryset().annotate(has_unlockers=has_unlockers, is_unlocked=unlocked).filter(wanted)
     )

@@ -22,10 +22,12 @@ class Command(BaseCommand):
             login = f"{username} / {password}"
         else:
             login = f"{username} (existing user, password unchanged)"
+        if not users.filter(username="buyer").exists():
+            users.create_user(username="buyer", email="buyer@example.com", password="buyer")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo ready: {len(offers)} offers.\n"
-                f"  Site:  http://127.0.0.1:8000/\n"
+                f"  Site:  http://127.0.0.1:8000/  login buyer / buyer\n"
                 f"  Admin: http://127.0.0.1:8000/admin/  login {login}"
             )
         )

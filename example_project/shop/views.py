@@ -1,0 +1,83 @@
+"""The example shop: a pricing page, a buy button, a simulated payment and a credits page."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from user_credits import services
+from user_credits.exceptions import UserCreditsError
+from user_credits.models import LedgerEntry, Order, OrderStatus
+from user_credits.payments import get_provider
+from user_credits.payments.manual import ManualProvider
+
+CYCLES = ("monthly", "yearly")
+
+
+def pricing(request):
+    cycle = request.GET.get("cycle") if request.GET.get("cycle") in CYCLES else "monthly"
+    user = request.user
+    sections = [
+        ("Plans", services.load_offers(user, ["subscription", cycle])),
+        ("Event talks", services.load_offers(user, ["EventTalk"]) + services.load_offers(user, ["tokens"])),
+        ("Mobile", services.load_offers(user, ["mobile"])),
+    ]
+    return render(
+        request,
+        "shop/pricing.html",
+        {"cycle": cycle, "cycles": CYCLES, "sections": sections, "stripe": _stripe_enabled()},
+    )
+
+
+def _stripe_enabled():
+    return bool(getattr(settings, "STRIPE_TEST_SECRET_KEY", "")) and get_provider().name == "stripe"
+
+
+@login_required
+@require_POST
+def buy(request, offer_id):
+    try:
+        order = services.create_order(request.user, int(offer_id))
+    except UserCreditsError as exc:
+        messages.error(request, str(exc))
+        return redirect("pricing")
+    if order.status == OrderStatus.PAID:
+        messages.success(request, f"{order.name} is yours (free).")
+        return redirect("credits")
+    if _stripe_enabled():
+        return redirect(get_provider().start_payment(order, request=request).redirect_url)
+    return redirect("simulate_payment", order_id=order.pk)
+
+
+def _own_order(request, order_id):
+    order = get_object_or_404(Order, pk=order_id)
+    if order.user_id != request.user.pk:
+        raise PermissionDenied
+    return order
+
+
+@login_required
+def simulate_payment(request, order_id):
+    """Without Stripe keys the demo pays through the manual provider, clearly labelled."""
+    order = _own_order(request, order_id)
+    if request.method == "POST":
+        ManualProvider().validate(order, message="Simulated payment on the example site.")
+        messages.success(request, f"Payment simulated: {order.name} is paid.")
+        return redirect("credits")
+    return render(request, "shop/simulate.html", {"order": order})
+
+
+@login_required
+def credits(request):
+    return render(request, "shop/credits.html", {"groups": services.get_user_credits(request.user)})
+
+
+@login_required
+def ledger(request):
+    entries = LedgerEntry.objects.filter(account__user=request.user).select_related("account__offer_group")
+    lot = request.GET.get("lot")
+    if lot and lot.isdigit():
+        entries = entries.filter(lot_id=int(lot))
+    return render(request, "shop/ledger.html", {"entries": entries[:200], "lot": lot})

@@ -1,0 +1,113 @@
+"""The example site in a real browser: Debian's headless Chromium driven by Selenium."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from user_credits import services
+
+from .factories import make_user
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="needs Debian's chromium and chromium-driver (tests/run.sh and .ci/run install them)",
+)
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--window-size=1280,1100",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(5)
+    yield driver
+    driver.quit()
+
+
+def screenshot(driver, name, tmp_path):
+    folder = Path(settings.USER_CREDITS_SCREENSHOTS) if settings.USER_CREDITS_SCREENSHOTS else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    driver.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000
+    return path
+
+
+def cards(driver):
+    from selenium.webdriver.common.by import By
+
+    return [c.get_attribute("data-offer") for c in driver.find_elements(By.CSS_SELECTOR, ".card")]
+
+
+def buy_with_simulated_payment(driver, offer_name):
+    from selenium.webdriver.common.by import By
+
+    card = driver.find_element(By.CSS_SELECTOR, f'.card[data-offer="{offer_name}"]')
+    card.find_element(By.TAG_NAME, "button").click()
+    assert "Simulated payment" in driver.find_element(By.TAG_NAME, "h1").text
+    assert "Demo only" in driver.page_source
+    driver.find_element(By.ID, "simulate").click()
+    assert "My credits" in driver.find_element(By.TAG_NAME, "h1").text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_buyer_journey(live_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from example_project.shop.demo import load_demo_catalog
+
+    load_demo_catalog()
+    buyer = make_user("buyer")
+    browser.get(f"{live_server.url}/accounts/login/")
+    browser.find_element(By.NAME, "username").send_keys("buyer")
+    browser.find_element(By.NAME, "password").send_keys("pw")
+    browser.find_element(By.ID, "login-submit").click()
+
+    browser.get(f"{live_server.url}/pricing/")
+    monthly = cards(browser)
+    assert "Business Standard Monthly" in monthly and "Business Standard Yearly" not in monthly
+    popular = browser.find_element(By.CSS_SELECTOR, ".card.popular")
+    assert popular.get_attribute("data-offer") == "Business Standard Monthly"
+    assert "Most popular" in popular.text
+    assert "EventTalk" in monthly and "VIP EventTalk" not in monthly
+
+    browser.find_element(By.ID, "cycle-yearly").click()
+    yearly = cards(browser)
+    assert "Business Standard Yearly" in yearly and "Business Standard Monthly" not in yearly
+    assert "cycle=yearly" in browser.current_url
+
+    buy_with_simulated_payment(browser, "1 Talk")
+    talks = browser.find_element(By.CSS_SELECTOR, '[data-group="talks"] .balance')
+    assert talks.text == "1"
+    assert services.get_balance(buyer, "talks") == 1
+
+    browser.get(f"{live_server.url}/pricing/")
+    buy_with_simulated_payment(browser, "Startup EarlyBird Monthly")
+    browser.get(f"{live_server.url}/pricing/")
+    after = cards(browser)
+    assert "VIP EventTalk" in after and "EventTalk" not in after
+    vip = browser.find_element(By.CSS_SELECTOR, '.card[data-offer="VIP EventTalk"]')
+    assert "Unlocked for you" in vip.text
+    screenshot(browser, "pricing", tmp_path)
+
+    services.consume(buyer, "EbStartup", 250)
+    browser.get(f"{live_server.url}/credits/")
+    startup = browser.find_element(By.CSS_SELECTOR, '[data-group="EbStartup"] .balance')
+    assert startup.text == "750"
+    browser.find_element(By.CSS_SELECTOR, '[data-group="EbStartup"] td a').click()
+    kinds = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "table tr td:nth-child(3)")]
+    assert kinds == ["consume", "grant"]
+    browser.get(f"{live_server.url}/credits/")
+    screenshot(browser, "credits", tmp_path)
