@@ -25,9 +25,16 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--window-size=1280,1100",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1100",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -37,7 +44,9 @@ def browser():
 
 
 def screenshot(driver, name, tmp_path):
-    folder = Path(settings.USER_CREDITS_SCREENSHOTS) if settings.USER_CREDITS_SCREENSHOTS else tmp_path
+    folder = (
+        Path(settings.USER_CREDITS_SCREENSHOTS) if settings.USER_CREDITS_SCREENSHOTS else tmp_path
+    )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     driver.save_screenshot(str(path))
@@ -51,14 +60,27 @@ def cards(driver):
     return [c.get_attribute("data-offer") for c in driver.find_elements(By.CSS_SELECTOR, ".card")]
 
 
+def wait_for_path(driver, fragment):
+    """A click navigates asynchronously: wait for the new page before reading it."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 10).until(expected_conditions.url_contains(fragment))
+    WebDriverWait(driver, 10).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
+
+
 def buy_with_simulated_payment(driver, offer_name):
     from selenium.webdriver.common.by import By
 
     card = driver.find_element(By.CSS_SELECTOR, f'.card[data-offer="{offer_name}"]')
     card.find_element(By.TAG_NAME, "button").click()
+    wait_for_path(driver, "/simulate/")
     assert "Simulated payment" in driver.find_element(By.TAG_NAME, "h1").text
     assert "Demo only" in driver.page_source
     driver.find_element(By.ID, "simulate").click()
+    wait_for_path(driver, "/credits/")
     assert "My credits" in driver.find_element(By.TAG_NAME, "h1").text
 
 
@@ -74,6 +96,7 @@ def test_buyer_journey(live_server, browser, tmp_path):
     browser.find_element(By.NAME, "username").send_keys("buyer")
     browser.find_element(By.NAME, "password").send_keys("pw")
     browser.find_element(By.ID, "login-submit").click()
+    wait_for_path(browser, "/pricing/")
 
     browser.get(f"{live_server.url}/pricing/")
     monthly = cards(browser)
@@ -84,6 +107,7 @@ def test_buyer_journey(live_server, browser, tmp_path):
     assert "EventTalk" in monthly and "VIP EventTalk" not in monthly
 
     browser.find_element(By.ID, "cycle-yearly").click()
+    wait_for_path(browser, "cycle=yearly")
     yearly = cards(browser)
     assert "Business Standard Yearly" in yearly and "Business Standard Monthly" not in yearly
     assert "cycle=yearly" in browser.current_url
@@ -107,6 +131,7 @@ def test_buyer_journey(live_server, browser, tmp_path):
     startup = browser.find_element(By.CSS_SELECTOR, '[data-group="EbStartup"] .balance')
     assert startup.text == "750"
     browser.find_element(By.CSS_SELECTOR, '[data-group="EbStartup"] td a').click()
+    wait_for_path(browser, "/credits/ledger/")
     kinds = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "table tr td:nth-child(3)")]
     assert kinds == ["consume", "grant"]
     browser.get(f"{live_server.url}/credits/")

@@ -2,6 +2,7 @@
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from unittest import mock
 
@@ -134,7 +135,36 @@ def test_same_key_in_two_groups_at_once_conflicts():
 # --- faults: an exception after the first write leaves the database as it was -------------
 
 
-@pytest.mark.django_db
+@contextmanager
+def failing_ledger_insert():
+    """Make the ledger insert fail: a trigger raising on PostgreSQL (the fast path writes in
+    the database), an exception from the ORM's bulk insert elsewhere."""
+    if connection.vendor != "postgresql":
+        with mock.patch.object(
+            LedgerEntry.objects, "bulk_create", side_effect=RuntimeError("boom")
+        ):
+            yield RuntimeError
+        return
+    from django.db import DatabaseError
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION uc_test_boom() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'boom'; END $$;"
+            "CREATE TRIGGER uc_test_boom BEFORE INSERT ON user_credits_ledgerentry "
+            "FOR EACH ROW WHEN (NEW.kind = 'consume') EXECUTE FUNCTION uc_test_boom();"
+        )
+    try:
+        yield DatabaseError
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DROP TRIGGER uc_test_boom ON user_credits_ledgerentry;"
+                "DROP FUNCTION uc_test_boom();"
+            )
+
+
+@pytest.mark.django_db(transaction=True)
 def test_fault_in_consume_writes_nothing(user, travel):
     group = make_group("g")
     with travel(T0):
@@ -142,10 +172,8 @@ def test_fault_in_consume_writes_nothing(user, travel):
         services.grant(user, group, 4)
     with travel(T0 + timedelta(hours=2)):
         before = table_snapshot()
-        with mock.patch.object(
-            LedgerEntry.objects, "bulk_create", side_effect=RuntimeError("boom")
-        ):
-            with pytest.raises(RuntimeError):
+        with failing_ledger_insert() as error:
+            with pytest.raises(error):
                 services.consume(user, group, 2, idempotency_key="k")
         assert table_snapshot() == before
         assert services.consume(user, group, 2, idempotency_key="k").balance == 2

@@ -8,7 +8,13 @@ class UserCreditsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        from django.db.models.signals import post_migrate
+
         from . import checks  # noqa: F401  (registers the system checks)
         from .payments import connect_provider_handlers
+        from .services import pg_consume
 
         connect_provider_handlers()
+        post_migrate.connect(
+            pg_consume.install, sender=self, dispatch_uid="user_credits_pg_consume"
+        )

@@ -11,6 +11,10 @@ urlpatterns = [
     path("orders/<int:order_id>/simulate/", views.simulate_payment, name="simulate_payment"),
     path("credits/", views.credits, name="credits"),
     path("credits/ledger/", views.ledger, name="ledger"),
-    path("accounts/login/", auth_views.LoginView.as_view(template_name="shop/login.html"), name="login"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(template_name="shop/login.html"),
+        name="login",
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

@@ -21,7 +21,10 @@ def pricing(request):
     user = request.user
     sections = [
         ("Plans", services.load_offers(user, ["subscription", cycle])),
-        ("Event talks", services.load_offers(user, ["EventTalk"]) + services.load_offers(user, ["tokens"])),
+        (
+            "Event talks",
+            services.load_offers(user, ["EventTalk"]) + services.load_offers(user, ["tokens"]),
+        ),
         ("Mobile", services.load_offers(user, ["mobile"])),
     ]
     return render(
@@ -76,7 +79,9 @@ def credits(request):
 
 @login_required
 def ledger(request):
-    entries = LedgerEntry.objects.filter(account__user=request.user).select_related("account__offer_group")
+    entries = LedgerEntry.objects.filter(account__user=request.user).select_related(
+        "account__offer_group"
+    )
     lot = request.GET.get("lot")
     if lot and lot.isdigit():
         entries = entries.filter(lot_id=int(lot))

@@ -7,7 +7,7 @@ only written under that lock, so absolute values can be written back safely.
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import Case, F, IntegerField, Prefetch, Q, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -25,6 +25,7 @@ from ..models import (
     LotStatus,
     OfferGroup,
 )
+from . import pg_consume
 from .common import positive_int, resolve_group, send_on_commit, user_pk
 
 #: Lots burn by priority, then soonest expiry (never-expiring last), promotional before
@@ -251,103 +252,153 @@ def consume(user, offer_group, count, *, idempotency_key=None, metadata=None) ->
 
 def _consume(uid, group, count, key, metadata) -> Consumption:
     overdraft_allowed = app_settings.overdraft_allowed(group.key)
-    with transaction.atomic():
-        account = lock_account(uid, group, create=overdraft_allowed)
-        if key is not None:
-            replay = _replay(uid, key, group, count)
-            if replay is not None:
-                return replay
-        if account is None:
-            raise InsufficientCredits(
-                f"Not enough tokens in {group.key}: {count} requested, 0 available.",
-                requested=count,
-                available=0,
+    connection = connections[router.db_for_write(CreditAccount)]
+    with transaction.atomic(using=connection.alias):
+        if connection.vendor == "postgresql":
+            result = _consume_postgresql(
+                connection, uid, group, count, key, metadata, overdraft_allowed
             )
-        now = timezone.now()
-        lots = list(
-            CreditLot.objects.filter(
-                account=account, status=LotStatus.ACTIVE, remaining__gt=0
-            ).order_by(*BURN_ORDER)
+            if result is not None:
+                return result
+        return _consume_portable(uid, group, count, key, metadata, overdraft_allowed)
+
+
+def _insufficient(group, count, available):
+    return InsufficientCredits(
+        f"Not enough tokens in {group.key}: {count} requested, {available} available.",
+        requested=count,
+        available=available,
+    )
+
+
+def _consumed(uid, group, count, balance, entries):
+    send_on_commit(
+        signals.credits_consumed,
+        user_id=uid,
+        offer_group=group.key,
+        count=count,
+        balance=balance,
+        entries=entries,
+    )
+    return Consumption(balance=balance, entries=entries)
+
+
+def _consume_postgresql(connection, uid, group, count, key, metadata, overdraft_allowed):
+    """One round trip; ``None`` leaves a replay or a missing account to the portable path."""
+    now = timezone.now()
+    result = pg_consume.call(
+        connection,
+        user_id=uid,
+        group_id=group.pk,
+        count=count,
+        key=key,
+        metadata=metadata,
+        now=now,
+        overdraft=overdraft_allowed,
+    )
+    status = result["status"]
+    if status == "insufficient":
+        raise _insufficient(group, count, result["available"])
+    if status != "ok":
+        return None
+    entries = []
+    for row in result["entries"]:
+        entry = LedgerEntry(
+            id=row["id"],
+            account_id=result["account"],
+            lot_id=row["lot"],
+            kind=row["kind"],
+            amount=row["amount"],
+            balance_after=row["balance_after"],
+            idempotency_key=key,
+            metadata=metadata,
+            created_at=now,
         )
-        balance = account.balance
-        entries = []
-        changed = []
-        burnable = []
-        for lot in lots:
-            if lot.expires is not None and lot.expires <= now:
-                balance -= lot.remaining
-                entries.append(_expire_entry(account, lot, now, balance))
-                lot.remaining = 0
-                lot.status = LotStatus.EXPIRED
-                changed.append(lot)
-            else:
-                burnable.append(lot)
-        available = sum(lot.remaining for lot in burnable)
-        if available < count and not overdraft_allowed:
-            raise InsufficientCredits(
-                f"Not enough tokens in {group.key}: {count} requested, {available} available.",
-                requested=count,
-                available=available,
-            )
-        needed = count
-        consumed = []
-        for lot in burnable:
-            if not needed:
-                break
-            take = min(needed, lot.remaining)
-            needed -= take
-            balance -= take
-            lot.remaining -= take
+        entry._state.adding = False
+        entry._state.db = connection.alias
+        entries.append(entry)
+    return _consumed(uid, group, count, result["balance"], entries)
+
+
+def _consume_portable(uid, group, count, key, metadata, overdraft_allowed) -> Consumption:
+    account = lock_account(uid, group, create=overdraft_allowed)
+    if key is not None:
+        replay = _replay(uid, key, group, count)
+        if replay is not None:
+            return replay
+    if account is None:
+        raise _insufficient(group, count, 0)
+    now = timezone.now()
+    lots = list(
+        CreditLot.objects.filter(
+            account=account, status=LotStatus.ACTIVE, remaining__gt=0
+        ).order_by(*BURN_ORDER)
+    )
+    balance = account.balance
+    entries = []
+    changed = []
+    burnable = []
+    for lot in lots:
+        if lot.expires is not None and lot.expires <= now:
+            balance -= lot.remaining
+            entries.append(_expire_entry(account, lot, now, balance))
+            lot.remaining = 0
+            lot.status = LotStatus.EXPIRED
             changed.append(lot)
-            consumed.append(
-                LedgerEntry(
-                    account=account,
-                    lot=lot,
-                    kind=EntryKind.CONSUME,
-                    amount=-take,
-                    balance_after=balance,
-                    idempotency_key=key,
-                    metadata=metadata,
-                    created_at=now,
-                )
-            )
-        if needed:
-            balance -= needed
-            account.overdraft += needed
-            consumed.append(
-                LedgerEntry(
-                    account=account,
-                    kind=EntryKind.OVERDRAFT,
-                    amount=-needed,
-                    balance_after=balance,
-                    idempotency_key=key,
-                    metadata=metadata,
-                    created_at=now,
-                )
-            )
-        _save_lots(changed)
-        LedgerEntry.objects.bulk_create(entries + consumed)
-        account.balance = balance
-        CreditAccount.objects.filter(pk=account.pk).update(
-            balance=balance, overdraft=account.overdraft
-        )
-        if key is not None:
-            ConsumptionRecord.objects.create(
-                user_id=uid,
+        else:
+            burnable.append(lot)
+    available = sum(lot.remaining for lot in burnable)
+    if available < count and not overdraft_allowed:
+        raise _insufficient(group, count, available)
+    needed = count
+    consumed = []
+    for lot in burnable:
+        if not needed:
+            break
+        take = min(needed, lot.remaining)
+        needed -= take
+        balance -= take
+        lot.remaining -= take
+        changed.append(lot)
+        consumed.append(
+            LedgerEntry(
                 account=account,
-                idempotency_key=key,
-                count=count,
+                lot=lot,
+                kind=EntryKind.CONSUME,
+                amount=-take,
                 balance_after=balance,
+                idempotency_key=key,
+                metadata=metadata,
+                created_at=now,
             )
-        send_on_commit(
-            signals.credits_consumed,
-            user_id=uid,
-            offer_group=group.key,
-            count=count,
-            balance=balance,
-            entries=consumed,
         )
-        return Consumption(balance=balance, entries=consumed)
+    if needed:
+        balance -= needed
+        account.overdraft += needed
+        consumed.append(
+            LedgerEntry(
+                account=account,
+                kind=EntryKind.OVERDRAFT,
+                amount=-needed,
+                balance_after=balance,
+                idempotency_key=key,
+                metadata=metadata,
+                created_at=now,
+            )
+        )
+    _save_lots(changed)
+    LedgerEntry.objects.bulk_create(entries + consumed)
+    account.balance = balance
+    CreditAccount.objects.filter(pk=account.pk).update(balance=balance, overdraft=account.overdraft)
+    if key is not None:
+        ConsumptionRecord.objects.create(
+            user_id=uid,
+            account=account,
+            idempotency_key=key,
+            count=count,
+            balance_after=balance,
+        )
+    return _consumed(uid, group, count, balance, consumed)
 
 
 def _save_lots(lots):

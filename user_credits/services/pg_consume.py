@@ -1,0 +1,133 @@
+"""The PostgreSQL fast path of ``consume``: one round trip to a PL/pgSQL function.
+
+The function does what the portable path in ``credits._consume`` does, in the same order and
+under the same account lock: expire the account's due lots, take tokens in burn order (one
+ledger entry per lot), record an overdraft when allowed, update the account and the
+idempotency record. Each statement inside it takes a fresh snapshot (READ COMMITTED), so what
+it reads after the lock is current. It answers ``replay`` and ``no_account`` for the portable
+path to handle (rare cases), ``insufficient`` before writing anything, or ``ok``.
+
+It is (re)created after every ``migrate`` (``post_migrate``), so it always matches this code.
+"""
+
+import json
+
+FUNCTION_NAME = "user_credits_consume"
+
+FUNCTION_SQL = r"""
+CREATE OR REPLACE FUNCTION user_credits_consume(
+    p_user_id bigint, p_group_id bigint, p_count bigint, p_key text, p_metadata jsonb,
+    p_now timestamptz, p_overdraft boolean
+) RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_account bigint;
+    v_balance bigint;
+    v_overdraft bigint;
+    v_available bigint;
+    v_need bigint := p_count;
+    v_take bigint;
+    v_entry bigint;
+    v_lot record;
+    v_entries jsonb := '[]'::jsonb;
+BEGIN
+    SELECT id, balance, overdraft INTO v_account, v_balance, v_overdraft
+      FROM user_credits_creditaccount
+     WHERE user_id = p_user_id AND offer_group_id = p_group_id
+       FOR UPDATE;
+    IF p_key IS NOT NULL AND EXISTS (
+        SELECT 1 FROM user_credits_consumptionrecord
+         WHERE user_id = p_user_id AND idempotency_key = p_key
+    ) THEN
+        RETURN jsonb_build_object('status', 'replay');
+    END IF;
+    IF v_account IS NULL THEN
+        RETURN jsonb_build_object('status', 'no_account');
+    END IF;
+
+    SELECT coalesce(sum(remaining), 0) INTO v_available
+      FROM user_credits_creditlot
+     WHERE account_id = v_account AND status = 'active' AND remaining > 0
+       AND (expires IS NULL OR expires > p_now);
+    IF v_available < p_count AND NOT p_overdraft THEN
+        RETURN jsonb_build_object('status', 'insufficient', 'available', v_available);
+    END IF;
+
+    FOR v_lot IN
+        SELECT id, remaining FROM user_credits_creditlot
+         WHERE account_id = v_account AND status = 'active' AND remaining > 0
+           AND expires <= p_now
+         ORDER BY id
+    LOOP
+        v_balance := v_balance - v_lot.remaining;
+        UPDATE user_credits_creditlot SET remaining = 0, status = 'expired' WHERE id = v_lot.id;
+        INSERT INTO user_credits_ledgerentry
+            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
+        VALUES (v_account, v_lot.id, 'expire', -v_lot.remaining, v_balance, NULL, '{}'::jsonb,
+                p_now);
+    END LOOP;
+
+    FOR v_lot IN
+        SELECT id, remaining FROM user_credits_creditlot
+         WHERE account_id = v_account AND status = 'active' AND remaining > 0
+           AND (expires IS NULL OR expires > p_now)
+         ORDER BY priority, expires ASC NULLS LAST,
+                  CASE WHEN category = 'promotional' THEN 0 ELSE 1 END, id
+    LOOP
+        EXIT WHEN v_need = 0;
+        v_take := least(v_need, v_lot.remaining);
+        v_need := v_need - v_take;
+        v_balance := v_balance - v_take;
+        UPDATE user_credits_creditlot SET remaining = remaining - v_take WHERE id = v_lot.id;
+        INSERT INTO user_credits_ledgerentry
+            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
+        VALUES (v_account, v_lot.id, 'consume', -v_take, v_balance, p_key, p_metadata, p_now)
+        RETURNING id INTO v_entry;
+        v_entries := v_entries || jsonb_build_object(
+            'id', v_entry, 'lot', v_lot.id, 'kind', 'consume', 'amount', -v_take,
+            'balance_after', v_balance);
+    END LOOP;
+
+    IF v_need > 0 THEN
+        v_balance := v_balance - v_need;
+        v_overdraft := v_overdraft + v_need;
+        INSERT INTO user_credits_ledgerentry
+            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
+        VALUES (v_account, NULL, 'overdraft', -v_need, v_balance, p_key, p_metadata, p_now)
+        RETURNING id INTO v_entry;
+        v_entries := v_entries || jsonb_build_object(
+            'id', v_entry, 'lot', NULL, 'kind', 'overdraft', 'amount', -v_need,
+            'balance_after', v_balance);
+    END IF;
+
+    UPDATE user_credits_creditaccount SET balance = v_balance, overdraft = v_overdraft
+     WHERE id = v_account;
+    IF p_key IS NOT NULL THEN
+        INSERT INTO user_credits_consumptionrecord
+            (user_id, account_id, idempotency_key, count, balance_after, created_at)
+        VALUES (p_user_id, v_account, p_key, p_count, v_balance, p_now);
+    END IF;
+    RETURN jsonb_build_object('status', 'ok', 'account', v_account, 'balance', v_balance,
+                              'entries', v_entries);
+END
+$fn$;
+"""
+
+
+def install(using="default", **kwargs):
+    """``post_migrate`` receiver: create or replace the function on PostgreSQL."""
+    from django.db import connections
+
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(FUNCTION_SQL)
+
+
+def call(connection, *, user_id, group_id, count, key, metadata, now, overdraft) -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT user_credits_consume(%s, %s, %s, %s, %s::jsonb, %s, %s)",
+            [user_id, group_id, count, key, json.dumps(metadata), now, overdraft],
+        )
+        result = cursor.fetchone()[0]
+    return json.loads(result) if isinstance(result, str) else result
