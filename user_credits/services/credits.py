@@ -253,13 +253,18 @@ def consume(user, offer_group, count, *, idempotency_key=None, metadata=None) ->
 def _consume(uid, group, count, key, metadata) -> Consumption:
     overdraft_allowed = app_settings.overdraft_allowed(group.key)
     connection = connections[router.db_for_write(CreditAccount)]
+    if connection.vendor == "postgresql":
+        args = (connection, uid, group, count, key, metadata, overdraft_allowed)
+        if connection.in_atomic_block:
+            # A savepoint keeps the caller's transaction usable if the call fails.
+            with transaction.atomic(using=connection.alias):
+                result = _consume_postgresql(*args)
+        else:
+            # In autocommit the single statement is its own transaction: one round trip.
+            result = _consume_postgresql(*args)
+        if result is not None:
+            return result
     with transaction.atomic(using=connection.alias):
-        if connection.vendor == "postgresql":
-            result = _consume_postgresql(
-                connection, uid, group, count, key, metadata, overdraft_allowed
-            )
-            if result is not None:
-                return result
         return _consume_portable(uid, group, count, key, metadata, overdraft_allowed)
 
 

@@ -23,67 +23,83 @@ DECLARE
     v_account bigint;
     v_balance bigint;
     v_overdraft bigint;
-    v_available bigint;
+    v_ids bigint[];
+    v_remaining bigint[];
+    v_due boolean[];
+    v_available bigint := 0;
     v_need bigint := p_count;
     v_take bigint;
     v_entry bigint;
-    v_lot record;
     v_entries jsonb := '[]'::jsonb;
+    v_replay boolean;
+    i int;
 BEGIN
-    SELECT id, balance, overdraft INTO v_account, v_balance, v_overdraft
-      FROM user_credits_creditaccount
-     WHERE user_id = p_user_id AND offer_group_id = p_group_id
-       FOR UPDATE;
-    IF p_key IS NOT NULL AND EXISTS (
-        SELECT 1 FROM user_credits_consumptionrecord
-         WHERE user_id = p_user_id AND idempotency_key = p_key
-    ) THEN
-        RETURN jsonb_build_object('status', 'replay');
-    END IF;
+    -- A key recorded by a transaction that committed while this one waited for the lock is
+    -- not seen here; the record's unique index then refuses the insert below and the caller
+    -- answers the replay.
+    SELECT a.id, a.balance, a.overdraft,
+           p_key IS NOT NULL AND EXISTS (
+               SELECT 1 FROM user_credits_consumptionrecord r
+                WHERE r.user_id = p_user_id AND r.idempotency_key = p_key)
+      INTO v_account, v_balance, v_overdraft, v_replay
+      FROM user_credits_creditaccount a
+     WHERE a.user_id = p_user_id AND a.offer_group_id = p_group_id
+       FOR UPDATE OF a;
     IF v_account IS NULL THEN
         RETURN jsonb_build_object('status', 'no_account');
     END IF;
+    IF v_replay THEN
+        RETURN jsonb_build_object('status', 'replay');
+    END IF;
 
-    SELECT coalesce(sum(remaining), 0) INTO v_available
+    -- The account's lots with tokens, in burn order, read once under the account lock.
+    SELECT array_agg(id ORDER BY priority, expires ASC NULLS LAST,
+                     CASE WHEN category = 'promotional' THEN 0 ELSE 1 END, id),
+           array_agg(remaining ORDER BY priority, expires ASC NULLS LAST,
+                     CASE WHEN category = 'promotional' THEN 0 ELSE 1 END, id),
+           array_agg(coalesce(expires <= p_now, false) ORDER BY priority,
+                     expires ASC NULLS LAST, CASE WHEN category = 'promotional' THEN 0 ELSE 1 END,
+                     id)
+      INTO v_ids, v_remaining, v_due
       FROM user_credits_creditlot
-     WHERE account_id = v_account AND status = 'active' AND remaining > 0
-       AND (expires IS NULL OR expires > p_now);
+     WHERE account_id = v_account AND status = 'active' AND remaining > 0;
+
+    FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) LOOP
+        IF NOT v_due[i] THEN
+            v_available := v_available + v_remaining[i];
+        END IF;
+    END LOOP;
     IF v_available < p_count AND NOT p_overdraft THEN
         RETURN jsonb_build_object('status', 'insufficient', 'available', v_available);
     END IF;
 
-    FOR v_lot IN
-        SELECT id, remaining FROM user_credits_creditlot
-         WHERE account_id = v_account AND status = 'active' AND remaining > 0
-           AND expires <= p_now
-         ORDER BY id
-    LOOP
-        v_balance := v_balance - v_lot.remaining;
-        UPDATE user_credits_creditlot SET remaining = 0, status = 'expired' WHERE id = v_lot.id;
-        INSERT INTO user_credits_ledgerentry
-            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
-        VALUES (v_account, v_lot.id, 'expire', -v_lot.remaining, v_balance, NULL, '{}'::jsonb,
-                p_now);
+    -- Due lots are expired first, then tokens are taken in burn order.
+    FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) LOOP
+        IF v_due[i] THEN
+            v_balance := v_balance - v_remaining[i];
+            UPDATE user_credits_creditlot SET remaining = 0, status = 'expired' WHERE id = v_ids[i];
+            INSERT INTO user_credits_ledgerentry
+                (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
+                 created_at)
+            VALUES (v_account, v_ids[i], 'expire', -v_remaining[i], v_balance, NULL, '{}'::jsonb,
+                    p_now);
+        END IF;
     END LOOP;
-
-    FOR v_lot IN
-        SELECT id, remaining FROM user_credits_creditlot
-         WHERE account_id = v_account AND status = 'active' AND remaining > 0
-           AND (expires IS NULL OR expires > p_now)
-         ORDER BY priority, expires ASC NULLS LAST,
-                  CASE WHEN category = 'promotional' THEN 0 ELSE 1 END, id
-    LOOP
+    FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) LOOP
         EXIT WHEN v_need = 0;
-        v_take := least(v_need, v_lot.remaining);
+        CONTINUE WHEN v_due[i];
+        v_take := least(v_need, v_remaining[i]);
         v_need := v_need - v_take;
         v_balance := v_balance - v_take;
-        UPDATE user_credits_creditlot SET remaining = remaining - v_take WHERE id = v_lot.id;
+        WITH taken AS (
+            UPDATE user_credits_creditlot SET remaining = remaining - v_take WHERE id = v_ids[i]
+        )
         INSERT INTO user_credits_ledgerentry
             (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
-        VALUES (v_account, v_lot.id, 'consume', -v_take, v_balance, p_key, p_metadata, p_now)
+        VALUES (v_account, v_ids[i], 'consume', -v_take, v_balance, p_key, p_metadata, p_now)
         RETURNING id INTO v_entry;
         v_entries := v_entries || jsonb_build_object(
-            'id', v_entry, 'lot', v_lot.id, 'kind', 'consume', 'amount', -v_take,
+            'id', v_entry, 'lot', v_ids[i], 'kind', 'consume', 'amount', -v_take,
             'balance_after', v_balance);
     END LOOP;
 
@@ -99,9 +115,14 @@ BEGIN
             'balance_after', v_balance);
     END IF;
 
-    UPDATE user_credits_creditaccount SET balance = v_balance, overdraft = v_overdraft
-     WHERE id = v_account;
-    IF p_key IS NOT NULL THEN
+    IF p_key IS NULL THEN
+        UPDATE user_credits_creditaccount SET balance = v_balance, overdraft = v_overdraft
+         WHERE id = v_account;
+    ELSE
+        WITH account AS (
+            UPDATE user_credits_creditaccount SET balance = v_balance, overdraft = v_overdraft
+             WHERE id = v_account
+        )
         INSERT INTO user_credits_consumptionrecord
             (user_id, account_id, idempotency_key, count, balance_after, created_at)
         VALUES (p_user_id, v_account, p_key, p_count, v_balance, p_now);
