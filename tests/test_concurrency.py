@@ -2,7 +2,6 @@
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from unittest import mock
 
@@ -15,6 +14,7 @@ from user_credits.exceptions import IdempotencyConflict, InsufficientCredits
 from user_credits.models import CreditLot, EntryKind, LedgerEntry, LotStatus, OrderStatus
 
 from .factories import assert_ledger_consistent, make_group, make_offer, make_user, table_snapshot
+from .faults import failing_ledger_insert
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -135,35 +135,6 @@ def test_same_key_in_two_groups_at_once_conflicts():
 # --- faults: an exception after the first write leaves the database as it was -------------
 
 
-@contextmanager
-def failing_ledger_insert():
-    """Make the ledger insert fail: a trigger raising on PostgreSQL (the fast path writes in
-    the database), an exception from the ORM's bulk insert elsewhere."""
-    if connection.vendor != "postgresql":
-        with mock.patch.object(
-            LedgerEntry.objects, "bulk_create", side_effect=RuntimeError("boom")
-        ):
-            yield RuntimeError
-        return
-    from django.db import DatabaseError
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE FUNCTION uc_test_boom() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'boom'; END $$;"
-            "CREATE TRIGGER uc_test_boom BEFORE INSERT ON user_credits_ledgerentry "
-            "FOR EACH ROW WHEN (NEW.kind = 'consume') EXECUTE FUNCTION uc_test_boom();"
-        )
-    try:
-        yield DatabaseError
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "DROP TRIGGER uc_test_boom ON user_credits_ledgerentry;"
-                "DROP FUNCTION uc_test_boom();"
-            )
-
-
 @pytest.mark.django_db(transaction=True)
 def test_fault_in_consume_writes_nothing(user, travel):
     group = make_group("g")
@@ -172,7 +143,7 @@ def test_fault_in_consume_writes_nothing(user, travel):
         services.grant(user, group, 4)
     with travel(T0 + timedelta(hours=2)):
         before = table_snapshot()
-        with failing_ledger_insert() as error:
+        with failing_ledger_insert("consume") as error:
             with pytest.raises(error):
                 services.consume(user, group, 2, idempotency_key="k")
         assert table_snapshot() == before

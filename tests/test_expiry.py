@@ -1,7 +1,6 @@
 import json
 from datetime import UTC, datetime, timedelta
 from io import StringIO
-from unittest import mock
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -18,6 +17,7 @@ from user_credits.models import (
 )
 
 from .factories import assert_ledger_consistent, buy, make_group, make_user, table_snapshot
+from .faults import failing_ledger_insert
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -170,24 +170,17 @@ def test_dry_run_reports_and_writes_nothing(user, travel, on_commit, received):
     assert received == {"expired": [], "expiring": [], "low": []}
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_crash_in_a_batch_keeps_finished_batches(travel):
     group = make_group("g")
     users = [make_user() for _ in range(4)]
     with travel(T0):
         for u in users:
             services.grant(u, group, 3, expires=T0 + timedelta(hours=1))
-    real_bulk_create = LedgerEntry.objects.bulk_create
-    calls = []
-
-    def failing_second_batch(objs, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("disk full")
-        return real_bulk_create(objs, *args, **kwargs)
-
+    third = CreditAccount.objects.get(user=users[2])
     with travel(T0 + timedelta(hours=2)):
-        with mock.patch.object(LedgerEntry.objects, "bulk_create", failing_second_batch):
-            with pytest.raises(RuntimeError):
+        with failing_ledger_insert("expire", from_account=third.pk) as error:
+            with pytest.raises(error):
                 services.expire_credits(batch_size=2)
         assert CreditLot.objects.filter(status=LotStatus.EXPIRED).count() == 2
         assert_ledger_consistent()

@@ -12,9 +12,8 @@ class UserCreditsConfig(AppConfig):
 
         from . import checks  # noqa: F401  (registers the system checks)
         from .payments import connect_provider_handlers
-        from .services import pg_consume
+        from .services import postgres
 
         connect_provider_handlers()
-        post_migrate.connect(
-            pg_consume.install, sender=self, dispatch_uid="user_credits_pg_consume"
-        )
+        # PostgreSQL fast paths are (re)created after every migrate.
+        post_migrate.connect(postgres.install, sender=self, dispatch_uid="user_credits_postgres")

@@ -19,7 +19,8 @@ credits_granted = Signal()
 #: Tokens were consumed. provides args: user_id, offer_group, count, balance, entries
 credits_consumed = Signal()
 
-#: Due lots were expired. provides args: user_id, offer_group, lots, amount
+#: Due lots were expired (sent once per account and sweep batch). provides args: user_id,
+#: offer_group, lot_ids, amount
 credits_expired = Signal()
 
 #: A lot expires soon (sent once per lot). provides args: user_id, offer_group, lot

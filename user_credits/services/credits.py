@@ -25,7 +25,7 @@ from ..models import (
     LotStatus,
     OfferGroup,
 )
-from . import pg_consume
+from . import postgres
 from .common import positive_int, resolve_group, send_on_commit, user_pk
 
 #: Lots burn by priority, then soonest expiry (never-expiring last), promotional before
@@ -291,7 +291,7 @@ def _consumed(uid, group, count, balance, entries):
 def _consume_postgresql(connection, uid, group, count, key, metadata, overdraft_allowed):
     """One round trip; ``None`` leaves a replay or a missing account to the portable path."""
     now = timezone.now()
-    result = pg_consume.call(
+    result = postgres.consume(
         connection,
         user_id=uid,
         group_id=group.pk,

@@ -4,8 +4,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import transaction
-from django.db.models import F
+from django.db import connections, router, transaction
+from django.db.models import F, OuterRef, Subquery, Sum
 from django.utils import timezone
 
 from .. import signals
@@ -21,6 +21,7 @@ from ..models import (
     OrderEvent,
     OrderStatus,
 )
+from . import postgres
 from .common import positive_int, resolve_group, send_on_commit, user_pk
 
 
@@ -116,64 +117,105 @@ def _sweep(report, now, user_id, batch_size, collect, warn_before, thresholds):
 
 
 def _expire_batch(report, now, user_id, batch_size, collect) -> bool:
-    with transaction.atomic():
-        account_ids = sorted(
-            set(
-                _due_lots(now, user_id)
-                .order_by("account_id")
-                .values_list("account_id", flat=True)[:batch_size]
+    connection = connections[router.db_for_write(CreditLot)]
+    if connection.vendor == "postgresql":
+        with transaction.atomic(using=connection.alias):
+            return _expire_batch_postgresql(connection, report, now, user_id, batch_size, collect)
+    with transaction.atomic(using=connection.alias):
+        return _expire_batch_portable(report, now, user_id, batch_size, collect)
+
+
+def _expire_batch_postgresql(connection, report, now, user_id, batch_size, collect) -> bool:
+    rows = postgres.expire_batch(connection, now=now, user_id=user_id, batch_size=batch_size)
+    if rows is None:
+        return False
+    for row in rows:
+        send_on_commit(
+            signals.credits_expired,
+            user_id=row["user"],
+            offer_group=row["group"],
+            lot_ids=row["lots"],
+            amount=row["amount"],
+        )
+        report.expired_lots += len(row["lots"])
+        report.expired_tokens += row["amount"]
+    if collect and rows:
+        report.expired.extend(
+            CreditLot.objects.filter(pk__in=[pk for row in rows for pk in row["lots"]]).order_by(
+                "pk"
             )
         )
-        if not account_ids:
-            return False
-        accounts = {
-            a.pk: a
-            for a in CreditAccount.objects.select_for_update()
-            .filter(pk__in=account_ids)
-            .select_related("offer_group")
-            .order_by("pk")
-        }
-        # Read again under the locks: a concurrent sweep or consume may have expired them.
-        lots = list(
-            _due_lots(now, user_id).filter(account_id__in=account_ids).order_by("account_id", "id")
+    return True
+
+
+def _expire_batch_portable(report, now, user_id, batch_size, collect) -> bool:
+    account_ids = sorted(
+        set(
+            _due_lots(now, user_id)
+            .order_by("account_id")
+            .values_list("account_id", flat=True)[:batch_size]
         )
-        entries = []
-        by_account = defaultdict(list)
-        for lot in lots:
-            account = accounts[lot.account_id]
-            account.balance -= lot.remaining
-            entries.append(
-                LedgerEntry(
-                    account=account,
-                    lot=lot,
-                    kind=EntryKind.EXPIRE,
-                    amount=-lot.remaining,
-                    balance_after=account.balance,
-                    created_at=now,
-                )
-            )
-            report.expired_tokens += lot.remaining
-            by_account[account.pk].append(lot)
-        CreditLot.objects.filter(pk__in=[lot.pk for lot in lots]).update(
-            remaining=0, status=LotStatus.EXPIRED
-        )
-        LedgerEntry.objects.bulk_create(entries)
-        CreditAccount.objects.bulk_update([accounts[pk] for pk in by_account], ["balance"])
-        for pk, expired in by_account.items():
-            account = accounts[pk]
-            send_on_commit(
-                signals.credits_expired,
-                user_id=account.user_id,
-                offer_group=account.offer_group.key,
-                lots=expired,
-                amount=sum(lot.remaining for lot in expired),
-            )
-        for lot in lots:
-            lot.remaining, lot.status = 0, LotStatus.EXPIRED
-        report.expired_lots += len(lots)
-        if collect:
-            report.expired.extend(lots)
+    )
+    if not account_ids:
+        return False
+    accounts = {
+        a.pk: a
+        for a in CreditAccount.objects.select_for_update(of=("self",))
+        .filter(pk__in=account_ids)
+        .select_related("offer_group")
+        .order_by("pk")
+    }
+    # Read again under the locks: a concurrent sweep or consume may have expired them.
+    lots = list(
+        _due_lots(now, user_id).filter(account_id__in=account_ids).order_by("account_id", "id")
+    )
+    if not lots:
         return True
+    lot_ids = [lot.pk for lot in lots]
+    # One statement for every account's new balance, before the lots are emptied.
+    expired_sum = (
+        CreditLot.objects.filter(account=OuterRef("pk"), pk__in=lot_ids)
+        .values("account")
+        .annotate(total=Sum("remaining"))
+        .values("total")
+    )
+    CreditAccount.objects.filter(pk__in={lot.account_id for lot in lots}).update(
+        balance=F("balance") - Subquery(expired_sum)
+    )
+    CreditLot.objects.filter(pk__in=lot_ids).update(remaining=0, status=LotStatus.EXPIRED)
+    entries = []
+    by_account = defaultdict(list)
+    for lot in lots:
+        account = accounts[lot.account_id]
+        account.balance -= lot.remaining
+        entries.append(
+            LedgerEntry(
+                account=account,
+                lot=lot,
+                kind=EntryKind.EXPIRE,
+                amount=-lot.remaining,
+                balance_after=account.balance,
+                created_at=now,
+            )
+        )
+        report.expired_tokens += lot.remaining
+        by_account[account.pk].append(lot)
+    LedgerEntry.objects.bulk_create(entries)
+    for pk, expired in by_account.items():
+        account = accounts[pk]
+        send_on_commit(
+            signals.credits_expired,
+            user_id=account.user_id,
+            offer_group=account.offer_group.key,
+            lot_ids=[lot.pk for lot in expired],
+            amount=sum(lot.remaining for lot in expired),
+        )
+    for lot in lots:
+        lot.remaining, lot.status = 0, LotStatus.EXPIRED
+    report.expired_lots += len(lots)
+    if collect:
+        report.expired.extend(lots)
+    return True
 
 
 def _expire_orders_batch(report, now, user_id, batch_size) -> bool:

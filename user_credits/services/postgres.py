@@ -1,20 +1,22 @@
-"""The PostgreSQL fast path of ``consume``: one round trip to a PL/pgSQL function.
+"""PostgreSQL fast paths: ``consume`` and the expiry sweep's batches as PL/pgSQL functions.
 
-The function does what the portable path in ``credits._consume`` does, in the same order and
-under the same account lock: expire the account's due lots, take tokens in burn order (one
+``user_credits_consume`` does what the portable path of ``credits.consume`` does, in the same
+order and under the same account lock: expire the account's due lots, take tokens in burn order (one
 ledger entry per lot), record an overdraft when allowed, update the account and the
 idempotency record. Each statement inside it takes a fresh snapshot (READ COMMITTED), so what
 it reads after the lock is current. It answers ``replay`` and ``no_account`` for the portable
 path to handle (rare cases), ``insufficient`` before writing anything, or ``ok``.
 
-It is (re)created after every ``migrate`` (``post_migrate``), so it always matches this code.
+``user_credits_expire_batch`` does what ``expiry._expire_batch`` does for one batch: lock the
+accounts of the next due lots in id order, then (a fresh snapshot, under the locks) empty
+their due lots, lower the balances and write one ``expire`` entry per lot, set-based.
+
+Both are (re)created after every ``migrate`` (``post_migrate``), so they always match this code.
 """
 
 import json
 
-FUNCTION_NAME = "user_credits_consume"
-
-FUNCTION_SQL = r"""
+CONSUME_SQL = r"""
 CREATE OR REPLACE FUNCTION user_credits_consume(
     p_user_id bigint, p_group_id bigint, p_count bigint, p_key text, p_metadata jsonb,
     p_now timestamptz, p_overdraft boolean
@@ -134,21 +136,91 @@ $fn$;
 """
 
 
+EXPIRE_BATCH_SQL = r"""
+CREATE OR REPLACE FUNCTION user_credits_expire_batch(
+    p_now timestamptz, p_user_id bigint, p_batch int
+) RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_accounts bigint[];
+    v_result jsonb;
+BEGIN
+    SELECT array_agg(account_id) INTO v_accounts FROM (
+        SELECT DISTINCT l.account_id FROM user_credits_creditlot l
+         WHERE l.status = 'active' AND l.remaining > 0 AND l.expires <= p_now
+           AND (p_user_id IS NULL OR l.account_id IN (
+                SELECT id FROM user_credits_creditaccount WHERE user_id = p_user_id))
+         ORDER BY l.account_id
+         LIMIT p_batch
+    ) batch;
+    IF v_accounts IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM 1 FROM user_credits_creditaccount WHERE id = ANY (v_accounts) ORDER BY id FOR UPDATE;
+
+    -- A new statement, so a new snapshot: what the locks' holders committed is seen.
+    WITH due AS (
+        SELECT l.id, l.account_id, l.remaining,
+               a.balance - sum(l.remaining) OVER (PARTITION BY l.account_id ORDER BY l.id)
+                   AS balance_after
+          FROM user_credits_creditlot l
+          JOIN user_credits_creditaccount a ON a.id = l.account_id
+         WHERE l.account_id = ANY (v_accounts)
+           AND l.status = 'active' AND l.remaining > 0 AND l.expires <= p_now
+    ), per_account AS (
+        SELECT account_id, array_agg(id ORDER BY id) AS lots, sum(remaining) AS total
+          FROM due GROUP BY account_id
+    ), emptied AS (
+        UPDATE user_credits_creditlot l SET remaining = 0, status = 'expired'
+          FROM due WHERE l.id = due.id
+    ), balances AS (
+        UPDATE user_credits_creditaccount a SET balance = a.balance - p.total
+          FROM per_account p WHERE a.id = p.account_id
+    ), entries AS (
+        INSERT INTO user_credits_ledgerentry
+            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
+             created_at)
+        SELECT account_id, id, 'expire', -remaining, balance_after, NULL, '{}'::jsonb, p_now
+          FROM due
+    )
+    SELECT jsonb_agg(jsonb_build_object(
+               'account', p.account_id, 'user', a.user_id, 'group', g.key,
+               'lots', p.lots, 'amount', p.total))
+      INTO v_result
+      FROM per_account p
+      JOIN user_credits_creditaccount a ON a.id = p.account_id
+      JOIN user_credits_offergroup g ON g.id = a.offer_group_id;
+    RETURN coalesce(v_result, '[]'::jsonb);
+END
+$fn$;
+"""
+
+
 def install(using="default", **kwargs):
-    """``post_migrate`` receiver: create or replace the function on PostgreSQL."""
+    """``post_migrate`` receiver: create or replace the functions on PostgreSQL."""
     from django.db import connections
 
     connection = connections[using]
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(FUNCTION_SQL)
+            cursor.execute(CONSUME_SQL)
+            cursor.execute(EXPIRE_BATCH_SQL)
 
 
-def call(connection, *, user_id, group_id, count, key, metadata, now, overdraft) -> dict:
+def _json(value):
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def expire_batch(connection, *, now, user_id, batch_size) -> list[dict] | None:
+    """Expire one batch; ``None`` once nothing is due."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT user_credits_expire_batch(%s, %s, %s)", [now, user_id, batch_size])
+        return _json(cursor.fetchone()[0])
+
+
+def consume(connection, *, user_id, group_id, count, key, metadata, now, overdraft) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT user_credits_consume(%s, %s, %s, %s, %s::jsonb, %s, %s)",
             [user_id, group_id, count, key, json.dumps(metadata), now, overdraft],
         )
-        result = cursor.fetchone()[0]
-    return json.loads(result) if isinstance(result, str) else result
+        return _json(cursor.fetchone()[0])

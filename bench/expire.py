@@ -1,0 +1,135 @@
+"""The expiry sweep at scale: 100,000 accounts with one due lot each.
+
+    DATABASE_URL=postgres://… .venv/bin/python bench/expire.py [ACCOUNTS]
+
+expire_credits (and the command) against a set-based SQL statement doing the same writes;
+seconds, ratio, and each run's peak memory (measured in a child process of its own).
+"""
+
+import multiprocessing
+import sys
+
+import common
+
+REFERENCE_SQL = """
+WITH due AS (
+    SELECT id, account_id, remaining FROM user_credits_creditlot
+     WHERE status = 'active' AND remaining > 0 AND expires <= now()
+       FOR UPDATE
+), lots AS (
+    UPDATE user_credits_creditlot l SET remaining = 0, status = 'expired'
+      FROM due WHERE l.id = due.id
+), accounts AS (
+    UPDATE user_credits_creditaccount a SET balance = a.balance - s.total
+      FROM (SELECT account_id, sum(remaining) AS total FROM due GROUP BY account_id) s
+     WHERE a.id = s.account_id
+ RETURNING a.id, a.balance
+)
+INSERT INTO user_credits_ledgerentry
+    (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
+SELECT due.account_id, due.id, 'expire', -due.remaining, accounts.balance, NULL, '{}', now()
+  FROM due JOIN accounts ON accounts.id = due.account_id
+"""
+
+POPULATE_SQL = """
+INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,
+                       is_staff, is_active, date_joined)
+SELECT '', false, 'bench' || g, '', '', '', false, true, now() FROM generate_series(1, %(n)s) g;
+INSERT INTO user_credits_creditaccount (user_id, offer_group_id, balance, overdraft, created_at)
+SELECT id, %(group)s, 10, 0, now() FROM auth_user WHERE username LIKE 'bench%%';
+INSERT INTO user_credits_creditlot (account_id, granted, remaining, starts, expires, category,
+                                    priority, status, reason, created_at)
+SELECT id, 10, 10, now() - interval '2 days', now() - interval '1 day', 'paid', 50, 'active',
+       '', now()
+  FROM user_credits_creditaccount WHERE offer_group_id = %(group)s;
+INSERT INTO user_credits_ledgerentry (account_id, lot_id, kind, amount, balance_after, metadata,
+                                      created_at)
+SELECT account_id, id, 'grant', 10, 10, '{}', now() - interval '2 days'
+  FROM user_credits_creditlot WHERE account_id IN (
+      SELECT id FROM user_credits_creditaccount WHERE offer_group_id = %(group)s);
+"""
+
+CLEAN_SQL = """
+DELETE FROM user_credits_ledgerentry; DELETE FROM user_credits_creditlot;
+DELETE FROM user_credits_creditaccount; DELETE FROM auth_user WHERE username LIKE 'bench%%';
+"""
+
+
+def populate(group_id, n):
+    params = {"n": n, "group": group_id}
+    with common.raw_connection() as raw:
+        for sql in (CLEAN_SQL + POPULATE_SQL).split(";\n"):
+            if sql.strip():
+                raw.execute(sql, params)
+        raw.execute("VACUUM ANALYZE")
+
+
+def in_child(kind, queue):
+    """Run one sweep in a fresh process, so its peak memory is its own."""
+    from django.db import connections
+
+    connections.close_all()
+    if kind == "services":
+        from user_credits.services import expire_credits
+
+        seconds, report = common.timed(expire_credits, collect=False)
+        done = report.expired_lots
+    elif kind == "command":
+        from io import StringIO
+
+        from django.core.management import call_command
+
+        out = StringIO()
+        seconds, _ = common.timed(call_command, "user_credits_expire", "--json", stdout=out)
+        import json
+
+        done = json.loads(out.getvalue())["expired_lots"]
+    else:
+        with common.raw_connection() as raw:
+            seconds, cursor = common.timed(raw.execute, REFERENCE_SQL)
+            done = cursor.rowcount
+    queue.put((seconds, done, common.peak_rss_mb()))
+
+
+def measure(kind):
+    from django.db import connections
+
+    connections.close_all()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    process = ctx.Process(target=in_child, args=(kind, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    state = common.setup()
+    try:
+        from tests.factories import assert_ledger_consistent, make_group
+
+        group = make_group("sweep")
+        rows = {}
+        for kind in ("services", "reference", "command"):
+            populate(group.pk, n)
+            seconds, done, peak = measure(kind)
+            assert done == n, (kind, done)
+            assert_ledger_consistent() if n <= 10_000 else None
+            rows[kind] = (seconds, peak)
+        reference = rows["reference"][0]
+        common.table(
+            f"expiry of {n:,} due lots in {n:,} accounts ({common.machine()})",
+            ("approach", "seconds", "× reference", "peak RSS (MB)"),
+            [
+                (kind, f"{s:.2f}", f"{s / reference:.2f}", f"{peak:.0f}")
+                for kind, (s, peak) in rows.items()
+            ],
+        )
+    finally:
+        common.teardown(state)
+
+
+if __name__ == "__main__":
+    main()
