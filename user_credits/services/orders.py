@@ -133,7 +133,8 @@ def create_order(user, offer, *, quantity=1, currency=None, starts=None) -> Orde
 
 def _lock_order(order) -> Order:
     pk = order.pk if isinstance(order, Order) else order
-    return Order.objects.select_for_update().select_related("offer_group").get(pk=pk)
+    # Lock the order row only, not the offer group joined to it.
+    return Order.objects.select_for_update(of=("self",)).select_related("offer_group").get(pk=pk)
 
 
 def _chained_start(uid, group_id, now, *, exclude=None):
@@ -221,12 +222,10 @@ def _grant_order(order):
     now = timezone.now()
     uid = order.user_id
     items = order.bundle_items or []
-    groups = {
-        g.pk: g
-        for g in OfferGroup.objects.filter(
-            pk__in={order.offer_group_id, *(item["offer_group"] for item in items)}
-        )
-    }
+    groups = {order.offer_group_id: order.offer_group}
+    item_groups = {item["offer_group"] for item in items} - set(groups)
+    if item_groups:
+        groups.update((g.pk, g) for g in OfferGroup.objects.filter(pk__in=item_groups))
     accounts = lock_accounts(uid, groups.values())
 
     starts = order.starts or (

@@ -1,0 +1,67 @@
+"""Query budgets of the hot paths. PostgreSQL runs consume as one function call.
+
+Tests run inside a transaction, so each service's ``atomic`` adds a SAVEPOINT and a RELEASE.
+"""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from user_credits import services
+
+from .factories import make_group, make_offer
+
+pytestmark = pytest.mark.django_db
+SAVEPOINT = 2
+
+
+def on_postgres(postgres, portable):
+    return postgres if connection.vendor == "postgresql" else portable
+
+
+@pytest.fixture
+def group(user):
+    group = make_group("g")
+    soon = timezone.now() + timedelta(days=3)
+    for i in range(5):
+        services.grant(user, group, 2, expires=soon + timedelta(hours=i))
+    return group
+
+
+def test_consume_one_lot(user, group, django_assert_max_num_queries):
+    # Portable: lock, replay check, lots, lot update, entries, account update, record.
+    with django_assert_max_num_queries(SAVEPOINT + on_postgres(1, 7)):
+        services.consume(user, group, 1, idempotency_key="a")
+    with django_assert_max_num_queries(SAVEPOINT + on_postgres(1, 5)):
+        services.consume(user, group, 1)
+
+
+def test_consume_many_lots(user, group, django_assert_max_num_queries):
+    with django_assert_max_num_queries(SAVEPOINT + on_postgres(1, 7)):
+        result = services.consume(user, group, 9, idempotency_key="b")
+    assert len(result.entries) == 5
+
+
+def test_grant(user, group, django_assert_max_num_queries):
+    # lock, lot insert, entry insert, account update
+    with django_assert_max_num_queries(SAVEPOINT + 4):
+        services.grant(user, group, 5)
+
+
+def test_mark_paid(user, django_assert_max_num_queries):
+    order = services.create_order(user, make_offer(token_count=3, append_date=True))
+    services.grant(user, order.offer_group, 1)  # the account exists, as for a returning buyer
+    # order lock, account lock, chaining read, lot, entry, account, order save, event
+    with django_assert_max_num_queries(SAVEPOINT + 8):
+        services.mark_paid(order)
+
+
+def test_reads(user, group, django_assert_max_num_queries):
+    with django_assert_max_num_queries(1):
+        services.get_balance(user, group)
+    with django_assert_max_num_queries(2):
+        services.get_user_credits(user)
+    with django_assert_max_num_queries(4):
+        services.load_offers(user, ["x"])
