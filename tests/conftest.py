@@ -82,3 +82,37 @@ def endpoint(db, settings):
         djstripe_owner_account=account,
         api_version="",
     )
+
+
+@pytest.fixture
+def stripe_api():
+    from .stripe_fake import FakeStripe
+
+    with FakeStripe() as api:
+        yield api
+
+
+@pytest.fixture
+def deliver(endpoint, stripe_api):
+    """POST an event, signed like Stripe, to dj-stripe's webhook view; the event's object is
+    served by the fake API as dj-stripe re-reads it."""
+
+    import json
+
+    import stripe
+    from django.test import Client
+
+    from .stripe_fake import SECRET
+
+    def send(evt, *, secret=SECRET, timestamp=None, client=None):
+        stripe_api.put(evt["data"]["object"])
+        body = json.dumps(evt)
+        header = stripe.WebhookSignature.generate_signature_header(body, secret, timestamp)
+        return (client or Client()).post(
+            f"/stripe/webhook/{endpoint.djstripe_uuid}/",
+            body,
+            content_type="application/json",
+            HTTP_STRIPE_SIGNATURE=header,
+        )
+
+    return send

@@ -1,13 +1,11 @@
 """Stripe through dj-stripe: signed webhooks posted to dj-stripe's real endpoint, with dj-stripe
 re-reading each event's object from a loopback fake Stripe API."""
 
-import json
 import time
 from decimal import Decimal
 
 import pytest
-import stripe
-from django.test import Client, override_settings
+from django.test import override_settings
 
 from user_credits import services
 from user_credits.exceptions import PaymentProviderError
@@ -16,32 +14,6 @@ from user_credits.payments.stripe import ORDER_KEY, StripeProvider, from_minor, 
 
 from . import stripe_fake as fake
 from .factories import make_offer, table_snapshot
-from .stripe_fake import SECRET
-
-
-@pytest.fixture
-def stripe_api():
-    with fake.FakeStripe() as api:
-        yield api
-
-
-@pytest.fixture
-def deliver(endpoint, stripe_api):
-    """POST an event, signed like Stripe, to dj-stripe's webhook view; the event's object is
-    served by the fake API as dj-stripe re-reads it."""
-
-    def send(evt, *, secret=SECRET, timestamp=None, client=None):
-        stripe_api.put(evt["data"]["object"])
-        body = json.dumps(evt)
-        header = stripe.WebhookSignature.generate_signature_header(body, secret, timestamp)
-        return (client or Client()).post(
-            f"/stripe/webhook/{endpoint.djstripe_uuid}/",
-            body,
-            content_type="application/json",
-            HTTP_STRIPE_SIGNATURE=header,
-        )
-
-    return send
 
 
 @pytest.fixture
@@ -241,6 +213,23 @@ def test_refund_larger_than_paid_is_recorded_not_applied(deliver, order):
     order.refresh_from_db()
     assert order.status == OrderStatus.PAID and balance(order) == 80
     assert "Ignored charge.refunded" in order.events.last().message
+
+
+@pytest.mark.django_db
+def test_refund_arriving_before_the_payment_event(deliver, order):
+    charge = fake.charge(
+        amount=2500,
+        currency="usd",
+        metadata={ORDER_KEY: str(order.pk)},
+        amount_refunded=2500,
+        payment_intent="pi_early",
+    )
+    deliver(fake.event("charge.refunded", charge))
+    deliver(succeeded(order))  # the payment's own event, late: changes nothing
+    order.refresh_from_db()
+    assert order.status == OrderStatus.REFUNDED and balance(order) == 0
+    assert CreditLot.objects.filter(order=order).count() == 1
+    assert [e.amount for e in LedgerEntry.objects.filter(kind=EntryKind.REVOKE)] == [-80]
 
 
 @pytest.mark.django_db

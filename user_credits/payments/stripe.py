@@ -17,7 +17,7 @@ from djstripe.settings import djstripe_settings
 from .. import services
 from ..conf import app_settings
 from ..exceptions import PaymentProviderError, UserCreditsError
-from ..models import Order
+from ..models import Order, OrderStatus
 from .base import PaymentProvider, PaymentStart
 
 logger = logging.getLogger("user_credits.payments")
@@ -235,6 +235,23 @@ def on_charge_refunded(sender, event, **kwargs):
                 payload=_payload(event, charge),
             )
             return
+        if order.status in OrderStatus.payable() and charge.get("paid"):
+            # The refund arrived before the payment's own event: the charge proves the
+            # payment (amount and currency checked as usual), then the refund applies.
+            intent = charge.get("payment_intent")
+            order = services.mark_paid(
+                order,
+                amount=from_minor(
+                    charge.get("amount_captured") or charge.get("amount") or 0, currency
+                ),
+                currency=currency,
+                reference=(intent.get("id") if isinstance(intent, dict) else intent)
+                or charge["id"],
+                message="Paid with Stripe (seen on its refund).",
+                payload=_payload(event, charge),
+            )
+            if order.status != OrderStatus.PAID:
+                return
         # The cumulative amount refunded makes redelivered and reordered events harmless.
         services.refund(
             order,
