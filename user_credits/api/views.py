@@ -1,11 +1,11 @@
 """Thin views: serializers validate, services write, ``api.exceptions`` maps errors."""
 
-from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.generics import get_object_or_404
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -62,7 +62,6 @@ class OfferViewSet(CreditsAPIMixin, viewsets.ViewSet):
     """The offers the requesting user may buy (anonymous users: regular offers only)."""
 
     permission_classes = [permissions.AllowAny]
-    lookup_value_regex = r"[0-9]+"
 
     def _offers(self, request):
         tags = [t for t in request.query_params.get("tags", "").split(",") if t.strip()]
@@ -90,7 +89,6 @@ class OrderViewSet(
 ):
     """The requesting user's orders, with their history."""
 
-    lookup_value_regex = r"[0-9]+"
     serializer_class = s.OrderSerializer
     permission_classes = [permissions.IsAuthenticated]
     pagination_class = CreditsPagination
