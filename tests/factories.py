@@ -58,7 +58,8 @@ def buy(user, offer, **kwargs):
 
 
 def assert_ledger_consistent():
-    """For every account: balance = Σ ledger = Σ remaining of active lots − overdraft."""
+    """For every account: balance = Σ ledger = Σ remaining of active lots − overdraft
+    (= available + held), and every lot's held tokens are its active holds' lines."""
     for account in CreditAccount.objects.all():
         ledger = LedgerEntry.objects.filter(account=account).aggregate(s=Sum("amount"))["s"] or 0
         lots = (
@@ -71,6 +72,17 @@ def assert_ledger_consistent():
         assert account.balance == lots - account.overdraft, (account, account.balance, lots)
         assert account.overdraft >= 0
     assert not CreditLot.objects.filter(remaining__lt=0).exists()
+    # Held tokens: each lot's cache equals the lines of its active holds.
+    from user_credits.models import HoldLine
+
+    held = dict(
+        HoldLine.objects.filter(hold__status="active")
+        .values("lot")
+        .annotate(total=Sum("count"))
+        .values_list("lot", "total")
+    )
+    for lot in CreditLot.objects.filter(held__gt=0) | CreditLot.objects.filter(pk__in=held):
+        assert lot.held == held.get(lot.pk, 0) <= lot.remaining, (lot, lot.held, held.get(lot.pk))
 
 
 def table_snapshot():
@@ -88,6 +100,6 @@ def table_snapshot():
     return {
         "counts": {m.__name__: m.objects.count() for m in counted},
         "balances": sorted(CreditAccount.objects.values_list("pk", "balance", "overdraft")),
-        "lots": sorted(CreditLot.objects.values_list("pk", "remaining", "status")),
+        "lots": sorted(CreditLot.objects.values_list("pk", "remaining", "status", "held")),
         "orders": sorted(models.Order.objects.values_list("pk", "status")),
     }

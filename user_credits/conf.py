@@ -23,6 +23,8 @@ DEFAULTS = {
     "CHECKOUT_CANCEL_URL": "http://localhost:8000/pricing/",
     # Rows handled per transaction by expire_credits.
     "EXPIRE_BATCH_SIZE": 1000,
+    # How long a hold lives before it is released (seconds).
+    "HOLD_TTL": 900,
 }
 
 

@@ -8,6 +8,11 @@ from .offers import OfferGroup
 from .orders import Order
 
 
+def now():
+    """Field default that reads the clock at call time (``timezone.now`` patched in tests)."""
+    return timezone.now()
+
+
 class CreditAccount(models.Model):
     """One row per (user, offer group): the row every write locks.
 
@@ -65,7 +70,7 @@ class CreditLot(models.Model):
     )
     granted = models.BigIntegerField(_("granted"))
     remaining = models.BigIntegerField(_("remaining"))
-    starts = models.DateTimeField(_("starts"), default=timezone.now)
+    starts = models.DateTimeField(_("starts"), default=now)
     expires = models.DateTimeField(_("expires"), null=True, blank=True)
     category = models.CharField(
         max_length=16, choices=LotCategory.choices, default=LotCategory.PAID
@@ -74,6 +79,9 @@ class CreditLot(models.Model):
         default=50, help_text=_("Lower burns first, before any expiry ordering.")
     )
     status = models.CharField(max_length=16, choices=LotStatus.choices, default=LotStatus.ACTIVE)
+    held = models.BigIntegerField(
+        _("held"), default=0, help_text=_("Tokens of this lot reserved by active holds.")
+    )
     reason = models.CharField(max_length=255, blank=True)
     expiry_warned_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -106,6 +114,10 @@ class CreditLot(models.Model):
                 condition=Q(expires__isnull=True) | Q(expires__gt=models.F("starts")),
                 name="lot_expires_after_start",
             ),
+            models.CheckConstraint(
+                condition=Q(held__gte=0) & Q(held__lte=models.F("remaining")),
+                name="lot_held_within_remaining",
+            ),
         ]
 
     def __str__(self):
@@ -133,7 +145,7 @@ class LedgerEntry(models.Model):
     balance_after = models.BigIntegerField()
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_at = models.DateTimeField(default=now, db_index=True)
 
     class Meta:
         ordering = ("-created_at", "-id")
@@ -172,7 +184,7 @@ class ConsumptionRecord(models.Model):
     idempotency_key = models.CharField(max_length=255)
     count = models.BigIntegerField()
     balance_after = models.BigIntegerField()
-    created_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=now)
 
     class Meta:
         constraints = [
@@ -183,3 +195,69 @@ class ConsumptionRecord(models.Model):
 
     def __str__(self):
         return f"{self.idempotency_key}: {self.count}"
+
+
+class HoldStatus(models.TextChoices):
+    ACTIVE = "active", _("active")
+    CAPTURED = "captured", _("captured")
+    RELEASED = "released", _("released")
+    EXPIRED = "expired", _("expired")
+
+
+class Hold(models.Model):
+    """Tokens reserved before metered work, then captured (consumed) or released.
+
+    The reservation lives in ``HoldLine`` rows (one per lot, in burn order) and in
+    ``CreditLot.held``; a hold writes no ledger entry: the account's balance keeps counting
+    held tokens (balance = available + held) until the capture consumes them.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="holds")
+    count = models.BigIntegerField(_("tokens requested"))
+    status = models.CharField(max_length=16, choices=HoldStatus.choices, default=HoldStatus.ACTIVE)
+    expires_at = models.DateTimeField(_("released automatically at"))
+    captured = models.BigIntegerField(_("tokens captured"), default=0)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=now)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        indexes = [
+            models.Index(
+                fields=["expires_at"],
+                name="hold_active_expiry_idx",
+                condition=Q(status="active"),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(count__gt=0), name="hold_count_positive"),
+            models.CheckConstraint(condition=Q(captured__gte=0), name="hold_captured_not_negative"),
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                name="hold_user_key_unique",
+                condition=Q(idempotency_key__isnull=False),
+            ),
+        ]
+
+    def __str__(self):
+        return f"hold #{self.pk}: {self.count} ({self.status})"
+
+
+class HoldLine(models.Model):
+    """The tokens one hold reserves on one lot."""
+
+    hold = models.ForeignKey(Hold, on_delete=models.CASCADE, related_name="lines")
+    lot = models.ForeignKey(CreditLot, on_delete=models.PROTECT, related_name="hold_lines")
+    count = models.BigIntegerField()
+
+    class Meta:
+        ordering = ("id",)
+        constraints = [
+            models.CheckConstraint(condition=Q(count__gte=0), name="holdline_count_not_negative"),
+        ]
+
+    def __str__(self):
+        return f"{self.count} of lot #{self.lot_id}"

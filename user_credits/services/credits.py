@@ -27,6 +27,7 @@ from ..models import (
 )
 from . import postgres
 from .common import positive_int, resolve_group, send_on_commit, user_pk
+from .reservations import drop_held_tokens, release_expired_holds
 
 #: Lots burn by priority, then soonest expiry (never-expiring last), promotional before
 #: paid, then oldest.
@@ -55,6 +56,7 @@ class LotCredits:
     order: int | None
     granted: int
     remaining: int
+    held: int
     starts: datetime
     expires: datetime | None
     category: str
@@ -65,6 +67,7 @@ class GroupCredits:
     offer_group: str
     name: str
     balance: int
+    held: int
     overdraft: int
     starts: datetime | None
     expires: datetime | None
@@ -334,11 +337,10 @@ def _consume_portable(uid, group, count, key, metadata, overdraft_allowed) -> Co
     if account is None:
         raise _insufficient(group, count, 0)
     now = timezone.now()
-    lots = list(
-        CreditLot.objects.filter(
-            account=account, status=LotStatus.ACTIVE, remaining__gt=0
-        ).order_by(*BURN_ORDER)
-    )
+    lots = _active_lots(account)
+    # Holds past their time are released by this write; only held lots can have them.
+    if any(lot.held for lot in lots) and release_expired_holds(account, now):
+        lots = _active_lots(account)
     balance = account.balance
     entries = []
     changed = []
@@ -347,12 +349,15 @@ def _consume_portable(uid, group, count, key, metadata, overdraft_allowed) -> Co
         if lot.expires is not None and lot.expires <= now:
             balance -= lot.remaining
             entries.append(_expire_entry(account, lot, now, balance))
+            if lot.held:
+                drop_held_tokens(lot, lot.held)
             lot.remaining = 0
             lot.status = LotStatus.EXPIRED
             changed.append(lot)
         else:
             burnable.append(lot)
-    available = sum(lot.remaining for lot in burnable)
+    # Tokens reserved by holds are not available.
+    available = sum(lot.remaining - lot.held for lot in burnable)
     if available < count and not overdraft_allowed:
         raise _insufficient(group, count, available)
     needed = count
@@ -360,7 +365,9 @@ def _consume_portable(uid, group, count, key, metadata, overdraft_allowed) -> Co
     for lot in burnable:
         if not needed:
             break
-        take = min(needed, lot.remaining)
+        take = min(needed, lot.remaining - lot.held)
+        if take <= 0:
+            continue
         needed -= take
         balance -= take
         lot.remaining -= take
@@ -406,35 +413,87 @@ def _consume_portable(uid, group, count, key, metadata, overdraft_allowed) -> Co
     return _consumed(uid, group, count, balance, consumed)
 
 
+def _active_lots(account):
+    return list(
+        CreditLot.objects.filter(
+            account=account, status=LotStatus.ACTIVE, remaining__gt=0
+        ).order_by(*BURN_ORDER)
+    )
+
+
 def _save_lots(lots):
     if len(lots) == 1:
         lot = lots[0]
-        CreditLot.objects.filter(pk=lot.pk).update(remaining=lot.remaining, status=lot.status)
+        CreditLot.objects.filter(pk=lot.pk).update(
+            remaining=lot.remaining, status=lot.status, held=lot.held
+        )
     elif lots:
-        CreditLot.objects.bulk_update(lots, ["remaining", "status"])
+        CreditLot.objects.bulk_update(lots, ["remaining", "status", "held"])
 
 
 # --- reads -------------------------------------------------------------------------------
 
 
-def get_balance(user, offer_group) -> int:
-    """Tokens the user can spend now in ``offer_group`` (one query; expired lots never count)."""
-    uid = user_pk(user)
-    now = timezone.now()
+@dataclass(frozen=True)
+class BalanceDetail:
+    available: int
+    held: int
+    balance: int  # available + held: what the ledger says
+
+
+def _account_filter(offer_group):
     if isinstance(offer_group, OfferGroup):
-        where = {"offer_group": offer_group}
-    else:
-        where = {"offer_group__key": offer_group}
+        return {"offer_group": offer_group}
+    return {"offer_group__key": offer_group}
+
+
+def get_balance(user, offer_group, *, at=None) -> int:
+    """Tokens the user can spend now in ``offer_group`` (one query): expired lots never count,
+    tokens reserved by holds neither. With ``at``, the balance the ledger recorded at that
+    instant (the last entry's ``balance_after``; held tokens included)."""
+    if at is not None:
+        return _balance_at(user, offer_group, at)
+    return get_balance_detail(user, offer_group).available
+
+
+def get_balance_detail(user, offer_group) -> BalanceDetail:
+    """Available, held and total tokens of the user in ``offer_group`` (one query)."""
+    uid = user_pk(user)
+    live = live_lots_q(timezone.now(), "lots__")
     row = (
-        CreditAccount.objects.filter(user_id=uid, **where)
-        .annotate(live=Coalesce(Sum("lots__remaining", filter=live_lots_q(now, "lots__")), 0))
-        .values_list("live", "overdraft")
+        CreditAccount.objects.filter(user_id=uid, **_account_filter(offer_group))
+        .annotate(
+            live=Coalesce(Sum("lots__remaining", filter=live), 0),
+            held=Coalesce(Sum("lots__held", filter=live), 0),
+        )
+        .values_list("live", "held", "overdraft")
         .first()
     )
     if row is None:
         resolve_group(offer_group)  # an unknown group is an error, not an empty balance
+        return BalanceDetail(available=0, held=0, balance=0)
+    live_tokens, held, overdraft = row
+    return BalanceDetail(
+        available=live_tokens - held - overdraft, held=held, balance=live_tokens - overdraft
+    )
+
+
+def _balance_at(user, offer_group, at) -> int:
+    where = (
+        {"account__offer_group": offer_group}
+        if isinstance(offer_group, OfferGroup)
+        else {"account__offer_group__key": offer_group}
+    )
+    row = (
+        LedgerEntry.objects.filter(account__user_id=user_pk(user), created_at__lte=at, **where)
+        .order_by("-created_at", "-id")
+        .values_list("balance_after", flat=True)
+        .first()
+    )
+    if row is None:
+        resolve_group(offer_group)
         return 0
-    return row[0] - row[1]
+    return row
 
 
 def get_user_credits(user) -> list[GroupCredits]:
@@ -458,6 +517,7 @@ def get_user_credits(user) -> list[GroupCredits]:
                 order=lot.order_id,
                 granted=lot.granted,
                 remaining=lot.remaining,
+                held=lot.held,
                 starts=lot.starts,
                 expires=lot.expires,
                 category=lot.category,
@@ -469,7 +529,8 @@ def get_user_credits(user) -> list[GroupCredits]:
             GroupCredits(
                 offer_group=account.offer_group.key,
                 name=account.offer_group.name,
-                balance=sum(lot.remaining for lot in live) - account.overdraft,
+                balance=sum(lot.remaining - lot.held for lot in live) - account.overdraft,
+                held=sum(lot.held for lot in live),
                 overdraft=account.overdraft,
                 starts=min((lot.starts for lot in live), default=None),
                 expires=None if not live or None in expiries else max(expiries),

@@ -15,6 +15,8 @@ from ..models import (
     CreditAccount,
     CreditLot,
     EntryKind,
+    Hold,
+    HoldStatus,
     LedgerEntry,
     LotStatus,
     Order,
@@ -23,6 +25,7 @@ from ..models import (
 )
 from . import postgres
 from .common import positive_int, resolve_group, send_on_commit, user_pk
+from .reservations import drop_held_tokens, release_expired_holds
 
 
 @dataclass
@@ -37,6 +40,7 @@ class ExpiryReport:
     expired_tokens: int = 0
     expired_orders: int = 0
     expiring_lots: int = 0
+    released_holds: int = 0
     low_accounts: int = 0
     dry_run: bool = False
 
@@ -103,6 +107,8 @@ def expire_credits(
 
 
 def _sweep(report, now, user_id, batch_size, collect, warn_before, thresholds):
+    while _release_holds_batch(report, now, user_id, batch_size):
+        pass
     while _expire_batch(report, now, user_id, batch_size, collect):
         pass
     while _expire_orders_batch(report, now, user_id, batch_size):
@@ -182,7 +188,10 @@ def _expire_batch_portable(report, now, user_id, batch_size, collect) -> bool:
     CreditAccount.objects.filter(pk__in={lot.account_id for lot in lots}).update(
         balance=F("balance") - Subquery(expired_sum)
     )
-    CreditLot.objects.filter(pk__in=lot_ids).update(remaining=0, status=LotStatus.EXPIRED)
+    for lot in lots:
+        if lot.held:  # held tokens expire with their lot: the holds shrink
+            drop_held_tokens(lot, lot.held)
+    CreditLot.objects.filter(pk__in=lot_ids).update(remaining=0, held=0, status=LotStatus.EXPIRED)
     entries = []
     by_account = defaultdict(list)
     for lot in lots:
@@ -216,6 +225,22 @@ def _expire_batch_portable(report, now, user_id, batch_size, collect) -> bool:
     if collect:
         report.expired.extend(lots)
     return True
+
+
+def _release_holds_batch(report, now, user_id, batch_size) -> bool:
+    """Holds past their ttl free their tokens (accounts locked in id order)."""
+    with transaction.atomic():
+        holds = Hold.objects.filter(status=HoldStatus.ACTIVE, expires_at__lte=now)
+        if user_id is not None:
+            holds = holds.filter(user_id=user_id)
+        account_ids = sorted(set(holds.values_list("account_id", flat=True)[:batch_size]))
+        if not account_ids:
+            return False
+        for account in (
+            CreditAccount.objects.select_for_update().filter(pk__in=account_ids).order_by("pk")
+        ):
+            report.released_holds += release_expired_holds(account, now)
+        return True
 
 
 def _expire_orders_batch(report, now, user_id, batch_size) -> bool:

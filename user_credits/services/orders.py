@@ -24,6 +24,7 @@ from .catalog import _current_order_q
 from .common import send_on_commit, user_pk
 from .credits import add_lot, lock_accounts
 from .cycles import cycle_end
+from .reservations import drop_held_tokens
 
 # --- creation ----------------------------------------------------------------------------
 
@@ -410,6 +411,8 @@ def _revoke(order, refunded, full) -> int:
         else:
             share = int(lot.granted * refunded // order.total)  # rounded down
             take = min(max(share + already.get(lot.pk, 0), 0), lot.remaining)
+        if take > lot.remaining - lot.held:
+            drop_held_tokens(lot, take - (lot.remaining - lot.held))
         if take:
             lot.remaining -= take
             account.balance -= take
@@ -424,7 +427,7 @@ def _revoke(order, refunded, full) -> int:
                     metadata={"order": order.pk},
                 )
             )
-        lot.save(update_fields=["remaining", "status"])
+        lot.save(update_fields=["remaining", "status", "held"])
     LedgerEntry.objects.bulk_create(entries)
     for account in accounts.values():
         account.save(update_fields=["balance"])

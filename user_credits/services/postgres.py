@@ -28,6 +28,7 @@ DECLARE
     v_ids bigint[];
     v_remaining bigint[];
     v_due boolean[];
+    v_held boolean;
     v_available bigint := 0;
     v_need bigint := p_count;
     v_take bigint;
@@ -61,10 +62,15 @@ BEGIN
                      CASE WHEN category = 'promotional' THEN 0 ELSE 1 END, id),
            array_agg(coalesce(expires <= p_now, false) ORDER BY priority,
                      expires ASC NULLS LAST, CASE WHEN category = 'promotional' THEN 0 ELSE 1 END,
-                     id)
-      INTO v_ids, v_remaining, v_due
+                     id),
+           coalesce(bool_or(held > 0), false)
+      INTO v_ids, v_remaining, v_due, v_held
       FROM user_credits_creditlot
      WHERE account_id = v_account AND status = 'active' AND remaining > 0;
+    IF v_held THEN
+        -- Holds reserve tokens on this account: the portable path handles them.
+        RETURN jsonb_build_object('status', 'holds');
+    END IF;
 
     FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) LOOP
         IF NOT v_due[i] THEN
@@ -170,8 +176,13 @@ BEGIN
         SELECT account_id, array_agg(id ORDER BY id) AS lots, sum(remaining) AS total
           FROM due GROUP BY account_id
     ), emptied AS (
-        UPDATE user_credits_creditlot l SET remaining = 0, status = 'expired'
+        UPDATE user_credits_creditlot l SET remaining = 0, held = 0, status = 'expired'
           FROM due WHERE l.id = due.id
+    ), shrunk_holds AS (
+        -- Held tokens of an expired lot expire with it: the holds shrink.
+        UPDATE user_credits_holdline hl SET count = 0
+          FROM due, user_credits_hold h
+         WHERE hl.lot_id = due.id AND h.id = hl.hold_id AND h.status = 'active' AND hl.count > 0
     ), balances AS (
         UPDATE user_credits_creditaccount a SET balance = a.balance - p.total
           FROM per_account p WHERE a.id = p.account_id
