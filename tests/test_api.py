@@ -318,3 +318,48 @@ def test_schema_documents_every_endpoint(api):
     consume = schema["paths"][API + "consume/"]["post"]
     assert {"201", "400", "402", "409"} <= set(consume["responses"])
     assert any(p["name"] == "Idempotency-Key" for p in consume["parameters"])
+
+
+# --- holds -------------------------------------------------------------------------------
+
+
+def test_hold_capture_release_through_the_api(consumer, user):
+    services.grant(user, make_group("ai"), 20)
+    body = {"user": user.pk, "offer_group": "ai", "count": 8, "ttl": 120, "metadata": {"job": 1}}
+    created = consumer.post(API + "holds/", body, format="json", HTTP_IDEMPOTENCY_KEY="h1")
+    assert created.status_code == 201, created.json()
+    hold = created.json()
+    assert (hold["held"], hold["status"], hold["offer_group"]) == (8, "active", "ai")
+    replay = consumer.post(API + "holds/", body, format="json", HTTP_IDEMPOTENCY_KEY="h1")
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.json()["id"] == hold["id"]
+    conflict = consumer.post(
+        API + "holds/", {**body, "count": 9}, format="json", HTTP_IDEMPOTENCY_KEY="h1"
+    )
+    assert conflict.status_code == 409
+    assert services.get_balance(user, "ai") == 12
+    captured = consumer.post(f"{API}holds/{hold['id']}/capture/", {"count": 5}, format="json")
+    assert captured.status_code == 200 and captured.json()["balance"] == 15
+    again = consumer.post(f"{API}holds/{hold['id']}/capture/", {"count": 5}, format="json")
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == captured.json()
+    assert services.get_balance(user, "ai") == 15
+    second = consumer.post(
+        API + "holds/", {**body, "count": 15}, format="json", HTTP_IDEMPOTENCY_KEY="h2"
+    ).json()
+    too_much = consumer.post(
+        API + "holds/", {**body, "count": 1}, format="json", HTTP_IDEMPOTENCY_KEY="h3"
+    )
+    assert too_much.status_code == 402
+    released = consumer.post(f"{API}holds/{second['id']}/release/")
+    assert released.json()["status"] == "released" and released.json()["held"] == 0
+    late = consumer.post(f"{API}holds/{second['id']}/capture/", {}, format="json")
+    assert late.status_code == 409
+    assert consumer.post(f"{API}holds/999999/release/").status_code == 404
+
+
+def test_holds_need_the_consume_permission(alice, user):
+    services.grant(user, make_group("ai"), 5)
+    body = {"user": user.pk, "offer_group": "ai", "count": 1}
+    assert (
+        alice.post(API + "holds/", body, format="json", HTTP_IDEMPOTENCY_KEY="x").status_code == 403
+    )
+    assert services.get_balance_detail(user, "ai").held == 0

@@ -174,3 +174,39 @@ def test_fault_in_mark_paid_writes_nothing(catalog, user):
     assert services.mark_paid(order).status == OrderStatus.PAID
     assert services.get_balance(user, "calls") == 120
     assert_ledger_consistent()
+
+
+@pytest.mark.postgres
+def test_eight_threads_holding_then_capturing_never_overdraw():
+    from user_credits.exceptions import InvalidTransition
+
+    user = make_user()
+    group = make_group("ai")
+    services.grant(user, group, 100)
+
+    def work(i):
+        captured = refused = 0
+        for n in range(20):
+            try:
+                held = services.hold(user, group, 3, idempotency_key=f"{i}-{n}")
+            except InsufficientCredits:
+                refused += 1
+                continue
+            if n % 4 == 0:
+                services.release(held)
+                continue
+            try:
+                result = services.capture(held, 2 if n % 2 else 4)  # less, or more than held
+                captured += sum(-e.amount for e in result.entries)
+            except (InsufficientCredits, InvalidTransition):
+                services.release(held)
+        return captured, refused
+
+    results = in_threads(8, work)
+    assert all(isinstance(r, tuple) for r in results), results
+    spent = sum(r[0] for r in results)
+    detail = services.get_balance_detail(user, group)
+    assert spent <= 100 and detail.held == 0
+    assert detail.available == detail.balance == 100 - spent
+    assert LedgerEntry.objects.filter(kind=EntryKind.CONSUME).count() > 0
+    assert_ledger_consistent()

@@ -69,6 +69,12 @@ def expectations(w):
             grant,
             {"anonymous": DENIED, "alice": 403, "bob": 403, "robot": 403, "staff": 201},
         ),
+        (
+            "post",
+            "holds/",
+            consume,
+            {"anonymous": DENIED, "alice": 403, "bob": 403, "robot": 201, "staff": 403},
+        ),
         ("get", "schema/", None, everyone_ok),
     ]
 
@@ -76,7 +82,8 @@ def expectations(w):
 def test_authorization_matrix(world):
     for method, path, body, expected in expectations(world):
         for actor, client in world["clients"].items():
-            headers = {"HTTP_IDEMPOTENCY_KEY": f"{actor}-{path}"} if path == "consume/" else {}
+            keyed = path in ("consume/", "holds/")
+            headers = {"HTTP_IDEMPOTENCY_KEY": f"{actor}-{path}"} if keyed else {}
             status = getattr(client, method)(API + path, body, format="json", **headers).status_code
             wanted = expected[actor]
             assert status in (wanted if isinstance(wanted, set) else {wanted}), (

@@ -1,9 +1,11 @@
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
+from .. import services
 from ..models import (
     BundleItem,
     CreditLot,
+    Hold,
     LedgerEntry,
     LotCategory,
     Offer,
@@ -236,3 +238,54 @@ class CreditLotSerializer(serializers.ModelSerializer):
             "reason",
         ]
         read_only_fields = fields
+
+
+class HoldCreateSerializer(StrictSerializer):
+    user = StrictIntegerField(min_value=1)
+    offer_group = serializers.SlugField(max_length=64)
+    count = StrictIntegerField(min_value=1, max_value=10**12)
+    ttl = StrictIntegerField(
+        min_value=1,
+        max_value=7 * 24 * 3600,
+        required=False,
+        help_text="Seconds before the hold is released automatically.",
+    )
+    metadata = serializers.DictField(required=False, default=dict)
+
+    validate_user = ConsumeSerializer.validate_user
+
+
+class CaptureSerializer(StrictSerializer):
+    count = StrictIntegerField(
+        min_value=1,
+        max_value=10**12,
+        required=False,
+        help_text="Tokens used; default: all that is held.",
+    )
+    over = serializers.ChoiceField(choices=["consume", "raise"], default="consume")
+    metadata = serializers.DictField(required=False, default=dict)
+
+
+class HoldSerializer(serializers.ModelSerializer):
+    offer_group = serializers.CharField(source="account.offer_group.key", read_only=True)
+    held = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Hold
+        fields = [
+            "id",
+            "user",
+            "offer_group",
+            "count",
+            "held",
+            "captured",
+            "status",
+            "expires_at",
+            "created_at",
+            "settled_at",
+            "metadata",
+        ]
+        read_only_fields = fields
+
+    def get_held(self, hold) -> int:
+        return services.held_tokens(hold)

@@ -13,6 +13,7 @@ router.include_root_view = False
 router.register("offers", views.OfferViewSet, basename="offer")
 router.register("orders", views.OrderViewSet, basename="order")
 router.register("ledger", views.LedgerViewSet, basename="ledger")
+router.register("holds", views.HoldViewSet, basename="hold")
 
 urlpatterns = [
     *router.urls,

@@ -5,6 +5,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import APIException
 from rest_framework.generics import get_object_or_404
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -12,7 +13,7 @@ from rest_framework.views import APIView
 
 from .. import services
 from ..exceptions import InvalidTransition
-from ..models import LedgerEntry, Order, OrderStatus
+from ..models import Hold, LedgerEntry, Order, OrderStatus
 from ..payments import get_provider
 from . import serializers as s
 from .exceptions import exception_handler
@@ -164,6 +165,23 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 )
 
 
+class IdempotencyKeyRequired(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "idempotency_key_required"
+    default_detail = "Send an Idempotency-Key header of 1 to 255 characters."
+
+
+def idempotency_key(request):
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key or len(key) > 255:
+        raise IdempotencyKeyRequired()
+    return key
+
+
+def replayed_header(replayed):
+    return {"Idempotent-Replayed": "true"} if replayed else {}
+
+
 class ConsumeView(CreditsAPIMixin, APIView):
     """Consume a user's tokens (server to server)."""
 
@@ -176,15 +194,7 @@ class ConsumeView(CreditsAPIMixin, APIView):
         responses={201: s.ConsumptionSerializer, **errors(400, 401, 402, 403, 409)},
     )
     def post(self, request):
-        key = request.headers.get("Idempotency-Key", "").strip()
-        if not key or len(key) > 255:
-            return Response(
-                {
-                    "code": "idempotency_key_required",
-                    "detail": "Send an Idempotency-Key header of 1 to 255 characters.",
-                },
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+        key = idempotency_key(request)
         data = s.ConsumeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = services.consume(
@@ -194,7 +204,7 @@ class ConsumeView(CreditsAPIMixin, APIView):
             idempotency_key=key,
             metadata=data.validated_data["metadata"],
         )
-        headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+        headers = replayed_header(result.replayed)
         body = {
             "balance": result.balance,
             "replayed": False,  # the body is the first response's; the header tells a replay
@@ -224,3 +234,64 @@ class GrantView(CreditsAPIMixin, APIView):
             reason=f"{values['reason']} (by {request.user})",
         )
         return Response(s.CreditLotSerializer(lot).data, status=status.HTTP_201_CREATED)
+
+
+class HoldViewSet(CreditsAPIMixin, viewsets.ViewSet):
+    """Reserve tokens before metered work, then capture what was used or release them
+    (server to server, like ``consume/``)."""
+
+    permission_classes = [permissions.IsAuthenticated, CanConsumeCredits]
+    throttle_scope = "user_credits_consume"
+
+    def _hold(self, pk):
+        return get_object_or_404(Hold.objects.select_related("account__offer_group"), pk=pk)
+
+    @extend_schema(
+        request=s.HoldCreateSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: s.HoldSerializer, **errors(400, 401, 402, 403, 409)},
+    )
+    def create(self, request):
+        key = idempotency_key(request)
+        data = s.HoldCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        hold = services.hold(
+            values["user"],
+            values["offer_group"],
+            values["count"],
+            ttl=values.get("ttl"),
+            idempotency_key=key,
+            metadata=values["metadata"],
+        )
+        return Response(
+            s.HoldSerializer(self._hold(hold.pk)).data,
+            status=status.HTTP_201_CREATED,
+            headers=replayed_header(hold.replayed),
+        )
+
+    @extend_schema(
+        request=s.CaptureSerializer,
+        responses={200: s.ConsumptionSerializer, **errors(400, 401, 402, 403, 404, 409)},
+    )
+    @action(detail=True, methods=["post"])
+    def capture(self, request, pk=None):
+        hold = self._hold(pk)
+        data = s.CaptureSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        result = services.capture(
+            hold, values.get("count"), metadata=values["metadata"], over=values["over"]
+        )
+        body = {
+            "balance": result.balance,
+            "replayed": False,
+            "entries": s.ConsumedEntrySerializer(result.entries, many=True).data,
+        }
+        return Response(body, headers=replayed_header(result.replayed))
+
+    @extend_schema(request=None, responses={200: s.HoldSerializer, **errors(401, 403, 404)})
+    @action(detail=True, methods=["post"])
+    def release(self, request, pk=None):
+        services.release(self._hold(pk))
+        return Response(s.HoldSerializer(self._hold(pk)).data)

@@ -18,7 +18,7 @@ from .credits import (
 )
 from .cycles import cycle_end
 from .expiry import ExpiryReport, expire_credits
-from .holds import capture, hold, release
+from .holds import capture, held_tokens, hold, release
 from .orders import create_order, mark_failed, mark_paid, record_payment_event, refund
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "get_balance",
     "get_balance_detail",
     "hold",
+    "held_tokens",
     "release",
     "get_user_credits",
     "grant",
