@@ -46,6 +46,8 @@ class CreditsMachine(RuleBasedStateMachine):
     @initialize()
     def reset(self):
         for model in (
+            models.HoldLine,
+            models.Hold,
             models.ConsumptionRecord,
             models.LedgerEntry,
             models.CreditLot,
@@ -61,6 +63,8 @@ class CreditsMachine(RuleBasedStateMachine):
         self.lots = {}  # lot id → model lot
         self.orders = {}  # order id → model order
         self.keys = {}  # (user id, key) → (count, balance after)
+        self.holds = {}  # hold id → {"user", "status", "expires"}
+        self.lines = []  # [hold id, lot id, count] in creation order
 
     def teardown(self):
         if hasattr(self, "clock"):
@@ -71,12 +75,50 @@ class CreditsMachine(RuleBasedStateMachine):
     def live(self, lot):
         return lot["status"] == "active" and (lot["expires"] is None or lot["expires"] > self.now)
 
-    def balance(self, user):
+    def held(self, lot_id):
         return sum(
-            lot["remaining"]
+            c for h, lot, c in self.lines if lot == lot_id and self.holds[h]["status"] == "active"
+        )
+
+    def balance(self, user):
+        """Available tokens: live lots minus what active holds reserve."""
+        return sum(
+            lot["remaining"] - self.held(lot["id"])
             for lot in self.lots.values()
             if lot["user"] == user.pk and self.live(lot)
         )
+
+    def drop_held(self, lot_id, amount):
+        """Held tokens of a lot are gone: shrink its active lines, the most recent first."""
+        for line in reversed(self.lines):
+            if amount and line[1] == lot_id and self.holds[line[0]]["status"] == "active":
+                take = min(amount, line[2])
+                line[2] -= take
+                amount -= take
+
+    def expire_due(self, user):
+        for lot in self.lots.values():
+            if (
+                lot["user"] == user.pk
+                and lot["status"] == "active"
+                and lot["remaining"]
+                and not self.live(lot)
+            ):
+                self.drop_held(lot["id"], self.held(lot["id"]))
+                lot["remaining"], lot["status"] = 0, "expired"
+
+    def release_expired_holds(self, user):
+        for hold in self.holds.values():
+            if (
+                hold["user"] == user.pk
+                and hold["status"] == "active"
+                and hold["expires"] <= self.now
+            ):
+                hold["status"] = "expired"
+
+    def burnable(self, user):
+        mine = [lot for lot in self.lots.values() if lot["user"] == user.pk]
+        return sorted((lot for lot in mine if self.live(lot) and lot["remaining"]), key=burn_key)
 
     def add_lot(self, lot, user, category, order=None):
         self.lots[lot.pk] = {
@@ -148,31 +190,29 @@ class CreditsMachine(RuleBasedStateMachine):
                 result = services.consume(user, self.group, count, idempotency_key=key)
                 assert result.replayed and result.balance == recorded[1]
             return
-        available = self.balance(user)
-        if count > available:
+        mine = [lot for lot in self.lots.values() if lot["user"] == user.pk]
+        statuses = {pk: hold["status"] for pk, hold in self.holds.items()}
+        if any(self.held(lot["id"]) for lot in mine):
+            self.release_expired_holds(user)  # the write releases holds past their time
+        if count > self.balance(user):
             with pytest.raises(InsufficientCredits):
                 services.consume(user, self.group, count, idempotency_key=key)
+            for pk, status in statuses.items():  # rolled back with the failed call
+                self.holds[pk]["status"] = status
             return
         result = services.consume(user, self.group, count, idempotency_key=key)
-        mine = [lot for lot in self.lots.values() if lot["user"] == user.pk]
-        for lot in mine:  # due lots are expired first
-            if lot["status"] == "active" and lot["remaining"] and not self.live(lot):
-                lot["remaining"], lot["status"] = 0, "expired"
+        self.expire_due(user)  # due lots are expired first
         need = count
         taken = {}
-        for lot in sorted(
-            (lot for lot in mine if self.live(lot) and lot["remaining"]), key=burn_key
-        ):
-            take = min(need, lot["remaining"])
-            if take:
+        for lot in self.burnable(user):
+            take = min(need, lot["remaining"] - self.held(lot["id"]))
+            if take > 0:
                 lot["remaining"] -= take
                 taken[lot["id"]] = take
                 need -= take
         assert need == 0
         assert {e.lot_id: -e.amount for e in result.entries} == taken
-        assert result.balance == self.balance(user) + sum(
-            lot["remaining"] for lot in mine if lot["status"] == "active" and not self.live(lot)
-        )
+        assert result.balance == sum(lot["remaining"] for lot in mine if lot["status"] == "active")
         if key:
             self.keys[(user.pk, key)] = (count, result.balance)
 
@@ -199,10 +239,14 @@ class CreditsMachine(RuleBasedStateMachine):
                 continue
             if is_full:
                 take = lot["remaining"]
-                lot["status"] = "revoked"
             else:
                 share = int(lot["granted"] * order["refunded"] // order["total"])
                 take = min(max(share - lot["revoked"], 0), lot["remaining"])
+            free = lot["remaining"] - self.held(lot["id"])
+            if take > free:
+                self.drop_held(lot["id"], take - free)
+            if is_full:
+                lot["status"] = "revoked"
             lot["remaining"] -= take
             lot["revoked"] += take
         assert result.status == (OrderStatus.REFUNDED if is_full else result.status)
@@ -210,6 +254,8 @@ class CreditsMachine(RuleBasedStateMachine):
     @rule()
     def expire(self):
         report = services.expire_credits()
+        for user in self.users:
+            self.release_expired_holds(user)
         due = [
             lot
             for lot in self.lots.values()
@@ -218,7 +264,102 @@ class CreditsMachine(RuleBasedStateMachine):
         assert report.expired_lots == len(due)
         assert report.expired_tokens == sum(lot["remaining"] for lot in due)
         for lot in due:
+            self.drop_held(lot["id"], self.held(lot["id"]))
             lot["remaining"], lot["status"] = 0, "expired"
+
+    @rule(u=st.integers(0, 1), count=st.integers(1, 10), hours=st.sampled_from([1, 48, 5000]))
+    def hold(self, u, count, hours):
+        user = self.users[u]
+        statuses = {pk: hold["status"] for pk, hold in self.holds.items()}
+        self.release_expired_holds(user)
+        if count > self.balance(user):
+            with pytest.raises(InsufficientCredits):
+                services.hold(user, self.group, count, ttl=timedelta(hours=hours))
+            for pk, status in statuses.items():  # rolled back with the failed call
+                self.holds[pk]["status"] = status
+            return
+        held = services.hold(user, self.group, count, ttl=timedelta(hours=hours))
+        self.expire_due(user)
+        self.holds[held.pk] = {
+            "user": user.pk,
+            "status": "active",
+            "expires": self.now + timedelta(hours=hours),
+        }
+        need = count
+        expected = []
+        for lot in self.burnable(user):
+            take = min(need, lot["remaining"] - self.held(lot["id"]))
+            if take > 0:
+                expected.append((lot["id"], take))
+                need -= take
+        assert [(line.lot_id, line.count) for line in held.lines.order_by("id")] == expected
+        self.lines += [[held.pk, lot_id, take] for lot_id, take in expected]
+
+    @precondition(lambda self: any(h["status"] == "active" for h in self.holds.values()))
+    @rule(data=st.data(), how=st.sampled_from(["all", "less", "more", "release"]))
+    def settle_hold(self, data, how):
+        pk = data.draw(
+            st.sampled_from(sorted(k for k, h in self.holds.items() if h["status"] == "active"))
+        )
+        hold = self.holds[pk]
+        user = next(u for u in self.users if u.pk == hold["user"])
+        if how == "release":
+            services.release(pk)
+            if hold["status"] == "active":
+                hold["status"] = "released"
+            return
+        if hold["expires"] <= self.now:
+            with pytest.raises(InvalidTransition):
+                services.capture(pk)
+            self.release_expired_holds(user)
+            return
+        lines = [line for line in self.lines if line[0] == pk]
+        held_before = sum(line[2] for line in lines)
+        # Due lots go first (and take their held tokens); then the lines, then any extra.
+        shrink = {
+            lot["id"]
+            for lot in self.lots.values()
+            if lot["user"] == user.pk
+            and lot["status"] == "active"
+            and lot["remaining"]
+            and not self.live(lot)
+        }
+        held_now = held_before - sum(line[2] for line in lines if line[1] in shrink)
+        wanted = {"all": held_now, "less": max(held_now - 1, 1), "more": held_now + 2}[how]
+        asked = None if how == "all" else wanted
+        extra = max(wanted - held_now, 0)
+        free_after = self.balance(user) - sum(
+            lot["remaining"] - self.held(lot["id"])
+            for lot in self.lots.values()
+            if lot["id"] in shrink
+        )
+        if extra > free_after:
+            with pytest.raises(InsufficientCredits):
+                services.capture(pk, asked)
+            return
+        result = services.capture(pk, asked)
+        self.expire_due(user)
+        left = wanted
+        taken = {}
+        for line in lines:
+            take = min(left, line[2])
+            left -= take
+            self.lots[line[1]]["remaining"] -= take
+            if take:
+                taken[line[1]] = taken.get(line[1], 0) + take
+            line[2] = 0
+        hold["status"] = "captured"
+        for lot in self.burnable(user):
+            take = min(left, lot["remaining"] - self.held(lot["id"]))
+            if take > 0:
+                lot["remaining"] -= take
+                taken[lot["id"]] = taken.get(lot["id"], 0) + take
+                left -= take
+        assert left == 0
+        got = {}
+        for entry in result.entries:
+            got[entry.lot_id] = got.get(entry.lot_id, 0) - entry.amount
+        assert got == taken
 
     @rule(days=st.sampled_from([0, 1, 3, 10, 31]), hours=st.integers(0, 23))
     def travel(self, days, hours):
@@ -235,6 +376,7 @@ class CreditsMachine(RuleBasedStateMachine):
         assert_ledger_consistent()
         for lot in models.CreditLot.objects.all():
             assert lot.remaining == self.lots[lot.pk]["remaining"], lot
+            assert lot.held == self.held(lot.pk), lot
             assert (
                 lot.status
                 == {

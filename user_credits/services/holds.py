@@ -117,73 +117,74 @@ def capture(hold, count=None, *, metadata=None, over="consume") -> Consumption:
     if count is not None:
         count = positive_int(count)
     with transaction.atomic():
-        account, hold = _lock(hold)
-        key = f"hold:{hold.pk}"
-        if hold.status == HoldStatus.CAPTURED:
-            entries = list(
-                LedgerEntry.objects.filter(account=account, idempotency_key=key).order_by("id")
-            )
-            return Consumption(
-                balance=entries[-1].balance_after if entries else account.balance,
-                entries=entries,
-                replayed=True,
-            )
-        now = timezone.now()
-        release_expired_holds(account, now)
-        hold.refresh_from_db()
-        if hold.status != HoldStatus.ACTIVE:
-            raise InvalidTransition(f"Hold #{hold.pk} is {hold.status}; it cannot be captured.")
-        # Due lots first: they take their held tokens with them (the hold shrinks).
-        burnable = _burnable_lots(account, now)
-        lines = list(hold.lines.order_by("id"))
-        held = sum(line.count for line in lines)
-        wanted = held if count is None else count
-        if wanted > held and over == "raise":
-            raise InvalidArgument(f"{wanted} tokens asked, {held} held.")
-        balance = account.balance
-        entries = []
-        left = wanted
-        for line in lines:
-            take = min(left, line.count)
+        result = _capture(hold, count, metadata, over)
+    if isinstance(result, InvalidTransition):
+        # Raised once the transaction is over, so that releasing an expired hold sticks.
+        raise result
+    return result
+
+
+def _capture(hold, count, metadata, over):
+    account, hold = _lock(hold)
+    key = f"hold:{hold.pk}"
+    if hold.status == HoldStatus.CAPTURED:
+        entries = list(
+            LedgerEntry.objects.filter(account=account, idempotency_key=key).order_by("id")
+        )
+        balance = entries[-1].balance_after if entries else account.balance
+        return Consumption(balance=balance, entries=entries, replayed=True)
+    now = timezone.now()
+    release_expired_holds(account, now)
+    hold.refresh_from_db()
+    if hold.status != HoldStatus.ACTIVE:
+        return InvalidTransition(f"Hold #{hold.pk} is {hold.status}; it cannot be captured.")
+    # Due lots first: they take their held tokens with them (the hold shrinks).
+    burnable = _burnable_lots(account, now)
+    lines = list(hold.lines.order_by("id"))
+    held = sum(line.count for line in lines)
+    wanted = held if count is None else count
+    if wanted > held and over == "raise":
+        raise InvalidArgument(f"{wanted} tokens asked, {held} held.")
+    balance = account.balance
+    entries = []
+    left = wanted
+    for line in lines:
+        take = min(left, line.count)
+        left -= take
+        CreditLot.objects.filter(pk=line.lot_id).update(
+            held=F("held") - line.count, remaining=F("remaining") - take
+        )
+        if take:
+            balance -= take
+            entries.append(_consume_entry(account, line.lot_id, take, balance, key, metadata, now))
+    if left:  # beyond what was held: the normal burn order, without other holds' tokens
+        fresh = CreditLot.objects.filter(pk__in=[lot.pk for lot in burnable]).order_by(*BURN_ORDER)
+        extra = [lot for lot in fresh if lot.remaining > lot.held]
+        available = sum(lot.remaining - lot.held for lot in extra)
+        if available < left:
+            raise _insufficient(account.offer_group, left, available)
+        for lot in extra:
+            take = min(left, lot.remaining - lot.held)
             left -= take
-            CreditLot.objects.filter(pk=line.lot_id).update(
-                held=F("held") - line.count, remaining=F("remaining") - take
-            )
-            if take:
-                balance -= take
-                entries.append(
-                    _consume_entry(account, line.lot_id, take, balance, key, metadata, now)
-                )
-        if left:  # beyond what was held: the normal burn order, without other holds' tokens
-            fresh = CreditLot.objects.filter(pk__in=[lot.pk for lot in burnable]).order_by(
-                *BURN_ORDER
-            )
-            extra = [lot for lot in fresh if lot.remaining > lot.held]
-            available = sum(lot.remaining - lot.held for lot in extra)
-            if available < left:
-                raise _insufficient(account.offer_group, left, available)
-            for lot in extra:
-                take = min(left, lot.remaining - lot.held)
-                left -= take
-                balance -= take
-                CreditLot.objects.filter(pk=lot.pk).update(remaining=F("remaining") - take)
-                entries.append(_consume_entry(account, lot.pk, take, balance, key, metadata, now))
-                if not left:
-                    break
-        LedgerEntry.objects.bulk_create(entries)
-        CreditAccount.objects.filter(pk=account.pk).update(balance=balance)
-        hold.status, hold.captured, hold.settled_at = HoldStatus.CAPTURED, wanted, now
-        hold.save(update_fields=["status", "captured", "settled_at"])
-        if wanted:
-            send_on_commit(
-                signals.credits_consumed,
-                user_id=hold.user_id,
-                offer_group=account.offer_group.key,
-                count=wanted,
-                balance=balance,
-                entries=entries,
-            )
-        return Consumption(balance=balance, entries=entries)
+            balance -= take
+            CreditLot.objects.filter(pk=lot.pk).update(remaining=F("remaining") - take)
+            entries.append(_consume_entry(account, lot.pk, take, balance, key, metadata, now))
+            if not left:
+                break
+    LedgerEntry.objects.bulk_create(entries)
+    CreditAccount.objects.filter(pk=account.pk).update(balance=balance)
+    hold.status, hold.captured, hold.settled_at = HoldStatus.CAPTURED, wanted, now
+    hold.save(update_fields=["status", "captured", "settled_at"])
+    if wanted:
+        send_on_commit(
+            signals.credits_consumed,
+            user_id=hold.user_id,
+            offer_group=account.offer_group.key,
+            count=wanted,
+            balance=balance,
+            entries=entries,
+        )
+    return Consumption(balance=balance, entries=entries)
 
 
 def release(hold) -> Hold:
