@@ -130,6 +130,8 @@ def test_buyer_journey(live_server, browser, tmp_path):
     browser.get(f"{live_server.url}/credits/")
     startup = browser.find_element(By.CSS_SELECTOR, '[data-group="EbStartup"] .balance')
     assert startup.text == "750"
+    chart = browser.find_element(By.CSS_SELECTOR, '[data-group="EbStartup"] svg.chart polyline')
+    assert len(chart.get_attribute("points").split()) == 6  # grant, consume, today: three steps
     browser.find_element(By.CSS_SELECTOR, '[data-group="EbStartup"] td a').click()
     wait_for_path(browser, "/credits/ledger/")
     kinds = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "table tr td:nth-child(3)")]

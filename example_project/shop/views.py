@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from user_credits import services
@@ -72,9 +73,43 @@ def simulate_payment(request, order_id):
     return render(request, "shop/simulate.html", {"order": order})
 
 
+def balance_chart(points, width=600, height=120):
+    """An SVG polyline of (time, balance) points, drawn as steps; no front-end build."""
+    if len(points) < 2:
+        return None
+    start, end = points[0][0].timestamp(), points[-1][0].timestamp()
+    top = max(max(b for _, b in points), 1)
+    span = (end - start) or 1
+
+    def x(moment):
+        return round((moment.timestamp() - start) / span * width, 1)
+
+    def y(balance):
+        return round(height - max(balance, 0) / top * (height - 10), 1)
+
+    coords = []
+    for (moment, balance), (_, before) in zip(points, [points[0], *points], strict=False):
+        coords += [f"{x(moment)},{y(before)}", f"{x(moment)},{y(balance)}"]
+    return {"width": width, "height": height, "points": " ".join(coords), "top": top}
+
+
 @login_required
 def credits(request):
-    return render(request, "shop/credits.html", {"groups": services.get_user_credits(request.user)})
+    groups = services.get_user_credits(request.user)
+    history = {}
+    for entry in (
+        LedgerEntry.objects.filter(account__user=request.user)
+        .order_by("created_at", "id")
+        .values_list("account__offer_group__key", "created_at", "balance_after")
+    ):
+        history.setdefault(entry[0], []).append(entry[1:])
+    now = timezone.now()
+    charts = {  # the line goes on at today's level
+        key: balance_chart([*points[-200:], (max(now, points[-1][0]), points[-1][1])])
+        for key, points in history.items()
+    }
+    rows = [(group, charts.get(group.offer_group)) for group in groups]
+    return render(request, "shop/credits.html", {"rows": rows})
 
 
 @login_required
