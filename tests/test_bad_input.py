@@ -125,6 +125,14 @@ CASES = {
     "ledger filter unknown kind": (("alice", "get", "ledger/?kind=steal", None, {}), 400),
     "ledger filter bad date": (("alice", "get", "ledger/?created_after=yesterday", None, {}), 400),
     "page out of range": (("alice", "get", "ledger/?page=99", None, {}), 404),
+    "filter date offset beyond what databases take": (
+        ("alice", "get", "orders/?created_after=0410-08-05T00:49:08-22:05", None, {}),
+        200,
+    ),
+    "filter date beyond year 1 in UTC": (
+        ("alice", "get", "ledger/?created_after=0001-01-01T00:00:00%2B05:00", None, {}),
+        400,
+    ),
     "grant zero tokens": (grant({"tokens": 0}), 400),
     "grant without reason": (
         ("staff", "post", "grants/", {"user": "ALICE", "offer_group": "g", "tokens": 5}, {}),
@@ -161,7 +169,8 @@ def test_bad_input(world, case):
         API + resolve(path, world), resolve(body, world), format="json", **headers
     )
     assert response.status_code == expected, response.content
-    assert set(response.json()) >= {"code", "detail"}
+    if expected >= 400:
+        assert set(response.json()) >= {"code", "detail"}
     assert table_snapshot() == before
 
 

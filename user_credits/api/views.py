@@ -236,6 +236,9 @@ class GrantView(CreditsAPIMixin, APIView):
         return Response(s.CreditLotSerializer(lot).data, status=status.HTTP_201_CREATED)
 
 
+HOLD_ID = OpenApiParameter("id", int, OpenApiParameter.PATH)
+
+
 class HoldViewSet(CreditsAPIMixin, viewsets.ViewSet):
     """Reserve tokens before metered work, then capture what was used or release them
     (server to server, like ``consume/``)."""
@@ -271,6 +274,7 @@ class HoldViewSet(CreditsAPIMixin, viewsets.ViewSet):
         )
 
     @extend_schema(
+        parameters=[HOLD_ID],
         request=s.CaptureSerializer,
         responses={200: s.ConsumptionSerializer, **errors(400, 401, 402, 403, 404, 409)},
     )
@@ -290,7 +294,11 @@ class HoldViewSet(CreditsAPIMixin, viewsets.ViewSet):
         }
         return Response(body, headers=replayed_header(result.replayed))
 
-    @extend_schema(request=None, responses={200: s.HoldSerializer, **errors(401, 403, 404)})
+    @extend_schema(
+        parameters=[HOLD_ID],
+        request=None,
+        responses={200: s.HoldSerializer, **errors(401, 403, 404)},
+    )
     @action(detail=True, methods=["post"])
     def release(self, request, pk=None):
         services.release(self._hold(pk))
