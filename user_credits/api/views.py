@@ -182,6 +182,15 @@ def replayed_header(replayed):
     return {"Idempotent-Replayed": "true"} if replayed else {}
 
 
+def consumption_body(result):
+    """The first response's body; a replay is told by the header only."""
+    return {
+        "balance": result.balance,
+        "replayed": False,
+        "entries": s.ConsumedEntrySerializer(result.entries, many=True).data,
+    }
+
+
 class ConsumeView(CreditsAPIMixin, APIView):
     """Consume a user's tokens (server to server)."""
 
@@ -204,13 +213,11 @@ class ConsumeView(CreditsAPIMixin, APIView):
             idempotency_key=key,
             metadata=data.validated_data["metadata"],
         )
-        headers = replayed_header(result.replayed)
-        body = {
-            "balance": result.balance,
-            "replayed": False,  # the body is the first response's; the header tells a replay
-            "entries": s.ConsumedEntrySerializer(result.entries, many=True).data,
-        }
-        return Response(body, status=status.HTTP_201_CREATED, headers=headers)
+        return Response(
+            consumption_body(result),
+            status=status.HTTP_201_CREATED,
+            headers=replayed_header(result.replayed),
+        )
 
 
 class GrantView(CreditsAPIMixin, APIView):
@@ -287,12 +294,7 @@ class HoldViewSet(CreditsAPIMixin, viewsets.ViewSet):
         result = services.capture(
             hold, values.get("count"), metadata=values["metadata"], over=values["over"]
         )
-        body = {
-            "balance": result.balance,
-            "replayed": False,
-            "entries": s.ConsumedEntrySerializer(result.entries, many=True).data,
-        }
-        return Response(body, headers=replayed_header(result.replayed))
+        return Response(consumption_body(result), headers=replayed_header(result.replayed))
 
     @extend_schema(
         parameters=[HOLD_ID],

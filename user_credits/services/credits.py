@@ -202,6 +202,19 @@ def _expire_entry(account, lot, now, balance):
     )
 
 
+def consume_entry(account, lot_id, take, balance, key, metadata, now):
+    return LedgerEntry(
+        account=account,
+        lot_id=lot_id,
+        kind=EntryKind.CONSUME,
+        amount=-take,
+        balance_after=balance,
+        idempotency_key=key,
+        metadata=metadata or {},
+        created_at=now,
+    )
+
+
 def _clean_key(idempotency_key):
     if idempotency_key is None:
         return None
@@ -372,18 +385,7 @@ def _consume_portable(uid, group, count, key, metadata, overdraft_allowed) -> Co
         balance -= take
         lot.remaining -= take
         changed.append(lot)
-        consumed.append(
-            LedgerEntry(
-                account=account,
-                lot=lot,
-                kind=EntryKind.CONSUME,
-                amount=-take,
-                balance_after=balance,
-                idempotency_key=key,
-                metadata=metadata,
-                created_at=now,
-            )
-        )
+        consumed.append(consume_entry(account, lot.pk, take, balance, key, metadata, now))
     if needed:
         balance -= needed
         account.overdraft += needed

@@ -25,7 +25,6 @@ from ..exceptions import (
 from ..models import (
     CreditAccount,
     CreditLot,
-    EntryKind,
     Hold,
     HoldLine,
     HoldStatus,
@@ -33,7 +32,15 @@ from ..models import (
     LotStatus,
 )
 from .common import positive_int, resolve_group, send_on_commit, user_pk
-from .credits import BURN_ORDER, Consumption, _clean_key, _expire_entry, _insufficient, lock_account
+from .credits import (
+    BURN_ORDER,
+    Consumption,
+    _clean_key,
+    _expire_entry,
+    _insufficient,
+    consume_entry,
+    lock_account,
+)
 from .reservations import drop_held_tokens, free_lines, release_expired_holds
 
 
@@ -156,7 +163,7 @@ def _capture(hold, count, metadata, over):
         )
         if take:
             balance -= take
-            entries.append(_consume_entry(account, line.lot_id, take, balance, key, metadata, now))
+            entries.append(consume_entry(account, line.lot_id, take, balance, key, metadata, now))
     if left:  # beyond what was held: the normal burn order, without other holds' tokens
         fresh = CreditLot.objects.filter(pk__in=[lot.pk for lot in burnable]).order_by(*BURN_ORDER)
         extra = [lot for lot in fresh if lot.remaining > lot.held]
@@ -168,7 +175,7 @@ def _capture(hold, count, metadata, over):
             left -= take
             balance -= take
             CreditLot.objects.filter(pk=lot.pk).update(remaining=F("remaining") - take)
-            entries.append(_consume_entry(account, lot.pk, take, balance, key, metadata, now))
+            entries.append(consume_entry(account, lot.pk, take, balance, key, metadata, now))
             if not left:
                 break
     LedgerEntry.objects.bulk_create(entries)
@@ -260,16 +267,3 @@ def _burnable_lots(account, now):
         CreditAccount.objects.filter(pk=account.pk).update(balance=balance)
         account.balance = balance
     return burnable
-
-
-def _consume_entry(account, lot_id, take, balance, key, metadata, now):
-    return LedgerEntry(
-        account=account,
-        lot_id=lot_id,
-        kind=EntryKind.CONSUME,
-        amount=-take,
-        balance_after=balance,
-        idempotency_key=key,
-        metadata=metadata or {},
-        created_at=now,
-    )
