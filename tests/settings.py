@@ -49,7 +49,10 @@ TEMPLATES = [
     }
 ]
 
-DATABASES = {"default": dj_database_url.config(default="sqlite://:memory:")}
+# An empty DATABASE_URL (tox's SQLite environments) means the default.
+DATABASES = {
+    "default": dj_database_url.parse(os.environ.get("DATABASE_URL") or "sqlite://:memory:")
+}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Threads in live-server tests share the in-memory database.
     DATABASES["default"]["TEST"] = {"NAME": "file:user_credits_tests?mode=memory&cache=shared"}
