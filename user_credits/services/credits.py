@@ -350,25 +350,11 @@ def _consume_portable(uid, group, count, key, metadata, overdraft_allowed) -> Co
     if account is None:
         raise _insufficient(group, count, 0)
     now = timezone.now()
-    lots = _active_lots(account)
+    lots = active_lots(account)
     # Holds past their time are released by this write; only held lots can have them.
     if any(lot.held for lot in lots) and release_expired_holds(account, now):
-        lots = _active_lots(account)
-    balance = account.balance
-    entries = []
-    changed = []
-    burnable = []
-    for lot in lots:
-        if lot.expires is not None and lot.expires <= now:
-            balance -= lot.remaining
-            entries.append(_expire_entry(account, lot, now, balance))
-            if lot.held:
-                drop_held_tokens(lot, lot.held)
-            lot.remaining = 0
-            lot.status = LotStatus.EXPIRED
-            changed.append(lot)
-        else:
-            burnable.append(lot)
+        lots = active_lots(account)
+    burnable, changed, entries, balance = split_due_lots(account, lots, now)
     # Tokens reserved by holds are not available.
     available = sum(lot.remaining - lot.held for lot in burnable)
     if available < count and not overdraft_allowed:
@@ -415,7 +401,27 @@ def _consume_portable(uid, group, count, key, metadata, overdraft_allowed) -> Co
     return _consumed(uid, group, count, balance, consumed)
 
 
-def _active_lots(account):
+def split_due_lots(account, lots, now):
+    """Split an account's active lots (burn order, account locked) into burnable ones and due
+    ones. The due ones are emptied in memory (their held tokens dropped from their holds) and
+    get an ``expire`` entry each, not yet saved. Returns
+    ``(burnable, emptied, entries, balance after)``."""
+    balance = account.balance
+    burnable, emptied, entries = [], [], []
+    for lot in lots:
+        if lot.expires is None or lot.expires > now:
+            burnable.append(lot)
+            continue
+        balance -= lot.remaining
+        entries.append(_expire_entry(account, lot, now, balance))
+        if lot.held:
+            drop_held_tokens(lot, lot.held)
+        lot.remaining, lot.held, lot.status = 0, 0, LotStatus.EXPIRED
+        emptied.append(lot)
+    return burnable, emptied, entries, balance
+
+
+def active_lots(account):
     return list(
         CreditLot.objects.filter(
             account=account, status=LotStatus.ACTIVE, remaining__gt=0

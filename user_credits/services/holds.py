@@ -29,19 +29,20 @@ from ..models import (
     HoldLine,
     HoldStatus,
     LedgerEntry,
-    LotStatus,
 )
 from .common import positive_int, resolve_group, send_on_commit, user_pk
 from .credits import (
     BURN_ORDER,
     Consumption,
     _clean_key,
-    _expire_entry,
     _insufficient,
+    _save_lots,
+    active_lots,
     consume_entry,
     lock_account,
+    split_due_lots,
 )
-from .reservations import drop_held_tokens, free_lines, release_expired_holds
+from .reservations import free_lines, release_expired_holds
 
 
 @dataclass(frozen=True)
@@ -242,27 +243,10 @@ def _lock(hold):
 
 
 def _burnable_lots(account, now):
-    """Lock-protected read of the account's lots; due ones are expired first (with entries)."""
-    lots = list(
-        CreditLot.objects.filter(
-            account=account, status=LotStatus.ACTIVE, remaining__gt=0
-        ).order_by(*BURN_ORDER)
-    )
-    burnable = []
-    entries = []
-    balance = account.balance
-    for lot in lots:
-        if lot.expires is not None and lot.expires <= now:
-            if lot.held:
-                drop_held_tokens(lot, lot.held)
-            balance -= lot.remaining
-            entries.append(_expire_entry(account, lot, now, balance))
-            CreditLot.objects.filter(pk=lot.pk).update(
-                remaining=0, held=0, status=LotStatus.EXPIRED
-            )
-        else:
-            burnable.append(lot)
-    if entries:
+    """The account's lots in burn order; due ones are expired first, and saved."""
+    burnable, emptied, entries, balance = split_due_lots(account, active_lots(account), now)
+    if emptied:
+        _save_lots(emptied)
         LedgerEntry.objects.bulk_create(entries)
         CreditAccount.objects.filter(pk=account.pk).update(balance=balance)
         account.balance = balance
