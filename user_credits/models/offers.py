@@ -119,10 +119,6 @@ class Offer(models.Model):
     def __str__(self):
         return self.name
 
-    @property
-    def is_bundle(self):
-        return self.bundle_items.exists()
-
 
 class BundleItem(models.Model):
     """One offer inside a bundle offer, with optional group and cycle overrides."""

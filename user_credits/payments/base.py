@@ -1,4 +1,4 @@
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -9,7 +9,6 @@ class PaymentStart:
     reference: str = ""
     client_secret: str = ""
     redirect_url: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 class PaymentProvider:

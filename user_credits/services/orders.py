@@ -174,7 +174,7 @@ def mark_paid(
             return order
         if order.parent_id is not None:
             raise InvalidTransition("A bundle item order is paid through its bundle order.")
-        details = {k: v for k, v in (payload or {}).items()}
+        details = dict(payload or {})
         if reference:
             details["reference"] = reference
         mismatch = []
