@@ -37,9 +37,9 @@ INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, 
 SELECT '', false, 'bench' || g, '', '', '', false, true, now() FROM generate_series(1, %(n)s) g;
 INSERT INTO user_credits_creditaccount (user_id, offer_group_id, balance, overdraft, created_at)
 SELECT id, %(group)s, 10, 0, now() FROM auth_user WHERE username LIKE 'bench%%';
-INSERT INTO user_credits_creditlot (account_id, granted, remaining, starts, expires, category,
-                                    priority, status, reason, created_at)
-SELECT id, 10, 10, now() - interval '2 days', now() - interval '1 day', 'paid', 50, 'active',
+INSERT INTO user_credits_creditlot (account_id, granted, remaining, held, starts, expires,
+                                    category, priority, status, reason, created_at)
+SELECT id, 10, 10, 0, now() - interval '2 days', now() - interval '1 day', 'paid', 50, 'active',
        '', now()
   FROM user_credits_creditaccount WHERE offer_group_id = %(group)s;
 INSERT INTO user_credits_ledgerentry (account_id, lot_id, kind, amount, balance_after, metadata,

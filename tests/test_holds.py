@@ -49,7 +49,7 @@ def group(user, clock):
 
 def detail(user, group):
     d = services.get_balance_detail(user, group)
-    return d.available, d.held, d.balance
+    return d.available, d.held, d.total
 
 
 def test_hold_reserves_in_burn_order_and_hides_tokens(user, group, clock):
@@ -179,7 +179,7 @@ def test_refund_revokes_held_tokens(user, clock):
     order = buy(user, make_offer(price=Decimal("10"), token_count=10))
     held = services.hold(user, order.offer_group, 9)
     services.refund(order)
-    assert services.get_balance_detail(user, order.offer_group).balance == 0
+    assert services.get_balance_detail(user, order.offer_group).total == 0
     assert services.capture(held).entries == []
 
 

@@ -11,7 +11,8 @@ from decimal import Decimal
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -388,7 +389,13 @@ class CreditsMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.django_db
-def test_services_follow_the_model():
+@pytest.mark.parametrize("fast_path", [True, False], ids=["sql", "portable"])
+def test_services_follow_the_model(fast_path, settings):
+    from django.db import connection
+
+    if fast_path and connection.vendor != "postgresql":
+        pytest.skip("the SQL fast path exists on PostgreSQL only (the portable run covers SQLite)")
+    settings.USER_CREDITS = {"POSTGRES_FAST_PATH": fast_path}
     group = make_group("g")
     CreditsMachine.users = [make_user(), make_user()]
     CreditsMachine.group = group
@@ -398,7 +405,7 @@ def test_services_follow_the_model():
         ),
         "once": make_offer(group=group, price=Decimal("3"), token_count=5, cycle=Cycle.ONCE),
     }
-    machine_settings = settings(
+    machine_settings = hypothesis_settings(
         max_examples=300 if LONG else 60,
         stateful_step_count=60 if LONG else 25,
         derandomize=not LONG,

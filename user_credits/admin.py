@@ -2,7 +2,6 @@
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Prefetch
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -300,11 +299,11 @@ class GrantForm(forms.Form):
 
 @admin.register(CreditAccount)
 class CreditAccountAdmin(admin.ModelAdmin):
-    list_display = ("user", "offer_group", "live_balance", "overdraft", "created_at")
+    list_display = ("user", "offer_group", "available", "held", "total", "overdraft", "created_at")
     list_filter = ("offer_group",)
     search_fields = ("user__username", "user__email", "offer_group__key")
     list_select_related = ("user", "offer_group")
-    readonly_fields = ("live_balance",)
+    readonly_fields = ("available", "held", "total")
     inlines = [CreditLotInline, LedgerEntryInline]
     actions = ["grant_tokens", "expire_due_lots"]
 
@@ -318,18 +317,19 @@ class CreditAccountAdmin(admin.ModelAdmin):
         return False  # balances move only through the ledger (the actions' services)
 
     def get_queryset(self, request):
-        live = services.credits.live_lots_q(timezone.now())
-        return (
-            super()
-            .get_queryset(request)
-            .prefetch_related(
-                Prefetch("lots", queryset=CreditLot.objects.filter(live), to_attr="live_lots")
-            )
-        )
+        return services.with_balances(super().get_queryset(request))
 
-    @admin.display(description=_("balance now"))
-    def live_balance(self, obj):
-        return sum(lot.remaining for lot in obj.live_lots) - obj.overdraft
+    @admin.display(description=_("available"), ordering="available")
+    def available(self, obj):
+        return obj.available
+
+    @admin.display(description=_("held"), ordering="held")
+    def held(self, obj):
+        return obj.held
+
+    @admin.display(description=_("total"), ordering="total")
+    def total(self, obj):
+        return obj.total
 
     @admin.action(description=_("Grant tokens"), permissions=["grant"])
     def grant_tokens(self, request, queryset):

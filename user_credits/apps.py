@@ -12,8 +12,8 @@ class UserCreditsConfig(AppConfig):
 
         from . import checks  # noqa: F401  (registers the system checks)
         from .payments import connect_provider_handlers
-        from .services import postgres
+        from .services import sql
 
         connect_provider_handlers()
         # PostgreSQL fast paths are (re)created after every migrate.
-        post_migrate.connect(postgres.install, sender=self, dispatch_uid="user_credits_postgres")
+        post_migrate.connect(sql.install, sender=self, dispatch_uid="user_credits_postgres")

@@ -25,6 +25,9 @@ DEFAULTS = {
     "EXPIRE_BATCH_SIZE": 1000,
     # How long a hold lives before it is released (seconds).
     "HOLD_TTL": 900,
+    # On PostgreSQL, consume and expire through the PL/pgSQL functions (one round trip).
+    # False uses the portable path, as on other databases.
+    "POSTGRES_FAST_PATH": True,
 }
 
 

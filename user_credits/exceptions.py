@@ -7,9 +7,16 @@ from django.core.exceptions import ImproperlyConfigured
 
 
 class UserCreditsError(Exception):
-    """Root of every error this app raises on purpose."""
+    """Root of every error this app raises on purpose.
+
+    ``field`` names the argument (or API field) an error is about, when there is one.
+    """
 
     code = "user_credits_error"
+
+    def __init__(self, message="", *, field=None):
+        super().__init__(message)
+        self.field = field
 
 
 class ConfigurationError(UserCreditsError, ImproperlyConfigured):
@@ -20,10 +27,6 @@ class InvalidOrder(UserCreditsError, ValueError):
     """An order cannot be created as asked (quantity, currency, start, inactive offer)."""
 
     code = "invalid_order"
-
-    def __init__(self, message, *, field=None):
-        super().__init__(message)
-        self.field = field
 
 
 class InvalidTransition(UserCreditsError, ValueError):
@@ -47,12 +50,15 @@ class InvalidCount(InvalidArgument):
 class UnknownOfferGroup(UserCreditsError, LookupError):
     code = "unknown_offer_group"
 
+    def __init__(self, message, *, field="offer_group"):
+        super().__init__(message, field=field)
+
 
 class InsufficientCredits(UserCreditsError, ValueError):
     code = "insufficient_credits"
 
     def __init__(self, message, *, requested=0, available=0):
-        super().__init__(message)
+        super().__init__(message, field=None)
         self.requested = requested
         self.available = available
 

@@ -3,10 +3,9 @@
 Domain errors (the ``UserCreditsError`` tree) are mapped to HTTP here and only here.
 """
 
-from django.core.exceptions import PermissionDenied
-from django.http import Http404
-from rest_framework import exceptions, status
+from rest_framework import status
 from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
 from .. import exceptions as domain
@@ -45,39 +44,25 @@ def _domain_response(exc):
 
 
 def exception_handler(exc, context):
+    """Domain errors map to their status; everything else is DRF's own answer (404, 403,
+    401 with ``WWW-Authenticate``, 429 with ``Retry-After``…) reshaped into our error body."""
     if isinstance(exc, domain.UserCreditsError):
         set_rollback()
         return _domain_response(exc)
-    if isinstance(exc, Http404):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied()
-    if not isinstance(exc, exceptions.APIException):
-        return None
-    headers = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))
-    set_rollback()
-    if isinstance(exc, exceptions.ValidationError):
-        detail = exc.detail
-        if isinstance(detail, dict):
-            fields = {k: v for k, v in detail.items() if k != "non_field_errors"}
-            general = detail.get("non_field_errors")
-            message = str(general[0]) if general else "Invalid input."
-            return Response(
-                error_body("invalid", message, fields or None),
-                status=exc.status_code,
-                headers=headers,
-            )
-        return Response(
-            error_body(
-                "invalid",
-                " ".join(str(d) for d in detail) if isinstance(detail, list) else str(detail),
-            ),
-            status=exc.status_code,
-            headers=headers,
-        )
-    code = exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code
-    return Response(error_body(code, str(exc.detail)), status=exc.status_code, headers=headers)
+    response = drf_exception_handler(exc, context)
+    if response is not None:
+        response.data = _reshape(response.data)
+    return response
+
+
+def _reshape(data):
+    if isinstance(data, list):  # a ValidationError raised with a list of messages
+        return error_body("invalid", " ".join(str(d) for d in data))
+    if set(data) == {"detail"}:
+        detail = data["detail"]
+        return error_body(getattr(detail, "code", None) or "error", str(detail))
+    # A ValidationError about fields.
+    fields = {k: v for k, v in data.items() if k != "non_field_errors"}
+    general = data.get("non_field_errors")
+    message = str(general[0]) if general else "Invalid input."
+    return error_body("invalid", message, fields or None)

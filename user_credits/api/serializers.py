@@ -149,6 +149,7 @@ class LotSerializer(serializers.Serializer):
     order = serializers.IntegerField(allow_null=True)
     granted = serializers.IntegerField()
     remaining = serializers.IntegerField()
+    held = serializers.IntegerField()
     starts = serializers.DateTimeField()
     expires = serializers.DateTimeField(allow_null=True)
     category = serializers.CharField()
@@ -157,7 +158,12 @@ class LotSerializer(serializers.Serializer):
 class GroupCreditsSerializer(serializers.Serializer):
     offer_group = serializers.CharField()
     name = serializers.CharField()
-    balance = serializers.IntegerField()
+    available = serializers.IntegerField(help_text="Tokens that can be spent now.")
+    held = serializers.IntegerField(help_text="Tokens reserved by holds.")
+    total = serializers.IntegerField(help_text="available + held.")
+    balance = serializers.IntegerField(
+        help_text="Deprecated alias of available (removed in 1.0).", read_only=True
+    )
     overdraft = serializers.IntegerField()
     starts = serializers.DateTimeField(allow_null=True)
     expires = serializers.DateTimeField(allow_null=True)
@@ -202,7 +208,7 @@ class ConsumeSerializer(StrictSerializer):
 
 
 class ConsumptionSerializer(serializers.Serializer):
-    balance = serializers.IntegerField()
+    balance = serializers.IntegerField(help_text="Tokens available after the consumption.")
     replayed = serializers.BooleanField()
     entries = ConsumedEntrySerializer(many=True)
 

@@ -5,16 +5,14 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.generics import get_object_or_404
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import services
-from ..exceptions import InvalidTransition
-from ..models import Hold, LedgerEntry, Order, OrderStatus
-from ..payments import get_provider
+from ..models import Hold, LedgerEntry, Order
 from . import serializers as s
 from .exceptions import exception_handler
 from .filters import LedgerEntryFilter, OrderFilter
@@ -79,9 +77,7 @@ class OfferViewSet(CreditsAPIMixin, viewsets.ViewSet):
     def retrieve(self, request, pk=None):
         offer = next((o for o in self._offers(request) if str(o.pk) == str(pk)), None)
         if offer is None:
-            return Response(
-                {"code": "not_found", "detail": "No such offer."}, status=status.HTTP_404_NOT_FOUND
-            )
+            raise NotFound("No such offer.")
         return Response(s.OfferSerializer(offer).data)
 
 
@@ -121,9 +117,7 @@ class OrderViewSet(
     @action(detail=True, methods=["post"])
     def pay(self, request, pk=None):
         order = get_object_or_404(self.get_queryset(), pk=pk)
-        if order.status not in (OrderStatus.PENDING, OrderStatus.REFUSED, OrderStatus.ERROR):
-            raise InvalidTransition(f"Order #{order.pk} is {order.status}; it cannot be paid.")
-        start = get_provider().start_payment(order, request=request)
+        start = services.start_payment(order, request=request)
         return Response(s.PaymentStartSerializer(start).data)
 
 
@@ -183,10 +177,10 @@ def replayed_header(replayed):
 
 
 def consumption_body(result):
-    """The first response's body; a replay is told by the header only."""
+    """The consumption's result; a replay carries the first one's, with ``replayed`` true."""
     return {
         "balance": result.balance,
-        "replayed": False,
+        "replayed": result.replayed,
         "entries": s.ConsumedEntrySerializer(result.entries, many=True).data,
     }
 

@@ -130,7 +130,16 @@ class EntryKind(models.TextChoices):
     OVERDRAFT = "overdraft", _("overdraft")
     EXPIRE = "expire", _("expire")
     REVOKE = "revoke", _("revoke")
-    ADJUST = "adjust", _("adjust")
+
+    @classmethod
+    def credits(cls):
+        """Kinds that add tokens (a positive amount)."""
+        return (cls.GRANT,)
+
+    @classmethod
+    def debits(cls):
+        """Kinds that take tokens (a negative amount)."""
+        return (cls.CONSUME, cls.OVERDRAFT, cls.EXPIRE, cls.REVOKE)
 
 
 class LedgerEntry(models.Model):
@@ -164,9 +173,8 @@ class LedgerEntry(models.Model):
             models.CheckConstraint(condition=~Q(amount=0), name="entry_amount_not_zero"),
             models.CheckConstraint(
                 condition=(
-                    Q(kind__in=["grant"], amount__gt=0)
-                    | Q(kind__in=["consume", "overdraft", "expire", "revoke"], amount__lt=0)
-                    | Q(kind="adjust")
+                    Q(kind__in=EntryKind.credits(), amount__gt=0)
+                    | Q(kind__in=EntryKind.debits(), amount__lt=0)
                 ),
                 name="entry_amount_sign_matches_kind",
             ),
@@ -218,6 +226,8 @@ class Hold(models.Model):
     status = models.CharField(max_length=16, choices=HoldStatus.choices, default=HoldStatus.ACTIVE)
     expires_at = models.DateTimeField(_("released automatically at"))
     captured = models.BigIntegerField(_("tokens captured"), default=0)
+    # The available balance the capture left, answered again when the capture is replayed.
+    available_after = models.BigIntegerField(null=True, blank=True, editable=False)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=now)
@@ -229,7 +239,7 @@ class Hold(models.Model):
             models.Index(
                 fields=["expires_at"],
                 name="hold_active_expiry_idx",
-                condition=Q(status="active"),
+                condition=Q(status=HoldStatus.ACTIVE),
             ),
         ]
         constraints = [
@@ -241,6 +251,10 @@ class Hold(models.Model):
                 condition=Q(idempotency_key__isnull=False),
             ),
         ]
+
+    #: Not stored: ``services.hold`` sets it on the hold it returns, true when an idempotency
+    #: key answered an earlier hold (as ``Consumption.replayed`` does for consumptions).
+    replayed = False
 
     def __str__(self):
         return f"hold #{self.pk}: {self.count} ({self.status})"

@@ -105,10 +105,6 @@ class Order(models.Model):
     def __str__(self):
         return f"#{self.pk} {self.name} × {self.quantity} ({self.get_status_display()})"
 
-    @property
-    def is_free(self):
-        return self.total == 0
-
 
 class OrderEvent(models.Model):
     """One line of an order's history."""

@@ -14,4 +14,4 @@ def get_provider():
 def connect_provider_handlers():
     """Connect the dj-stripe webhook receivers when dj-stripe is installed."""
     if apps.is_installed("djstripe"):
-        from . import stripe  # noqa: F401  (its receivers connect on import)
+        from .stripe import webhooks  # noqa: F401  (its receiver connects on import)

@@ -1,25 +1,41 @@
 """The public API: every write of the app goes through these functions.
 
 See DESIGN.md §4. ``user`` is a user instance or its primary key; ``offer_group`` an
-``OfferGroup`` or its key.
+``OfferGroup`` or its key. Other modules import from here, never the private names of the
+modules below.
 """
 
-from .catalog import is_user_subscribed, load_offers
-from .credits import (
+from .catalog import current_orders_q, is_user_subscribed, load_offers
+from .consumption import Consumption, consume
+from .cycles import cycle_end
+from .expiry import ExpiryReport, expire_credits
+from .grants import grant
+from .holds import capture, held_tokens, hold, release
+from .ledger import live_lots_q
+from .notifications import (
+    PaymentNotification,
+    payment_failed,
+    payment_pending,
+    payment_refunded,
+    payment_succeeded,
+)
+from .orders import (
+    create_order,
+    mark_failed,
+    mark_paid,
+    record_payment_event,
+    start_payment,
+)
+from .refunds import refund
+from .selectors import (
     BalanceDetail,
-    Consumption,
     GroupCredits,
     LotCredits,
-    consume,
     get_balance,
     get_balance_detail,
     get_user_credits,
-    grant,
+    with_balances,
 )
-from .cycles import cycle_end
-from .expiry import ExpiryReport, expire_credits
-from .holds import capture, held_tokens, hold, release
-from .orders import create_order, mark_failed, mark_paid, record_payment_event, refund
 
 __all__ = [
     "BalanceDetail",
@@ -27,22 +43,31 @@ __all__ = [
     "ExpiryReport",
     "GroupCredits",
     "LotCredits",
+    "PaymentNotification",
+    "capture",
     "consume",
     "create_order",
+    "current_orders_q",
     "cycle_end",
     "expire_credits",
-    "capture",
     "get_balance",
     "get_balance_detail",
-    "hold",
-    "held_tokens",
-    "release",
     "get_user_credits",
     "grant",
+    "held_tokens",
+    "hold",
     "is_user_subscribed",
+    "live_lots_q",
     "load_offers",
     "mark_failed",
     "mark_paid",
+    "payment_failed",
+    "payment_pending",
+    "payment_refunded",
+    "payment_succeeded",
     "record_payment_event",
     "refund",
+    "release",
+    "start_payment",
+    "with_balances",
 ]

@@ -1,13 +1,17 @@
 """Reading the catalog: which offers a user sees, and whether a user is subscribed."""
 
-from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Value
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Value
 from django.utils import timezone
 
 from ..models import BundleItem, Offer, Order, OrderStatus
 from .common import logger, user_pk
 
 
-def _current_order_q(now):
+def current_orders_q(now: datetime) -> Q:
     """Orders that are paid and whose period has not ended (by time, not by sweep)."""
     return Q(status__in=OrderStatus.active()) & (Q(expires__isnull=True) | Q(expires__gt=now))
 
@@ -18,7 +22,7 @@ def _user_or_none(user):
     return user_pk(user)
 
 
-def offers_queryset():
+def offers_queryset() -> QuerySet:
     """Active offers with everything an offer card shows, in a fixed number of queries."""
     return (
         Offer.objects.filter(is_active=True)
@@ -35,7 +39,7 @@ def offers_queryset():
     )
 
 
-def load_offers(user=None, env_tags=None) -> list[Offer]:
+def load_offers(user: Any = None, env_tags: Iterable[str] | None = None) -> list[Offer]:
     """The offers ``user`` may buy, as DESIGN §3 "Offer loading" says.
 
     Regular offers (no ``unlocked_by``) plus the offers unlocked by a group in which the user
@@ -49,7 +53,7 @@ def load_offers(user=None, env_tags=None) -> list[Offer]:
     wanted = Q(has_unlockers=False)
     if uid is not None:
         now = timezone.now()
-        owned_groups = Order.objects.filter(_current_order_q(now), user_id=uid).values(
+        owned_groups = Order.objects.filter(current_orders_q(now), user_id=uid).values(
             "offer_group_id"
         )
         unlocked = Exists(
@@ -118,12 +122,12 @@ def _merge(offers):
     return result
 
 
-def is_user_subscribed(user, offer) -> Order | None:
+def is_user_subscribed(user: Any, offer: Offer | int) -> Order | None:
     """The user's current paid order for ``offer`` (the one ending last), or ``None``."""
     offer_id = offer.pk if isinstance(offer, Offer) else offer
     return (
         Order.objects.filter(
-            _current_order_q(timezone.now()), user_id=user_pk(user), offer_id=offer_id
+            current_orders_q(timezone.now()), user_id=user_pk(user), offer_id=offer_id
         )
         .order_by(F("expires").desc(nulls_first=True), "-id")
         .first()

@@ -1,30 +1,32 @@
-"""Helpers shared by the services: argument resolution and after-commit signals."""
+"""Argument resolution shared by the services, and after-commit signals."""
 
 import logging
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.dispatch import Signal
 
-from ..exceptions import InvalidCount, UnknownOfferGroup
+from ..exceptions import InvalidArgument, InvalidCount, UnknownOfferGroup
 from ..models import OfferGroup
 
 logger = logging.getLogger("user_credits")
 
 
-def user_pk(user):
+def user_pk(user: Any, field: str = "user") -> Any:
     """Accept a user instance or its primary key."""
     if user is None:
-        raise ValueError("a user is required")
+        raise InvalidArgument(f"{field} is required.", field=field)
     if isinstance(user, get_user_model()):
         if user.pk is None:
-            raise ValueError("the user is not saved")
+            raise InvalidArgument(f"{field} is not saved.", field=field)
         return user.pk
     if getattr(user, "is_anonymous", False):
-        raise ValueError("an anonymous user has no credits")
+        raise InvalidArgument("An anonymous user has no credits.", field=field)
     return user
 
 
-def resolve_group(offer_group) -> OfferGroup:
+def resolve_group(offer_group: OfferGroup | str) -> OfferGroup:
     """Accept an ``OfferGroup`` or its ``key``."""
     if isinstance(offer_group, OfferGroup):
         return offer_group
@@ -34,13 +36,25 @@ def resolve_group(offer_group) -> OfferGroup:
         raise UnknownOfferGroup(f"Unknown offer group {offer_group!r}.") from None
 
 
-def positive_int(value, name="count") -> int:
+def positive_int(value: Any, name: str = "count") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidCount(f"{name} must be a positive integer, got {value!r}.")
+        raise InvalidCount(f"{name} must be a positive integer, got {value!r}.", field=name)
     return value
 
 
-def send_on_commit(signal, **kwargs):
+def clean_key(idempotency_key: Any) -> str | None:
+    """An idempotency key as stored: 1 to 255 characters, or ``None``."""
+    if idempotency_key is None:
+        return None
+    key = str(idempotency_key)
+    if not key or len(key) > 255:
+        raise InvalidArgument(
+            "idempotency_key must be 1 to 255 characters.", field="idempotency_key"
+        )
+    return key
+
+
+def send_on_commit(signal: Signal, **kwargs: Any) -> None:
     """Send ``signal`` once the current transaction commits; a failing receiver is logged."""
 
     def send():

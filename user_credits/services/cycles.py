@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from dateutil.relativedelta import relativedelta
 from django.utils import timezone
 
+from ..exceptions import InvalidArgument
 from ..models import Cycle
 
 _CALENDAR_STEPS = {
@@ -28,17 +29,19 @@ def cycle_end(
     A custom cycle is an exact number of seconds.
     """
     if quantity < 1:
-        raise ValueError("quantity must be at least 1")
+        raise InvalidArgument("quantity must be at least 1.", field="quantity")
     if cycle == Cycle.ONCE:
         return None
     if cycle == Cycle.CUSTOM:
         if not custom_cycle:
-            raise ValueError("a custom cycle needs custom_cycle seconds")
+            raise InvalidArgument(
+                "A custom cycle needs custom_cycle seconds.", field="custom_cycle"
+            )
         return start + timedelta(seconds=custom_cycle * quantity)
     try:
         step = _CALENDAR_STEPS[cycle]
     except KeyError:
-        raise ValueError(f"unknown cycle {cycle!r}") from None
+        raise InvalidArgument(f"Unknown cycle {cycle!r}.", field="cycle") from None
     local = timezone.localtime(start)
     # One relativedelta for the whole duration: Jan 31 + 2 months is Mar 31, not Mar 28.
     # ZoneInfo resolves the new wall-clock time's own UTC offset; store it in UTC so that

@@ -1,11 +1,13 @@
 """The expiry sweep and the expiry / low-balance warnings, in bounded batches."""
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import F, OuterRef, Subquery, Sum
+from django.db.models import F
 from django.utils import timezone
 
 from .. import signals
@@ -14,18 +16,17 @@ from ..exceptions import InvalidArgument
 from ..models import (
     CreditAccount,
     CreditLot,
-    EntryKind,
     Hold,
     HoldStatus,
-    LedgerEntry,
     LotStatus,
     Order,
     OrderEvent,
     OrderStatus,
 )
-from . import postgres
+from . import sql
 from .common import positive_int, resolve_group, send_on_commit, user_pk
-from .reservations import drop_held_tokens, release_expired_holds
+from .ledger import LedgerWriter, save_entries, save_lots
+from .reservations import release_expired_holds
 
 
 @dataclass
@@ -55,7 +56,9 @@ def _as_timedelta(value):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return timedelta(seconds=value)
-    raise InvalidArgument(f"warn_before must be a timedelta or seconds, got {value!r}.")
+    raise InvalidArgument(
+        f"warn_before must be a timedelta or seconds, got {value!r}.", field="warn_before"
+    )
 
 
 def _thresholds(low):
@@ -66,20 +69,22 @@ def _thresholds(low):
     result = []
     for group, minimum in pairs:
         if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 0:
-            raise InvalidArgument(f"The low-balance minimum for {group!r} must be an integer ≥ 0.")
+            raise InvalidArgument(
+                f"The low-balance minimum for {group!r} must be an integer ≥ 0.", field="low"
+            )
         result.append((resolve_group(group), minimum))
     return result
 
 
 def expire_credits(
     *,
-    user=None,
-    now=None,
-    warn_before=None,
-    low=None,
-    batch_size=None,
-    dry_run=False,
-    collect=True,
+    user: Any = None,
+    now: datetime | None = None,
+    warn_before: timedelta | int | float | None = None,
+    low: Mapping[str, int] | Iterable[tuple[str, int]] | None = None,
+    batch_size: int | None = None,
+    dry_run: bool = False,
+    collect: bool = True,
 ) -> ExpiryReport:
     """Expire every due lot once, then send the expiry and low-balance warnings once.
 
@@ -124,15 +129,14 @@ def _sweep(report, now, user_id, batch_size, collect, warn_before, thresholds):
 
 def _expire_batch(report, now, user_id, batch_size, collect) -> bool:
     connection = connections[router.db_for_write(CreditLot)]
-    if connection.vendor == "postgresql":
-        with transaction.atomic(using=connection.alias):
-            return _expire_batch_postgresql(connection, report, now, user_id, batch_size, collect)
     with transaction.atomic(using=connection.alias):
-        return _expire_batch_portable(report, now, user_id, batch_size, collect)
+        if sql.fast_path(connection):
+            return _expire_batch_postgresql(connection, report, now, user_id, batch_size, collect)
+        return expire_batch_portable(report, now, user_id, batch_size, collect)
 
 
 def _expire_batch_postgresql(connection, report, now, user_id, batch_size, collect) -> bool:
-    rows = postgres.expire_batch(connection, now=now, user_id=user_id, batch_size=batch_size)
+    rows = sql.expire_batch(connection, now=now, user_id=user_id, batch_size=batch_size)
     if rows is None:
         return False
     for row in rows:
@@ -154,7 +158,9 @@ def _expire_batch_postgresql(connection, report, now, user_id, batch_size, colle
     return True
 
 
-def _expire_batch_portable(report, now, user_id, batch_size, collect) -> bool:
+def expire_batch_portable(report, now, user_id, batch_size, collect) -> bool:
+    """One batch through the ORM, inside a transaction: lock the accounts of the next due
+    lots in id order, then expire their due lots (read again under the locks)."""
     account_ids = sorted(
         set(
             _due_lots(now, user_id)
@@ -164,9 +170,9 @@ def _expire_batch_portable(report, now, user_id, batch_size, collect) -> bool:
     )
     if not account_ids:
         return False
-    accounts = {
-        a.pk: a
-        for a in CreditAccount.objects.select_for_update(of=("self",))
+    writers = {
+        account.pk: LedgerWriter(account, now)
+        for account in CreditAccount.objects.select_for_update(of=("self",))
         .filter(pk__in=account_ids)
         .select_related("offer_group")
         .order_by("pk")
@@ -175,52 +181,25 @@ def _expire_batch_portable(report, now, user_id, batch_size, collect) -> bool:
     lots = list(
         _due_lots(now, user_id).filter(account_id__in=account_ids).order_by("account_id", "id")
     )
-    if not lots:
-        return True
-    lot_ids = [lot.pk for lot in lots]
-    # One statement for every account's new balance, before the lots are emptied.
-    expired_sum = (
-        CreditLot.objects.filter(account=OuterRef("pk"), pk__in=lot_ids)
-        .values("account")
-        .annotate(total=Sum("remaining"))
-        .values("total")
-    )
-    CreditAccount.objects.filter(pk__in={lot.account_id for lot in lots}).update(
-        balance=F("balance") - Subquery(expired_sum)
-    )
+    expired_by_account = defaultdict(list)
     for lot in lots:
-        if lot.held:  # held tokens expire with their lot: the holds shrink
-            drop_held_tokens(lot, lot.held)
-    CreditLot.objects.filter(pk__in=lot_ids).update(remaining=0, held=0, status=LotStatus.EXPIRED)
-    entries = []
-    by_account = defaultdict(list)
-    for lot in lots:
-        account = accounts[lot.account_id]
-        account.balance -= lot.remaining
-        entries.append(
-            LedgerEntry(
-                account=account,
-                lot=lot,
-                kind=EntryKind.EXPIRE,
-                amount=-lot.remaining,
-                balance_after=account.balance,
-                created_at=now,
-            )
-        )
-        report.expired_tokens += lot.remaining
-        by_account[account.pk].append(lot)
-    LedgerEntry.objects.bulk_create(entries)
-    for pk, expired in by_account.items():
-        account = accounts[pk]
+        expired_by_account[lot.account_id].append((lot.pk, lot.remaining))
+        writers[lot.account_id].expire(lot)
+    save_lots(lots)
+    touched = [writers[pk] for pk in expired_by_account]
+    save_entries(touched)
+    CreditAccount.objects.bulk_update([writer.account for writer in touched], ["balance"])
+    for pk, expired in expired_by_account.items():
+        account = writers[pk].account
+        amount = sum(tokens for _, tokens in expired)
         send_on_commit(
             signals.credits_expired,
             user_id=account.user_id,
             offer_group=account.offer_group.key,
-            lot_ids=[lot.pk for lot in expired],
-            amount=sum(lot.remaining for lot in expired),
+            lot_ids=[lot_id for lot_id, _ in expired],
+            amount=amount,
         )
-    for lot in lots:
-        lot.remaining, lot.status = 0, LotStatus.EXPIRED
+        report.expired_tokens += amount
     report.expired_lots += len(lots)
     if collect:
         report.expired.extend(lots)

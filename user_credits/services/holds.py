@@ -8,8 +8,8 @@ next write on its account. A held lot that expires (or is revoked by a refund) t
 tokens with it: the hold shrinks by that much.
 """
 
-from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F, Sum
@@ -17,52 +17,42 @@ from django.utils import timezone
 
 from .. import signals
 from ..conf import app_settings
-from ..exceptions import (
-    IdempotencyConflict,
-    InvalidArgument,
-    InvalidTransition,
-)
+from ..exceptions import IdempotencyConflict, InvalidArgument, InvalidTransition
 from ..models import (
     CreditAccount,
     CreditLot,
+    EntryKind,
     Hold,
     HoldLine,
     HoldStatus,
     LedgerEntry,
+    LotStatus,
+    OfferGroup,
 )
-from .common import positive_int, resolve_group, send_on_commit, user_pk
-from .credits import (
-    BURN_ORDER,
-    Consumption,
-    _clean_key,
-    _insufficient,
-    _save_lots,
-    active_lots,
-    consume_entry,
-    lock_account,
-    split_due_lots,
-)
+from .allocation import BURN_ORDER, allocate
+from .common import clean_key, positive_int, resolve_group, send_on_commit, user_pk
+from .consumption import Consumption, insufficient
+from .ledger import LedgerWriter, active_lots, expire_due_lots, lock_account, save_lots
 from .reservations import free_lines, release_expired_holds
 
 
-@dataclass(frozen=True)
-class HoldResult:
-    hold: Hold
-    replayed: bool = False
-
-
-# --- the services --------------------------------------------------------------------------
-
-
-def hold(user, offer_group, count, *, ttl=None, idempotency_key=None, metadata=None) -> Hold:
+def hold(
+    user: Any,
+    offer_group: OfferGroup | str,
+    count: int,
+    *,
+    ttl: timedelta | int | float | None = None,
+    idempotency_key: str | None = None,
+    metadata: dict | None = None,
+) -> Hold:
     """Reserve ``count`` tokens (burn order, per lot) or raise ``InsufficientCredits``.
 
     ``ttl`` (a timedelta or seconds; default ``USER_CREDITS["HOLD_TTL"]``) bounds how long the
-    reservation lives. The same ``idempotency_key`` returns the first hold (``replayed=True``
-    on the returned object); with another group or count it raises ``IdempotencyConflict``.
+    reservation lives. The same ``idempotency_key`` returns the first hold (with
+    ``hold.replayed`` true); with another group or count it raises ``IdempotencyConflict``.
     """
     count = positive_int(count)
-    key = _clean_key(idempotency_key)
+    key = clean_key(idempotency_key)
     ttl = _ttl(ttl)
     uid = user_pk(user)
     group = resolve_group(offer_group)
@@ -76,17 +66,20 @@ def hold(user, offer_group, count, *, ttl=None, idempotency_key=None, metadata=N
             )
             if first is not None:
                 if first.account.offer_group_id != group.pk or first.count != count:
-                    raise IdempotencyConflict(f"Idempotency key {key!r} was used for another hold.")
+                    raise IdempotencyConflict(
+                        f"Idempotency key {key!r} was used for another hold.",
+                        field="idempotency_key",
+                    )
                 first.replayed = True
                 return first
         if account is None:
-            raise _insufficient(group, count, 0)
+            raise insufficient(group, count, 0)
         now = timezone.now()
         release_expired_holds(account, now)
         burnable = _burnable_lots(account, now)
-        available = sum(lot.remaining - lot.held for lot in burnable)
-        if available < count:
-            raise _insufficient(group, count, available)
+        takes, shortfall = allocate(burnable, count)
+        if shortfall:
+            raise insufficient(group, count, count - shortfall)
         new = Hold.objects.create(
             user_id=uid,
             account=account,
@@ -96,23 +89,19 @@ def hold(user, offer_group, count, *, ttl=None, idempotency_key=None, metadata=N
             metadata=metadata or {},
             created_at=now,
         )
-        needed = count
-        lines = []
-        for lot in burnable:
-            take = min(needed, lot.remaining - lot.held)
-            if take <= 0:
-                continue
-            needed -= take
+        for lot, take in takes:
             CreditLot.objects.filter(pk=lot.pk).update(held=F("held") + take)
-            lines.append(HoldLine(hold=new, lot=lot, count=take))
-            if not needed:
-                break
-        HoldLine.objects.bulk_create(lines)
-        new.replayed = False
+        HoldLine.objects.bulk_create(HoldLine(hold=new, lot=lot, count=take) for lot, take in takes)
         return new
 
 
-def capture(hold, count=None, *, metadata=None, over="consume") -> Consumption:
+def capture(
+    hold: Hold | int,
+    count: int | None = None,
+    *,
+    metadata: dict | None = None,
+    over: str = "consume",
+) -> Consumption:
     """Consume up to the held tokens (default: all of them) and release the rest.
 
     Capturing more than is held consumes the extra through the normal path (``over=
@@ -121,81 +110,76 @@ def capture(hold, count=None, *, metadata=None, over="consume") -> Consumption:
     raises ``InvalidTransition``.
     """
     if over not in ("consume", "raise"):
-        raise InvalidArgument("over must be 'consume' or 'raise'.")
+        raise InvalidArgument("over must be 'consume' or 'raise'.", field="over")
     if count is not None:
         count = positive_int(count)
     with transaction.atomic():
-        result = _capture(hold, count, metadata, over)
-    if isinstance(result, InvalidTransition):
-        # Raised once the transaction is over, so that releasing an expired hold sticks.
-        raise result
-    return result
+        account, locked = _lock(hold)
+        now = timezone.now()
+        if locked.status != HoldStatus.ACTIVE or locked.expires_at > now:
+            return _capture(account, locked, count, metadata or {}, over, now)
+        release_expired_holds(account, now)
+    # Raised once the release is committed: a hold past its time stays released.
+    raise _not_capturable(locked.pk, HoldStatus.EXPIRED)
 
 
-def _capture(hold, count, metadata, over):
-    account, hold = _lock(hold)
+def _not_capturable(pk, status) -> InvalidTransition:
+    return InvalidTransition(f"Hold #{pk} is {status}; it cannot be captured.", field="hold")
+
+
+def _capture(account, hold, count, metadata, over, now) -> Consumption:
     key = f"hold:{hold.pk}"
     if hold.status == HoldStatus.CAPTURED:
         entries = list(
             LedgerEntry.objects.filter(account=account, idempotency_key=key).order_by("id")
         )
-        balance = entries[-1].balance_after if entries else account.balance
-        return Consumption(balance=balance, entries=entries, replayed=True)
-    now = timezone.now()
-    release_expired_holds(account, now)
-    hold.refresh_from_db()
+        return Consumption(balance=hold.available_after, entries=entries, replayed=True)
     if hold.status != HoldStatus.ACTIVE:
-        return InvalidTransition(f"Hold #{hold.pk} is {hold.status}; it cannot be captured.")
+        raise _not_capturable(hold.pk, hold.status)
+    release_expired_holds(account, now)  # the account's other holds past their time
     # Due lots first: they take their held tokens with them (the hold shrinks).
     burnable = _burnable_lots(account, now)
     lines = list(hold.lines.order_by("id"))
     held = sum(line.count for line in lines)
     wanted = held if count is None else count
     if wanted > held and over == "raise":
-        raise InvalidArgument(f"{wanted} tokens asked, {held} held.")
-    balance = account.balance
-    entries = []
-    left = wanted
+        raise InvalidArgument(f"{wanted} tokens asked, {held} held.", field="count")
+    writer = LedgerWriter(account, now)
+    takes = dict(allocate(lines, wanted, capacity=lambda line: line.count)[0])
     for line in lines:
-        take = min(left, line.count)
-        left -= take
+        take = takes.get(line, 0)
         CreditLot.objects.filter(pk=line.lot_id).update(
             held=F("held") - line.count, remaining=F("remaining") - take
         )
         if take:
-            balance -= take
-            entries.append(consume_entry(account, line.lot_id, take, balance, key, metadata, now))
+            writer.add(EntryKind.CONSUME, -take, lot_id=line.lot_id, key=key, metadata=metadata)
+    left = wanted - sum(takes.values())
     if left:  # beyond what was held: the normal burn order, without other holds' tokens
         fresh = CreditLot.objects.filter(pk__in=[lot.pk for lot in burnable]).order_by(*BURN_ORDER)
-        extra = [lot for lot in fresh if lot.remaining > lot.held]
-        available = sum(lot.remaining - lot.held for lot in extra)
-        if available < left:
-            raise _insufficient(account.offer_group, left, available)
-        for lot in extra:
-            take = min(left, lot.remaining - lot.held)
-            left -= take
-            balance -= take
+        extra, shortfall = allocate(fresh, left)
+        if shortfall:
+            raise insufficient(account.offer_group, left, left - shortfall)
+        for lot, take in extra:
             CreditLot.objects.filter(pk=lot.pk).update(remaining=F("remaining") - take)
-            entries.append(consume_entry(account, lot.pk, take, balance, key, metadata, now))
-            if not left:
-                break
-    LedgerEntry.objects.bulk_create(entries)
-    CreditAccount.objects.filter(pk=account.pk).update(balance=balance)
+            writer.add(EntryKind.CONSUME, -take, lot_id=lot.pk, key=key, metadata=metadata)
+    writer.save()
+    available = account.balance - _held_on(account)
     hold.status, hold.captured, hold.settled_at = HoldStatus.CAPTURED, wanted, now
-    hold.save(update_fields=["status", "captured", "settled_at"])
+    hold.available_after = available
+    hold.save(update_fields=["status", "captured", "settled_at", "available_after"])
     if wanted:
         send_on_commit(
             signals.credits_consumed,
             user_id=hold.user_id,
             offer_group=account.offer_group.key,
             count=wanted,
-            balance=balance,
-            entries=entries,
+            balance=available,
+            entries=writer.entries,
         )
-    return Consumption(balance=balance, entries=entries)
+    return Consumption(balance=available, entries=writer.entries)
 
 
-def release(hold) -> Hold:
+def release(hold: Hold | int) -> Hold:
     """Free every token of an active hold. Releasing a settled hold changes nothing."""
     with transaction.atomic():
         account, hold = _lock(hold)
@@ -207,7 +191,7 @@ def release(hold) -> Hold:
         return hold
 
 
-def held_tokens(hold) -> int:
+def held_tokens(hold: Hold) -> int:
     """Tokens a hold still reserves (it shrinks when a held lot expires)."""
     if hold.status != HoldStatus.ACTIVE:
         return 0
@@ -217,23 +201,23 @@ def held_tokens(hold) -> int:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _ttl(ttl):
+def _ttl(ttl) -> timedelta:
     if ttl is None:
         ttl = app_settings.HOLD_TTL
     if isinstance(ttl, int | float) and not isinstance(ttl, bool):
         ttl = timedelta(seconds=ttl)
     if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
-        raise InvalidArgument("ttl must be a positive timedelta or number of seconds.")
+        raise InvalidArgument("ttl must be a positive timedelta or number of seconds.", field="ttl")
     return ttl
 
 
-def _lock(hold):
+def _lock(hold) -> tuple[CreditAccount, Hold]:
     """Lock the hold's account, then the hold (the order every write takes)."""
     pk = hold.pk if isinstance(hold, Hold) else hold
     try:
         account_id = Hold.objects.values_list("account_id", flat=True).get(pk=pk)
     except (Hold.DoesNotExist, ValueError, TypeError):
-        raise InvalidArgument(f"Unknown hold {hold!r}.") from None
+        raise InvalidArgument(f"Unknown hold {hold!r}.", field="hold") from None
     account = (
         CreditAccount.objects.select_for_update(of=("self",))
         .select_related("offer_group")
@@ -242,12 +226,21 @@ def _lock(hold):
     return account, Hold.objects.select_for_update().get(pk=pk)
 
 
-def _burnable_lots(account, now):
+def _held_on(account: CreditAccount) -> int:
+    """Tokens of the account's live lots reserved by holds."""
+    return (
+        CreditLot.objects.filter(account=account, status=LotStatus.ACTIVE).aggregate(
+            held=Sum("held")
+        )["held"]
+        or 0
+    )
+
+
+def _burnable_lots(account: CreditAccount, now: datetime) -> list[CreditLot]:
     """The account's lots in burn order; due ones are expired first, and saved."""
-    burnable, emptied, entries, balance = split_due_lots(account, active_lots(account), now)
-    if emptied:
-        _save_lots(emptied)
-        LedgerEntry.objects.bulk_create(entries)
-        CreditAccount.objects.filter(pk=account.pk).update(balance=balance)
-        account.balance = balance
+    writer = LedgerWriter(account, now)
+    burnable, expired = expire_due_lots(writer, active_lots(account))
+    if expired:
+        save_lots(expired)
+        writer.save()
     return burnable

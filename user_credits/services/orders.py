@@ -1,30 +1,26 @@
-"""Orders: creation with a snapshot of the offer, payment, failure and refunds."""
+"""Orders: creation with a snapshot of the offer, payment and failure."""
 
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import Max, Sum
 from django.utils import timezone
 
 from .. import signals
 from ..exceptions import InvalidOrder, InvalidTransition, PaymentMismatch
 from ..models import (
-    CreditLot,
-    EntryKind,
-    LedgerEntry,
-    LotCategory,
-    LotStatus,
     Offer,
-    OfferGroup,
     Order,
     OrderEvent,
     OrderStatus,
 )
-from .catalog import _current_order_q
+from .catalog import current_orders_q
 from .common import send_on_commit, user_pk
-from .credits import add_lot, lock_accounts
-from .cycles import cycle_end
-from .reservations import drop_held_tokens
+from .fulfilment import grant_order
+
+if TYPE_CHECKING:
+    from ..payments.base import PaymentStart
 
 # --- creation ----------------------------------------------------------------------------
 
@@ -45,7 +41,7 @@ def _check_unlocked(uid, offer, now):
     if not unlockers.exists():
         return
     owned = Order.objects.filter(
-        _current_order_q(now),
+        current_orders_q(now),
         user_id=uid,
         offer_group_id__in=unlockers.values("offergroup_id"),
     )
@@ -76,7 +72,14 @@ def _snapshot_items(offer) -> list[dict]:
     return items
 
 
-def create_order(user, offer, *, quantity=1, currency=None, starts=None) -> Order:
+def create_order(
+    user: Any,
+    offer: Offer | int,
+    *,
+    quantity: int = 1,
+    currency: str | None = None,
+    starts: datetime | None = None,
+) -> Order:
     """Create a pending order for ``offer`` with a snapshot of it; a free order is paid at once.
 
     Raises ``InvalidOrder`` (and writes nothing) for a bad quantity, a currency other than the
@@ -132,36 +135,45 @@ def create_order(user, offer, *, quantity=1, currency=None, starts=None) -> Orde
 # --- payment -----------------------------------------------------------------------------
 
 
-def _lock_order(order) -> Order:
+def start_payment(order: Order | int, *, request: Any = None) -> "PaymentStart":
+    """Start paying an unpaid order through the configured payment provider.
+
+    An order that cannot be paid any more (paid, refunded, expired) raises
+    ``InvalidTransition``. The provider records the attempt in the order's history.
+    """
+    # The provider is configured by the site; providers call back into the services.
+    from ..payments import get_provider
+
+    pk = order.pk if isinstance(order, Order) else order
+    order = Order.objects.select_related("offer_group").get(pk=pk)
+    if order.status not in OrderStatus.payable():
+        raise InvalidTransition(
+            f"Order #{order.pk} is {order.status}; it cannot be paid.", field="order"
+        )
+    return get_provider().start_payment(order, request=request)
+
+
+def lock_order(order) -> Order:
     pk = order.pk if isinstance(order, Order) else order
     # Lock the order row only, not the offer group joined to it.
     return Order.objects.select_for_update(of=("self",)).select_related("offer_group").get(pk=pk)
 
 
-def _chained_start(uid, group_id, now, *, exclude=None):
-    """Latest expiry of the user's paid orders in the group if in the future, else ``now``.
-
-    Read under the group's account lock, so concurrent payments chain one after the other.
-    """
-    latest = (
-        Order.objects.filter(
-            user_id=uid, offer_group_id=group_id, status__in=OrderStatus.active(), expires__gt=now
-        )
-        .exclude(pk=exclude)
-        .aggregate(latest=Max("expires"))["latest"]
-    )
-    return latest or now
-
-
-def _money(value, name):
+def parse_money(value, name):
     try:
         return Decimal(str(value))
     except (InvalidOperation, ValueError):
-        raise PaymentMismatch(f"{name} {value!r} is not an amount.") from None
+        raise PaymentMismatch(f"{name} {value!r} is not an amount.", field=name) from None
 
 
 def mark_paid(
-    order, *, amount=None, currency=None, reference="", message="", payload=None
+    order: Order | int,
+    *,
+    amount: Decimal | str | None = None,
+    currency: str | None = None,
+    reference: str = "",
+    message: str = "",
+    payload: dict | None = None,
 ) -> Order:
     """Record the payment of ``order`` and grant its tokens, exactly once.
 
@@ -169,7 +181,7 @@ def mark_paid(
     from the order's makes it ``inconsistent`` (with a history entry) and grants nothing.
     """
     with transaction.atomic():
-        order = _lock_order(order)
+        order = lock_order(order)
         if order.status in OrderStatus.settled():
             return order
         if order.parent_id is not None:
@@ -179,7 +191,7 @@ def mark_paid(
             details["reference"] = reference
         mismatch = []
         if amount is not None:
-            paid = _money(amount, "amount")
+            paid = parse_money(amount, "amount")
             details["amount"] = str(paid)
             if paid != order.total:
                 mismatch.append(f"amount {paid} instead of {order.total}")
@@ -188,7 +200,7 @@ def mark_paid(
             if str(currency).lower() != order.currency:
                 mismatch.append(f"currency {str(currency).lower()} instead of {order.currency}")
         if mismatch:
-            return _set_status(
+            return set_status(
                 order,
                 OrderStatus.INCONSISTENT,
                 message=f"Payment does not match the order: {'; '.join(mismatch)}.",
@@ -196,8 +208,8 @@ def mark_paid(
                 signal=signals.order_failed,
                 reference=reference,
             )
-        _grant_order(order)
-        return _set_status(
+        grant_order(order)
+        return set_status(
             order,
             OrderStatus.PAID,
             message=message or "Paid.",
@@ -207,7 +219,7 @@ def mark_paid(
         )
 
 
-def _set_status(order, status, *, message, payload, signal=None, reference=""):
+def set_status(order, status, *, message, payload, signal=None, reference=""):
     order.status = status
     if reference:
         order.payment_reference = reference
@@ -218,88 +230,23 @@ def _set_status(order, status, *, message, payload, signal=None, reference=""):
     return order
 
 
-def _grant_order(order):
-    """Set the order's period and grant its lots (and its bundle items' child orders)."""
-    now = timezone.now()
-    uid = order.user_id
-    items = order.bundle_items or []
-    groups = {order.offer_group_id: order.offer_group}
-    item_groups = {item["offer_group"] for item in items} - set(groups)
-    if item_groups:
-        groups.update((g.pk, g) for g in OfferGroup.objects.filter(pk__in=item_groups))
-    accounts = lock_accounts(uid, groups.values())
-
-    starts = order.starts or (
-        _chained_start(uid, order.offer_group_id, now, exclude=order.pk)
-        if order.append_date
-        else now
-    )
-    order.starts = starts
-    order.expires = cycle_end(
-        starts, order.cycle, quantity=order.quantity, custom_cycle=order.custom_cycle
-    )
-    if order.token_count:
-        add_lot(
-            accounts[order.offer_group_id],
-            tokens=order.token_count * order.quantity,
-            starts=order.starts,
-            expires=order.expires,
-            category=LotCategory.PAID,
-            order=order,
-        )
-    for item in items:
-        if item["append_date"]:
-            item_starts = _chained_start(uid, item["offer_group"], now)
-            item_expires = cycle_end(
-                item_starts,
-                item["cycle"],
-                quantity=order.quantity,
-                custom_cycle=item["custom_cycle"],
-            )
-        else:
-            item_starts, item_expires = order.starts, order.expires
-        quantity = item["quantity"] * order.quantity
-        child = Order.objects.create(
-            user_id=uid,
-            offer_id=item["offer"],
-            parent=order,
-            status=OrderStatus.PAID,
-            name=item["name"],
-            offer_group_id=item["offer_group"],
-            cycle=item["cycle"],
-            custom_cycle=item["custom_cycle"],
-            append_date=item["append_date"],
-            token_count=item["token_count"],
-            unit_price=0,
-            quantity=quantity,
-            total=0,
-            currency=order.currency,
-            starts=item_starts,
-            expires=item_expires,
-        )
-        OrderEvent.objects.create(
-            order=child, status=OrderStatus.PAID, message=f"Granted by bundle order #{order.pk}."
-        )
-        if item["token_count"]:
-            add_lot(
-                accounts[item["offer_group"]],
-                tokens=item["token_count"] * quantity,
-                starts=item_starts,
-                expires=item_expires,
-                category=LotCategory.PAID,
-                order=child,
-            )
-
-
-def mark_failed(order, *, status=OrderStatus.REFUSED, message="", payload=None) -> Order:
+def mark_failed(
+    order: Order | int,
+    *,
+    status: str = OrderStatus.REFUSED,
+    message: str = "",
+    payload: dict | None = None,
+) -> Order:
     """Record a refused or failed payment. A paid order stays paid (events arrive out of order)."""
     if status not in (OrderStatus.REFUSED, OrderStatus.ERROR):
-        raise InvalidTransition(f"mark_failed sets 'refused' or 'error', not {status!r}.")
+        raise InvalidTransition(
+            f"mark_failed sets 'refused' or 'error', not {status!r}.", field="status"
+        )
     with transaction.atomic():
-        order = _lock_order(order)
+        order = lock_order(order)
         if order.status in OrderStatus.settled() or order.status == status:
             return order
-        return _set_status(
+        return set_status(
             order,
             status,
             message=message or "Payment failed.",
@@ -308,127 +255,19 @@ def mark_failed(order, *, status=OrderStatus.REFUSED, message="", payload=None) 
         )
 
 
-def record_payment_event(order, *, message, payload=None, reference="") -> OrderEvent:
+def record_payment_event(
+    order: Order | int, *, message: str, payload: dict | None = None, reference: str = ""
+) -> OrderEvent:
     """Add a line to the order's history (a payment started, a notification ignored).
 
     ``reference`` becomes the order's payment reference while it is unpaid: a new payment
     attempt replaces the previous one.
     """
     with transaction.atomic():
-        order = _lock_order(order)
+        order = lock_order(order)
         if reference and order.status in OrderStatus.payable():
             order.payment_reference = reference
             order.save(update_fields=["payment_reference", "updated_at"])
         return OrderEvent.objects.create(
             order=order, status=order.status, message=message, payload=payload or {}
         )
-
-
-# --- refunds -----------------------------------------------------------------------------
-
-
-def refund(order, *, amount=None, reference="", payload=None, total_refunded=None) -> Order:
-    """Refund ``amount`` of a paid order (default: all that is left) and revoke its tokens.
-
-    A full refund revokes every remaining token (``refunded``); a partial one revokes the
-    refunded share of each lot, rounded down and at most what is left (``partial``). A
-    ``reference`` already seen (a provider's refund id) makes the call a no-op.
-    ``total_refunded`` (instead of ``amount``) is the provider's cumulative refunded amount:
-    only what exceeds the amount already refunded is refunded, so notifications can be
-    replayed and reordered.
-    """
-    with transaction.atomic():
-        order = _lock_order(order)
-        if reference and order.events.filter(payload__refund_reference=reference).exists():
-            return order
-        if total_refunded is not None:
-            if amount is not None:
-                raise PaymentMismatch("Give amount or total_refunded, not both.")
-            amount = _money(total_refunded, "total_refunded") - order.amount_refunded
-            if amount <= 0 and order.status in OrderStatus.settled():
-                return order
-        if order.parent_id is not None:
-            raise InvalidTransition("Refund the bundle order, not one of its items.")
-        if order.status not in (OrderStatus.PAID, OrderStatus.PARTIAL, OrderStatus.EXPIRED):
-            raise InvalidTransition(
-                f"Order #{order.pk} is {order.status}; only a paid order can be refunded."
-            )
-        if order.total == 0:
-            raise InvalidTransition("A free order cannot be refunded.")
-        refundable = order.total - order.amount_refunded
-        amount = refundable if amount is None else _money(amount, "amount")
-        if amount <= 0 or amount > refundable:
-            raise PaymentMismatch(
-                f"Refund amount {amount} is out of range: {refundable} is left to refund."
-            )
-        refunded = order.amount_refunded + amount
-        full = refunded == order.total
-        revoked = _revoke(order, refunded, full)
-        order.amount_refunded = refunded
-        status = (
-            OrderStatus.REFUNDED
-            if full
-            else (
-                OrderStatus.EXPIRED if order.status == OrderStatus.EXPIRED else OrderStatus.PARTIAL
-            )
-        )
-        if full:
-            order.children.update(status=OrderStatus.REFUNDED)
-        details = {**(payload or {}), "amount": str(amount), "revoked": revoked}
-        if reference:
-            details["refund_reference"] = reference
-        _set_status(
-            order,
-            status,
-            message=f"Refunded {amount} {order.currency.upper()}; {revoked} token(s) revoked.",
-            payload=details,
-        )
-        send_on_commit(signals.order_refunded, order=order, amount=amount, revoked=revoked)
-        return order
-
-
-def _revoke(order, refunded, full) -> int:
-    order_ids = [order.pk, *order.children.values_list("pk", flat=True)]
-    lots = CreditLot.objects.filter(order_id__in=order_ids).order_by("id")
-    groups = {lot.account.offer_group for lot in lots.select_related("account__offer_group")}
-    if not groups:
-        return 0
-    accounts = {a.pk: a for a in lock_accounts(order.user_id, groups).values()}
-    already = dict(
-        LedgerEntry.objects.filter(lot__order_id__in=order_ids, kind=EntryKind.REVOKE)
-        .values("lot")
-        .annotate(total=Sum("amount"))
-        .values_list("lot", "total")
-    )
-    revoked = 0
-    entries = []
-    # Read the lots again now that their accounts are locked.
-    for lot in lots.filter(status=LotStatus.ACTIVE):
-        account = accounts[lot.account_id]
-        if full:
-            take = lot.remaining
-            lot.status = LotStatus.REVOKED
-        else:
-            share = int(lot.granted * refunded // order.total)  # rounded down
-            take = min(max(share + already.get(lot.pk, 0), 0), lot.remaining)
-        if take > lot.remaining - lot.held:
-            drop_held_tokens(lot, take - (lot.remaining - lot.held))
-        if take:
-            lot.remaining -= take
-            account.balance -= take
-            revoked += take
-            entries.append(
-                LedgerEntry(
-                    account=account,
-                    lot=lot,
-                    kind=EntryKind.REVOKE,
-                    amount=-take,
-                    balance_after=account.balance,
-                    metadata={"order": order.pk},
-                )
-            )
-        lot.save(update_fields=["remaining", "status", "held"])
-    LedgerEntry.objects.bulk_create(entries)
-    for account in accounts.values():
-        account.save(update_fields=["balance"])
-    return revoked

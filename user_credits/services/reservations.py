@@ -3,12 +3,15 @@
 Every function here runs with the account already locked.
 """
 
+from datetime import datetime
+
 from django.db.models import F
 
-from ..models import CreditLot, Hold, HoldLine, HoldStatus
+from ..models import CreditAccount, CreditLot, Hold, HoldLine, HoldStatus
+from .allocation import allocate
 
 
-def release_expired_holds(account, now) -> int:
+def release_expired_holds(account: CreditAccount, now: datetime) -> int:
     """Release the account's holds past their ``expires_at`` (the account is locked)."""
     expired = list(
         Hold.objects.filter(account=account, status=HoldStatus.ACTIVE, expires_at__lte=now)
@@ -21,22 +24,20 @@ def release_expired_holds(account, now) -> int:
     return len(expired)
 
 
-def free_lines(hold):
+def free_lines(hold: Hold) -> None:
+    """Give the tokens a hold reserves back to their lots."""
     for line in hold.lines.filter(count__gt=0):
         CreditLot.objects.filter(pk=line.lot_id).update(held=F("held") - line.count)
 
 
-def drop_held_tokens(lot, amount):
+def drop_held_tokens(lot: CreditLot, amount: int) -> None:
     """``amount`` held tokens of ``lot`` are gone (expired, revoked): shrink its holds,
-    the most recent first. Call with the account locked; saves the lines, not the lot."""
-    left = amount
-    for line in HoldLine.objects.filter(
-        lot=lot, hold__status=HoldStatus.ACTIVE, count__gt=0
-    ).order_by("-id"):
-        if not left:
-            break
-        take = min(left, line.count)
+    the most recent first. Saves the lines, not the lot."""
+    lines = HoldLine.objects.filter(lot=lot, hold__status=HoldStatus.ACTIVE, count__gt=0).order_by(
+        "-id"
+    )
+    takes, left = allocate(lines, amount, capacity=lambda line: line.count)
+    for line, take in takes:
         line.count -= take
-        left -= take
         line.save(update_fields=["count"])
     lot.held -= amount - left

@@ -1,0 +1,105 @@
+"""Outbound calls to Stripe: start the payment of an order.
+
+Starting a payment creates a PaymentIntent (its client secret is returned) or a Checkout
+Session (its URL), with the order id in ``metadata`` (``ORDER_KEY``).
+"""
+
+import logging
+from decimal import Decimal
+
+import stripe
+from djstripe.models import Customer
+from djstripe.settings import djstripe_settings
+
+from ... import services
+from ...conf import app_settings
+from ...exceptions import PaymentProviderError
+from ..base import PaymentProvider, PaymentStart
+
+logger = logging.getLogger("user_credits.payments")
+
+#: The metadata key carrying our order id on PaymentIntents and Checkout Sessions.
+ORDER_KEY = "user_credits_order"
+
+# Stripe's currencies whose amounts have no minor unit, and those with three decimals.
+ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
+THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
+
+
+def minor_units(currency: str) -> int:
+    currency = currency.lower()
+    return 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
+
+
+def to_minor(amount: Decimal, currency: str) -> int:
+    """``Decimal("12.34")`` usd → ``1234``; jpy is not multiplied, kwd by 1000."""
+    scaled = Decimal(amount).scaleb(minor_units(currency))
+    if scaled != scaled.to_integral_value():
+        raise PaymentProviderError(f"{amount} {currency.upper()} has more decimals than allowed.")
+    return int(scaled)
+
+
+def from_minor(amount: int, currency: str) -> Decimal:
+    return Decimal(int(amount)).scaleb(-minor_units(currency))
+
+
+class StripeProvider(PaymentProvider):
+    name = "stripe"
+    requires_djstripe = True
+
+    def start_payment(self, order, *, request=None) -> PaymentStart:
+        livemode = djstripe_settings.STRIPE_LIVE_MODE
+        api_key = djstripe_settings.get_default_api_key(livemode=livemode)
+        metadata = {ORDER_KEY: str(order.pk)}
+        try:
+            customer, _ = Customer.get_or_create(subscriber=order.user, livemode=livemode)
+            if app_settings.STRIPE_FLOW == "payment_intent":
+                intent = stripe.PaymentIntent.create(
+                    api_key=api_key,
+                    amount=to_minor(order.total, order.currency),
+                    currency=order.currency,
+                    customer=customer.id,
+                    metadata=metadata,
+                )
+                start = PaymentStart(
+                    provider=self.name,
+                    reference=intent["id"],
+                    client_secret=intent["client_secret"],
+                )
+            else:
+                urls = {"order_id": order.pk}
+                session = stripe.checkout.Session.create(
+                    api_key=api_key,
+                    mode="payment",
+                    customer=customer.id,
+                    client_reference_id=str(order.pk),
+                    metadata=metadata,
+                    payment_intent_data={"metadata": metadata},
+                    line_items=[
+                        {
+                            "quantity": order.quantity,
+                            "price_data": {
+                                "currency": order.currency,
+                                "unit_amount": to_minor(order.unit_price, order.currency),
+                                "product_data": {"name": order.name},
+                            },
+                        }
+                    ],
+                    success_url=app_settings.CHECKOUT_SUCCESS_URL.format(**urls),
+                    cancel_url=app_settings.CHECKOUT_CANCEL_URL.format(**urls),
+                )
+                start = PaymentStart(
+                    provider=self.name, reference=session["id"], redirect_url=session["url"]
+                )
+        except stripe.StripeError as exc:
+            logger.warning("Stripe refused to start a payment for order %s: %s", order.pk, exc)
+            raise PaymentProviderError(
+                f"Stripe refused the payment: {exc.user_message or exc}"
+            ) from exc
+        services.record_payment_event(
+            order,
+            message=f"Stripe payment started ({start.reference}).",
+            payload={"provider": self.name, "stripe_object": start.reference},
+            reference=start.reference,
+        )
+        return start

@@ -1,0 +1,195 @@
+"""Consumption: burn a holder's tokens, atomically and idempotently.
+
+Two paths do the same thing: ``consume_portable`` (the ORM, every database) and, on
+PostgreSQL, the ``user_credits_consume`` function (``sql``), one round trip. The differential
+test runs the same operations through both and compares every row.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import IntegrityError, connections, router, transaction
+from django.utils import timezone
+
+from .. import signals
+from ..conf import app_settings
+from ..exceptions import IdempotencyConflict, InsufficientCredits
+from ..models import ConsumptionRecord, CreditAccount, EntryKind, LedgerEntry, OfferGroup
+from . import sql
+from .allocation import allocate
+from .common import clean_key, positive_int, resolve_group, send_on_commit, user_pk
+from .ledger import LedgerWriter, active_lots, expire_due_lots, lock_account, save_lots
+from .reservations import release_expired_holds
+
+
+@dataclass(frozen=True)
+class Consumption:
+    """The result of a consumption: the available ``balance`` after it, the ledger
+    ``entries`` written, and whether it ``replayed`` an earlier call with the same key."""
+
+    balance: int
+    entries: list[LedgerEntry] = field(default_factory=list)
+    replayed: bool = False
+
+
+def insufficient(group: OfferGroup, count: int, available: int) -> InsufficientCredits:
+    return InsufficientCredits(
+        f"Not enough tokens in {group.key}: {count} requested, {available} available.",
+        requested=count,
+        available=available,
+    )
+
+
+def conflict(key: str, first_count: int) -> IdempotencyConflict:
+    return IdempotencyConflict(
+        f"Idempotency key {key!r} was used for {first_count} token(s) in another request.",
+        field="idempotency_key",
+    )
+
+
+def consume(
+    user: Any,
+    offer_group: OfferGroup | str,
+    count: int,
+    *,
+    idempotency_key: str | None = None,
+    metadata: dict | None = None,
+) -> Consumption:
+    """Burn ``count`` tokens of the user's account in ``offer_group``, atomically.
+
+    Due lots are expired first; tokens are then taken in burn order, one ledger entry per
+    lot touched. Not enough tokens raises ``InsufficientCredits`` and writes nothing, unless
+    overdraft is allowed for the group. A repeated ``idempotency_key`` returns the first result
+    (``replayed=True``); the same key with another group or count raises
+    ``IdempotencyConflict``.
+    """
+    count = positive_int(count)
+    key = clean_key(idempotency_key)
+    uid = user_pk(user)
+    group = resolve_group(offer_group)
+    metadata = metadata or {}
+    try:
+        return _consume(uid, group, count, key, metadata)
+    except IntegrityError:
+        if key is None:
+            raise
+        # The same key was recorded concurrently for another account: replay or conflict.
+        with transaction.atomic():
+            replay = find_replay(uid, key, group, count)
+        if replay is None:
+            raise
+        return replay
+
+
+def _consume(uid, group, count, key, metadata) -> Consumption:
+    overdraft_allowed = app_settings.overdraft_allowed(group.key)
+    connection = connections[router.db_for_write(CreditAccount)]
+    if sql.fast_path(connection):
+        args = (connection, uid, group, count, key, metadata, overdraft_allowed)
+        if connection.in_atomic_block:
+            # A savepoint keeps the caller's transaction usable if the call fails.
+            with transaction.atomic(using=connection.alias):
+                result = _consume_postgresql(*args)
+        else:
+            # In autocommit the single statement is its own transaction: one round trip.
+            result = _consume_postgresql(*args)
+        if result is not None:
+            return result
+    with transaction.atomic(using=connection.alias):
+        return consume_portable(uid, group, count, key, metadata, overdraft_allowed)
+
+
+def _consume_postgresql(connection, uid, group, count, key, metadata, overdraft_allowed):
+    """One round trip; ``None`` leaves holds or a new overdraft account to the portable path."""
+    result = sql.consume(
+        connection,
+        user_id=uid,
+        group_id=group.pk,
+        count=count,
+        key=key,
+        metadata=metadata,
+        now=timezone.now(),
+        overdraft=overdraft_allowed,
+    )
+    status = result["status"]
+    if status == "insufficient":
+        raise insufficient(group, count, result["available"])
+    if status == "conflict":
+        raise conflict(key, result["count"])
+    if status not in ("ok", "replay"):
+        return None
+    entries = sql.entries_from_json(result["entries"], connection.alias)
+    if status == "replay":
+        return Consumption(balance=result["balance"], entries=entries, replayed=True)
+    return _consumed(uid, group, count, result["balance"], entries)
+
+
+def consume_portable(uid, group, count, key, metadata, overdraft_allowed) -> Consumption:
+    """The ORM path, inside a transaction."""
+    account = lock_account(uid, group, create=overdraft_allowed)
+    if key is not None:
+        replay = find_replay(uid, key, group, count)
+        if replay is not None:
+            return replay
+    if account is None:
+        raise insufficient(group, count, 0)
+    now = timezone.now()
+    lots = active_lots(account)
+    # Holds past their time are released by this write; only held lots can have them.
+    if any(lot.held for lot in lots) and release_expired_holds(account, now):
+        lots = active_lots(account)
+    writer = LedgerWriter(account, now)
+    burnable, changed = expire_due_lots(writer, lots)
+    takes, shortfall = allocate(burnable, count)
+    if shortfall and not overdraft_allowed:
+        raise insufficient(group, count, count - shortfall)
+    expired = len(writer.entries)
+    for lot, take in takes:
+        lot.remaining -= take
+        changed.append(lot)
+        writer.add(EntryKind.CONSUME, -take, lot_id=lot.pk, key=key, metadata=metadata)
+    if shortfall:
+        account.overdraft += shortfall
+        writer.add(EntryKind.OVERDRAFT, -shortfall, key=key, metadata=metadata)
+    save_lots(changed)
+    writer.save()
+    available = account.balance - sum(lot.held for lot in burnable)
+    if key is not None:
+        ConsumptionRecord.objects.create(
+            user_id=uid,
+            account=account,
+            idempotency_key=key,
+            count=count,
+            balance_after=available,
+        )
+    return _consumed(uid, group, count, available, writer.entries[expired:])
+
+
+def find_replay(uid, key: str, group: OfferGroup, count: int) -> Consumption | None:
+    """The first result of a consumption with ``key``, or ``None``; a different request with
+    the same key raises ``IdempotencyConflict``."""
+    record = (
+        ConsumptionRecord.objects.filter(user_id=uid, idempotency_key=key)
+        .select_related("account")
+        .first()
+    )
+    if record is None:
+        return None
+    if record.account.offer_group_id != group.pk or record.count != count:
+        raise conflict(key, record.count)
+    entries = list(
+        LedgerEntry.objects.filter(account=record.account, idempotency_key=key).order_by("id")
+    )
+    return Consumption(balance=record.balance_after, entries=entries, replayed=True)
+
+
+def _consumed(uid, group, count, balance, entries) -> Consumption:
+    send_on_commit(
+        signals.credits_consumed,
+        user_id=uid,
+        offer_group=group.key,
+        count=count,
+        balance=balance,
+        entries=entries,
+    )
+    return Consumption(balance=balance, entries=entries)

@@ -1,0 +1,47 @@
+"""Manual grants: tokens given by hand (a promotion, a goodwill gesture)."""
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..exceptions import InvalidArgument
+from ..models import CreditLot, LotCategory, OfferGroup
+from .common import positive_int, resolve_group, user_pk
+from .ledger import add_lot, lock_account
+
+
+def grant(
+    user: Any,
+    offer_group: OfferGroup | str,
+    tokens: int,
+    *,
+    expires: datetime | None = None,
+    category: str = LotCategory.PROMOTIONAL,
+    reason: str = "",
+    priority: int = 50,
+) -> CreditLot:
+    """Grant tokens by hand, with a reason in the ledger."""
+    tokens = positive_int(tokens, "tokens")
+    if category not in LotCategory.values:
+        raise InvalidArgument(
+            f"category must be one of {', '.join(LotCategory.values)}.", field="category"
+        )
+    now = timezone.now()
+    if expires is not None and expires <= now:
+        raise InvalidArgument("expires must be in the future.", field="expires")
+    uid = user_pk(user)
+    group = resolve_group(offer_group)
+    with transaction.atomic():
+        account = lock_account(uid, group)
+        return add_lot(
+            account,
+            tokens=tokens,
+            starts=now,
+            expires=expires,
+            category=category,
+            now=now,
+            reason=reason,
+            priority=priority,
+        )

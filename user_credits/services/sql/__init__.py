@@ -1,0 +1,76 @@
+"""The PostgreSQL fast paths: ``consume`` and the expiry sweep's batches in one round trip.
+
+The functions (``functions.py``) are (re)created after every ``migrate`` (``post_migrate``), so
+they always match this code. ``USER_CREDITS["POSTGRES_FAST_PATH"] = False`` makes PostgreSQL
+use the portable path, as the differential test does to compare both.
+"""
+
+import json
+from datetime import datetime
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from ...conf import app_settings
+from ...models import LedgerEntry
+from .functions import consume_function_sql, expire_batch_function_sql
+
+
+def install(using: str = "default", **kwargs: Any) -> None:
+    """``post_migrate`` receiver: create or replace the functions on PostgreSQL."""
+    from django.db import connections
+
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(consume_function_sql())
+            cursor.execute(expire_batch_function_sql())
+
+
+def fast_path(connection: BaseDatabaseWrapper) -> bool:
+    """Whether writes on ``connection`` go through the PL/pgSQL functions."""
+    return connection.vendor == "postgresql" and app_settings.POSTGRES_FAST_PATH
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def entries_from_json(rows: list[dict], using: str) -> list[LedgerEntry]:
+    """Ledger entries from the functions' ``to_jsonb`` rows, as if loaded by a query."""
+    fields = LedgerEntry._meta.concrete_fields
+    return [
+        LedgerEntry.from_db(
+            using, [f.attname for f in fields], [f.to_python(row[f.column]) for f in fields]
+        )
+        for row in rows
+    ]
+
+
+def expire_batch(
+    connection: BaseDatabaseWrapper, *, now: datetime, user_id: Any, batch_size: int
+) -> list[dict] | None:
+    """Expire one batch; ``None`` once nothing is due."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT user_credits_expire_batch(%s, %s, %s)", [now, user_id, batch_size])
+        return _json(cursor.fetchone()[0])
+
+
+def consume(
+    connection: BaseDatabaseWrapper,
+    *,
+    user_id: Any,
+    group_id: int,
+    count: int,
+    key: str | None,
+    metadata: dict,
+    now: datetime,
+    overdraft: bool,
+) -> dict:
+    """Call ``user_credits_consume``; its statuses are listed in ``functions``."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT user_credits_consume(%s, %s, %s, %s, %s::jsonb, %s, %s)",
+            [user_id, group_id, count, key, json.dumps(metadata), now, overdraft],
+        )
+        return _json(cursor.fetchone()[0])

@@ -1,0 +1,274 @@
+"""The PL/pgSQL functions of the PostgreSQL fast path, built from the Python definitions.
+
+Table names come from the models, statuses and entry kinds from their ``TextChoices``, and the
+burn order from ``allocation.BURN_ORDER_FIELDS``: nothing here restates a rule by hand. The
+differential test (``tests/test_differential.py``) runs the same operations through these
+functions and through the portable path and compares every row.
+
+``user_credits_consume(holder, group, count, key, metadata, now, overdraft)`` does what
+``consumption.consume_portable`` does, in the same order and under the same account lock:
+expire the account's due lots, take tokens in burn order (one ledger entry per lot), record an
+overdraft when allowed, update the account and the idempotency record. Each statement inside
+takes a fresh snapshot (READ COMMITTED), so what it reads after the lock is current. It
+returns a JSON object whose ``status`` is one of:
+
+- ``ok``: the tokens were consumed; ``account``, ``balance`` and ``entries`` (the new rows);
+- ``replay``: the key was used before for the same group and count; ``balance`` and
+  ``entries`` of the first consumption, nothing written;
+- ``conflict``: the key was used for another group or count (``count``), nothing written;
+- ``insufficient``: not enough tokens (``available``), nothing written;
+- ``holds``: the account has tokens reserved by holds, nothing written: the portable path
+  handles it (holds are rare on a hot path; their lines are per lot);
+- ``no_account``: no account yet and overdraft allowed: the portable path creates it.
+
+``user_credits_expire_batch(now, holder, batch)`` does what ``expiry.expire_batch_portable``
+does for one batch: lock the accounts of the next due lots in id order, then (a fresh
+snapshot, under the locks) empty their due lots, lower the balances and write one ``expire``
+entry per lot, set-based. It returns ``NULL`` once nothing is due, else one JSON object per
+account: ``account``, ``user``, ``group`` (key), ``lots`` (ids) and ``amount``.
+"""
+
+from ...models import (
+    ConsumptionRecord,
+    CreditAccount,
+    CreditLot,
+    EntryKind,
+    Hold,
+    HoldLine,
+    HoldStatus,
+    LedgerEntry,
+    LotStatus,
+    OfferGroup,
+)
+from ..allocation import burn_order_sql
+
+
+def literal(value: str) -> str:
+    """An SQL string literal of one of our own constants."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _names() -> dict[str, str]:
+    return {
+        "account": CreditAccount._meta.db_table,
+        "lot": CreditLot._meta.db_table,
+        "entry": LedgerEntry._meta.db_table,
+        "record": ConsumptionRecord._meta.db_table,
+        "hold": Hold._meta.db_table,
+        "holdline": HoldLine._meta.db_table,
+        "group": OfferGroup._meta.db_table,
+        "burn_order": burn_order_sql(literal),
+        "active": literal(LotStatus.ACTIVE),
+        "lot_expired": literal(LotStatus.EXPIRED),
+        "hold_active": literal(HoldStatus.ACTIVE),
+        "kind_consume": literal(EntryKind.CONSUME),
+        "kind_expire": literal(EntryKind.EXPIRE),
+        "kind_overdraft": literal(EntryKind.OVERDRAFT),
+    }
+
+
+CONSUME_TEMPLATE = r"""
+CREATE OR REPLACE FUNCTION user_credits_consume(
+    p_user_id bigint, p_group_id bigint, p_count bigint, p_key text, p_metadata jsonb,
+    p_now timestamptz, p_overdraft boolean
+) RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_account bigint;
+    v_balance bigint;
+    v_overdraft bigint;
+    v_ids bigint[];
+    v_remaining bigint[];
+    v_due boolean[];
+    v_held boolean;
+    v_available bigint := 0;
+    v_need bigint := p_count;
+    v_take bigint;
+    v_entry jsonb;
+    v_entries jsonb := '[]'::jsonb;
+    v_first {record}%ROWTYPE;
+    v_first_group bigint;
+    i int;
+BEGIN
+    SELECT a.id, a.balance, a.overdraft INTO v_account, v_balance, v_overdraft
+      FROM {account} a
+     WHERE a.user_id = p_user_id AND a.offer_group_id = p_group_id
+       FOR UPDATE;
+
+    IF p_key IS NOT NULL THEN
+        -- A new statement after the lock: a record committed by the lock's previous holder is
+        -- seen. One committed for another account of the holder meanwhile makes the insert
+        -- below fail on the unique index; the caller then asks again.
+        SELECT r.* INTO v_first FROM {record} r
+         WHERE r.user_id = p_user_id AND r.idempotency_key = p_key;
+        IF FOUND THEN
+            SELECT offer_group_id INTO v_first_group FROM {account}
+             WHERE id = v_first.account_id;
+            IF v_first_group <> p_group_id OR v_first.count <> p_count THEN
+                RETURN jsonb_build_object('status', 'conflict', 'count', v_first.count);
+            END IF;
+            RETURN jsonb_build_object(
+                'status', 'replay', 'account', v_first.account_id,
+                'balance', v_first.balance_after,
+                'entries', (SELECT coalesce(jsonb_agg(to_jsonb(e) ORDER BY e.id), '[]'::jsonb)
+                              FROM {entry} e
+                             WHERE e.account_id = v_first.account_id
+                               AND e.idempotency_key = p_key));
+        END IF;
+    END IF;
+
+    IF v_account IS NULL THEN
+        IF p_overdraft THEN
+            RETURN jsonb_build_object('status', 'no_account');
+        END IF;
+        RETURN jsonb_build_object('status', 'insufficient', 'available', 0);
+    END IF;
+
+    -- The account's lots with tokens, in burn order, read once under the account lock.
+    SELECT array_agg(id ORDER BY {burn_order}),
+           array_agg(remaining ORDER BY {burn_order}),
+           array_agg(coalesce(expires <= p_now, false) ORDER BY {burn_order}),
+           coalesce(bool_or(held > 0), false)
+      INTO v_ids, v_remaining, v_due, v_held
+      FROM {lot}
+     WHERE account_id = v_account AND status = {active} AND remaining > 0;
+    IF v_held THEN
+        RETURN jsonb_build_object('status', 'holds');
+    END IF;
+
+    FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) LOOP
+        IF NOT v_due[i] THEN
+            v_available := v_available + v_remaining[i];
+        END IF;
+    END LOOP;
+    IF v_available < p_count AND NOT p_overdraft THEN
+        RETURN jsonb_build_object('status', 'insufficient', 'available', v_available);
+    END IF;
+
+    -- Due lots are expired first, then tokens are taken in burn order.
+    FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) LOOP
+        IF v_due[i] THEN
+            v_balance := v_balance - v_remaining[i];
+            UPDATE {lot} SET remaining = 0, status = {lot_expired} WHERE id = v_ids[i];
+            INSERT INTO {entry}
+                (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
+                 created_at)
+            VALUES (v_account, v_ids[i], {kind_expire}, -v_remaining[i], v_balance, NULL,
+                    '{{}}'::jsonb, p_now);
+        END IF;
+    END LOOP;
+    FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) LOOP
+        EXIT WHEN v_need = 0;
+        CONTINUE WHEN v_due[i];
+        v_take := least(v_need, v_remaining[i]);
+        v_need := v_need - v_take;
+        v_balance := v_balance - v_take;
+        WITH taken AS (
+            UPDATE {lot} SET remaining = remaining - v_take WHERE id = v_ids[i]
+        )
+        INSERT INTO {entry} AS e
+            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
+        VALUES (v_account, v_ids[i], {kind_consume}, -v_take, v_balance, p_key, p_metadata, p_now)
+        RETURNING to_jsonb(e) INTO v_entry;
+        v_entries := v_entries || v_entry;
+    END LOOP;
+
+    IF v_need > 0 THEN
+        v_balance := v_balance - v_need;
+        v_overdraft := v_overdraft + v_need;
+        INSERT INTO {entry} AS e
+            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
+        VALUES (v_account, NULL, {kind_overdraft}, -v_need, v_balance, p_key, p_metadata, p_now)
+        RETURNING to_jsonb(e) INTO v_entry;
+        v_entries := v_entries || v_entry;
+    END IF;
+
+    IF p_key IS NULL THEN
+        UPDATE {account} SET balance = v_balance, overdraft = v_overdraft WHERE id = v_account;
+    ELSE
+        WITH account AS (
+            UPDATE {account} SET balance = v_balance, overdraft = v_overdraft
+             WHERE id = v_account
+        )
+        INSERT INTO {record}
+            (user_id, account_id, idempotency_key, count, balance_after, created_at)
+        VALUES (p_user_id, v_account, p_key, p_count, v_balance, p_now);
+    END IF;
+    RETURN jsonb_build_object('status', 'ok', 'account', v_account, 'balance', v_balance,
+                              'entries', v_entries);
+END
+$fn$;
+"""
+
+
+EXPIRE_BATCH_TEMPLATE = r"""
+CREATE OR REPLACE FUNCTION user_credits_expire_batch(
+    p_now timestamptz, p_user_id bigint, p_batch int
+) RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_accounts bigint[];
+    v_result jsonb;
+BEGIN
+    SELECT array_agg(account_id) INTO v_accounts FROM (
+        SELECT DISTINCT l.account_id FROM {lot} l
+         WHERE l.status = {active} AND l.remaining > 0 AND l.expires <= p_now
+           AND (p_user_id IS NULL OR l.account_id IN (
+                SELECT id FROM {account} WHERE user_id = p_user_id))
+         ORDER BY l.account_id
+         LIMIT p_batch
+    ) batch;
+    IF v_accounts IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM 1 FROM {account} WHERE id = ANY (v_accounts) ORDER BY id FOR UPDATE;
+
+    -- A new statement, so a new snapshot: what the locks' holders committed is seen.
+    WITH due AS (
+        SELECT l.id, l.account_id, l.remaining,
+               a.balance - sum(l.remaining) OVER (PARTITION BY l.account_id ORDER BY l.id)
+                   AS balance_after
+          FROM {lot} l
+          JOIN {account} a ON a.id = l.account_id
+         WHERE l.account_id = ANY (v_accounts)
+           AND l.status = {active} AND l.remaining > 0 AND l.expires <= p_now
+    ), per_account AS (
+        SELECT account_id, array_agg(id ORDER BY id) AS lots, sum(remaining) AS total
+          FROM due GROUP BY account_id
+    ), emptied AS (
+        UPDATE {lot} l SET remaining = 0, held = 0, status = {lot_expired}
+          FROM due WHERE l.id = due.id
+    ), shrunk_holds AS (
+        -- Held tokens of an expired lot expire with it: the holds shrink.
+        UPDATE {holdline} hl SET count = 0
+          FROM due, {hold} h
+         WHERE hl.lot_id = due.id AND h.id = hl.hold_id AND h.status = {hold_active}
+           AND hl.count > 0
+    ), balances AS (
+        UPDATE {account} a SET balance = a.balance - p.total
+          FROM per_account p WHERE a.id = p.account_id
+    ), entries AS (
+        INSERT INTO {entry}
+            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
+             created_at)
+        SELECT account_id, id, {kind_expire}, -remaining, balance_after, NULL, '{{}}'::jsonb,
+               p_now
+          FROM due ORDER BY account_id, id
+    )
+    SELECT jsonb_agg(jsonb_build_object(
+               'account', p.account_id, 'user', a.user_id, 'group', g.key,
+               'lots', p.lots, 'amount', p.total))
+      INTO v_result
+      FROM per_account p
+      JOIN {account} a ON a.id = p.account_id
+      JOIN {group} g ON g.id = a.offer_group_id;
+    RETURN coalesce(v_result, '[]'::jsonb);
+END
+$fn$;
+"""
+
+
+def consume_function_sql() -> str:
+    return CONSUME_TEMPLATE.format(**_names())
+
+
+def expire_batch_function_sql() -> str:
+    return EXPIRE_BATCH_TEMPLATE.format(**_names())
