@@ -197,7 +197,8 @@ def assert_ledger_consistent():
 
 
 def table_snapshot():
-    """Row counts of every table of the app, and every account's balance."""
+    """Row counts of every table of the app, and the fields that writes change: every
+    account's balance, every lot's, order's and hold's state, every hold line's count."""
     from user_credits import models
 
     counted = [
@@ -207,10 +208,17 @@ def table_snapshot():
         models.CreditLot,
         models.LedgerEntry,
         models.ConsumptionRecord,
+        models.Hold,
+        models.HoldLine,
     ]
+    holds = models.Hold.objects.values_list(
+        "pk", "status", "captured", "expires_at", "settled_at", "metadata"
+    )
     return {
         "counts": {m.__name__: m.objects.count() for m in counted},
         "balances": sorted(CreditAccount.objects.values_list("pk", "balance", "overdraft")),
         "lots": sorted(CreditLot.objects.values_list("pk", "remaining", "status", "held")),
         "orders": sorted(models.Order.objects.values_list("pk", "status")),
+        "holds": sorted(holds),
+        "hold_lines": sorted(models.HoldLine.objects.values_list("pk", "lot", "count")),
     }
