@@ -1,7 +1,7 @@
 import pytest
 from django.db import connection
 
-from .factories import make_user
+from .factories import make_catalog, make_user
 
 
 def pytest_collection_modifyitems(config, items):
@@ -28,9 +28,8 @@ def other_user(db):
 
 @pytest.fixture
 def catalog(db):
-    from example_project.shop.demo import load_demo_catalog
-
-    return load_demo_catalog()
+    """``{offer name: offer}``: plans, talks, a VIP talk unlocked by early birds, a bundle."""
+    return make_catalog()
 
 
 @pytest.fixture

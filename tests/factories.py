@@ -15,6 +15,7 @@ from user_credits.models import (
     LotStatus,
     Offer,
     OfferGroup,
+    OfferKind,
 )
 
 _seq = count(1)
@@ -49,6 +50,116 @@ def make_offer(name=None, *, group=None, tags=(), unlocked_by=(), **fields):
             [g if isinstance(g, OfferGroup) else make_group(g) for g in unlocked_by]
         )
     return offer
+
+
+# --- the test catalog ----------------------------------------------------------------------
+# Subscriptions in three plans, each with a Standard and a cheaper EarlyBird edition; event
+# talks sold as token packs, with a VIP talk that early birds (and ScaleUp) unlock; a mobile
+# bundle of three items. Offers are made in this order: lists follow it (``Offer`` orders by id).
+
+PLANS = [  # (group, monthly price, tokens a month)
+    ("Startup", Decimal("20"), 1_000),
+    ("Business", Decimal("50"), 5_000),
+    ("ScaleUp", Decimal("100"), 20_000),
+]
+EDITIONS = [("Standard", "", Decimal("1")), ("EarlyBird", "Eb", Decimal("0.8"))]
+
+
+def make_plans():
+    """``{"<plan> <edition> Monthly"|"… Yearly": offer}``: a yearly plan costs ten months and
+    grants twelve; groups ``Startup``, ``EbStartup``, …; Business Standard is the popular one."""
+    offers = {}
+    for plan, monthly_price, tokens in PLANS:
+        for edition, prefix, factor in EDITIONS:
+            group = make_group(f"{prefix}{plan}", f"{plan} ({edition})")
+            for cycle, months, grants in ((Cycle.MONTHLY, 1, 1), (Cycle.YEARLY, 10, 12)):
+                name = f"{plan} {edition} {cycle.label.capitalize()}"
+                offers[name] = make_offer(
+                    name,
+                    group=group,
+                    kind=OfferKind.SUBSCRIPTION,
+                    price=(monthly_price * months * factor).quantize(Decimal("0.01")),
+                    token_count=tokens * grants,
+                    cycle=cycle,
+                    append_date=True,
+                    popular=(plan, edition) == ("Business", "Standard"),
+                    tags=("subscription", cycle.value, edition),
+                )
+    return offers
+
+
+def make_free_tier():
+    return make_offer(
+        "Free",
+        group=make_group("Free", "Free tier"),
+        kind=OfferKind.SUBSCRIPTION,
+        price=Decimal("0"),
+        token_count=100,
+        cycle=Cycle.MONTHLY,
+        append_date=True,
+        tags=("subscription", "monthly", "yearly"),
+    )
+
+
+def make_talks(vip_unlocked_by):
+    """Token packs of the ``talks`` group, a never-expiring "EventTalk" and the "VIP EventTalk"
+    that replaces it (weight 10) for buyers of ``vip_unlocked_by``."""
+    talks = make_group("talks", "Event talks")
+    pack = {"group": talks, "cycle": Cycle.YEARLY, "tags": ("tokens",)}
+    talk = {
+        "group": talks,
+        "kind": OfferKind.EXPERTISE,
+        "token_count": 1,
+        "cycle": Cycle.ONCE,
+        "overriding_key": "EventTalk",
+        "tags": ("EventTalk",),
+    }
+    return {
+        "1 Talk": make_offer("1 Talk", price=Decimal("30"), token_count=1, **pack),
+        "3 Talks": make_offer("3 Talks", price=Decimal("80"), token_count=3, **pack),
+        "EventTalk": make_offer("EventTalk", price=Decimal("50"), **talk),
+        "VIP EventTalk": make_offer(
+            "VIP EventTalk",
+            price=Decimal("25"),
+            weight=10,
+            unlocked_by=vip_unlocked_by,
+            **talk,
+        ),
+    }
+
+
+def make_mobile_bundle():
+    """The "Mobile Max" bundle (group ``mobile``, no tokens of its own) and its three items,
+    one each: 120 ``calls``, 20 ``data``, 1 ``tv``."""
+    items = [
+        ("Calls 120 min", make_group("calls", "Call minutes"), 120),
+        ("Data 20 GB", make_group("data", "Mobile data (GB)"), 20),
+        ("Mobile TV", make_group("tv", "Mobile TV channels"), 1),
+    ]
+    bundle = make_offer(
+        "Mobile Max",
+        group=make_group("mobile", "Mobile plans"),
+        price=Decimal("30"),
+        token_count=None,
+        tags=("mobile",),
+    )
+    offers = {"Mobile Max": bundle}
+    for name, group, tokens in items:
+        offers[name] = make_offer(
+            name, group=group, price=Decimal("10"), token_count=tokens, tags=("mobile-option",)
+        )
+        bundle.bundle_items.create(offer=offers[name], quantity=1)
+    return offers
+
+
+def make_catalog():
+    """The whole test catalog, ``{offer name: offer}``."""
+    offers = make_plans()
+    offers["Free"] = make_free_tier()
+    vip_unlockers = [make_group(key) for key in ("EbStartup", "EbBusiness", "EbScaleUp")]
+    offers.update(make_talks(vip_unlocked_by=[*vip_unlockers, make_group("ScaleUp")]))
+    offers.update(make_mobile_bundle())
+    return offers
 
 
 def buy(user, offer, **kwargs):
@@ -86,7 +197,8 @@ def assert_ledger_consistent():
 
 
 def table_snapshot():
-    """Row counts of every table of the app, and every account's balance."""
+    """Row counts of every table of the app, and the fields that writes change: every
+    account's balance, every lot's, order's and hold's state, every hold line's count."""
     from user_credits import models
 
     counted = [
@@ -96,10 +208,17 @@ def table_snapshot():
         models.CreditLot,
         models.LedgerEntry,
         models.ConsumptionRecord,
+        models.Hold,
+        models.HoldLine,
     ]
+    holds = models.Hold.objects.values_list(
+        "pk", "status", "captured", "expires_at", "settled_at", "metadata"
+    )
     return {
         "counts": {m.__name__: m.objects.count() for m in counted},
         "balances": sorted(CreditAccount.objects.values_list("pk", "balance", "overdraft")),
         "lots": sorted(CreditLot.objects.values_list("pk", "remaining", "status", "held")),
         "orders": sorted(models.Order.objects.values_list("pk", "status")),
+        "holds": sorted(holds),
+        "hold_lines": sorted(models.HoldLine.objects.values_list("pk", "lot", "count")),
     }

@@ -22,7 +22,6 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "djstripe",
     "user_credits",
-    "example_project.shop",
 ]
 
 MIDDLEWARE = [
@@ -59,8 +58,6 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
-LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/pricing/"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 REST_FRAMEWORK = {

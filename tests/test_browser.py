@@ -1,4 +1,6 @@
-"""The example site in a real browser: Debian's headless Chromium driven by Selenium."""
+"""The example site in a real browser: Debian's headless Chromium driven by Selenium, against
+the site run as its own server (``manage.py runserver``, the example's settings, a fresh
+database made by ``setup_demo``)."""
 
 import shutil
 from pathlib import Path
@@ -6,15 +8,32 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from user_credits import services
-
-from .factories import make_user
+from .example_site import ExampleSite
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
     reason="needs Debian's chromium and chromium-driver (tests/run.sh and .ci/run install them)",
 )
+
+
+@pytest.fixture
+def site(tmp_path_factory):
+    site = ExampleSite(tmp_path_factory.mktemp("example_site"))
+    site.setup()
+    with site.serving():
+        yield site
+
+
+def balance(site, username, group):
+    """The user's balance, read by the site's own process from the site's database."""
+    return int(
+        site.python(
+            "from django.contrib.auth import get_user_model; from user_credits import services; "
+            f"print(services.get_balance(get_user_model().objects.get(username={username!r}), "
+            f"{group!r}))"
+        )
+    )
 
 
 @pytest.fixture
@@ -84,21 +103,16 @@ def buy_with_simulated_payment(driver, offer_name):
     assert "My credits" in driver.find_element(By.TAG_NAME, "h1").text
 
 
-@pytest.mark.django_db(transaction=True)
-def test_buyer_journey(live_server, browser, tmp_path):
+def test_buyer_journey(site, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
-    from example_project.shop.demo import load_demo_catalog
-
-    load_demo_catalog()
-    buyer = make_user("buyer")
-    browser.get(f"{live_server.url}/accounts/login/")
+    browser.get(f"{site.url}/accounts/login/")
     browser.find_element(By.NAME, "username").send_keys("buyer")
-    browser.find_element(By.NAME, "password").send_keys("pw")
+    browser.find_element(By.NAME, "password").send_keys("buyer")
     browser.find_element(By.ID, "login-submit").click()
     wait_for_path(browser, "/pricing/")
 
-    browser.get(f"{live_server.url}/pricing/")
+    browser.get(f"{site.url}/pricing/")
     monthly = cards(browser)
     assert "Business Standard Monthly" in monthly and "Business Standard Yearly" not in monthly
     popular = browser.find_element(By.CSS_SELECTOR, ".card.popular")
@@ -115,19 +129,22 @@ def test_buyer_journey(live_server, browser, tmp_path):
     buy_with_simulated_payment(browser, "1 Talk")
     talks = browser.find_element(By.CSS_SELECTOR, '[data-group="talks"] .balance')
     assert talks.text == "1"
-    assert services.get_balance(buyer, "talks") == 1
+    assert balance(site, "buyer", "talks") == 1
 
-    browser.get(f"{live_server.url}/pricing/")
+    browser.get(f"{site.url}/pricing/")
     buy_with_simulated_payment(browser, "Startup EarlyBird Monthly")
-    browser.get(f"{live_server.url}/pricing/")
+    browser.get(f"{site.url}/pricing/")
     after = cards(browser)
     assert "VIP EventTalk" in after and "EventTalk" not in after
     vip = browser.find_element(By.CSS_SELECTOR, '.card[data-offer="VIP EventTalk"]')
     assert "Unlocked for you" in vip.text
     screenshot(browser, "pricing", tmp_path)
 
-    services.consume(buyer, "EbStartup", 250)
-    browser.get(f"{live_server.url}/credits/")
+    site.python(
+        "from django.contrib.auth import get_user_model; from user_credits import services; "
+        "services.consume(get_user_model().objects.get(username='buyer'), 'EbStartup', 250)"
+    )
+    browser.get(f"{site.url}/credits/")
     startup = browser.find_element(By.CSS_SELECTOR, '[data-group="EbStartup"] .balance')
     assert startup.text == "750"
     chart = browser.find_element(By.CSS_SELECTOR, '[data-group="EbStartup"] svg.chart polyline')
@@ -136,5 +153,5 @@ def test_buyer_journey(live_server, browser, tmp_path):
     wait_for_path(browser, "/credits/ledger/")
     kinds = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "table tr td:nth-child(3)")]
     assert kinds == ["consume", "grant"]
-    browser.get(f"{live_server.url}/credits/")
+    browser.get(f"{site.url}/credits/")
     screenshot(browser, "credits", tmp_path)

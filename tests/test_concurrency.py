@@ -97,7 +97,9 @@ def test_concurrent_payment_notifications_grant_once():
     user = make_user()
     order = services.create_order(user, make_offer(token_count=10, append_date=True))
     results = in_threads(4, lambda i: services.mark_paid(order, reference=f"evt_{i}"))
-    assert all(r.status == OrderStatus.PAID for r in results), results
+    # Every notification returns the paid order: none fails, none sees a half-paid order.
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert [(r.pk, r.status) for r in results] == [(order.pk, OrderStatus.PAID)] * 4
     assert CreditLot.objects.filter(order=order).count() == 1
     assert order.events.filter(status=OrderStatus.PAID).count() == 1
     assert services.get_balance(user, order.offer_group) == 10
@@ -109,12 +111,16 @@ def test_concurrent_chained_payments_queue_up():
     group = make_group("sub")
     offer = make_offer(group=group, append_date=True)
     orders = [services.create_order(user, offer) for _ in range(4)]
-    in_threads(4, lambda i: services.mark_paid(orders[i]))
-    periods = sorted(
+    results = in_threads(4, lambda i: services.mark_paid(orders[i]))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert [(r.pk, r.status) for r in results] == [(o.pk, OrderStatus.PAID) for o in orders]
+    periods = sorted((r.starts, r.expires) for r in results)
+    assert periods == sorted(
         (o.starts, o.expires) for o in type(orders[0]).objects.filter(offer_group=group)
     )
     for (_, end), (start, _) in zip(periods, periods[1:], strict=False):
         assert start == end  # each payment chains onto the previous one, no overlap
+    assert services.get_balance(user, group) == 4 * offer.token_count
 
 
 @pytest.mark.postgres

@@ -91,13 +91,16 @@ def test_once_never_expires(user):
 def test_mark_paid_twice_grants_once(user, on_commit):
     order = services.create_order(user, make_offer(token_count=10))
     received = []
-    signals.order_paid.connect(lambda **kw: received.append(kw["order"].pk), weak=False)
+    uid = "tests.test_mark_paid_twice_grants_once"
+    signals.order_paid.connect(
+        lambda **kw: received.append(kw["order"].pk), weak=False, dispatch_uid=uid
+    )
     try:
         with on_commit():
             services.mark_paid(order, amount=Decimal("10.00"), currency="USD", reference="pi_1")
             again = services.mark_paid(order, amount=Decimal("10"), reference="pi_1")
     finally:
-        signals.order_paid.receivers.clear()
+        assert signals.order_paid.disconnect(dispatch_uid=uid)
     assert again.status == OrderStatus.PAID
     assert received == [order.pk]
     assert CreditLot.objects.filter(order=order).count() == 1
@@ -254,13 +257,16 @@ def test_idempotent_replay_and_conflict(user, on_commit):
     group = make_group("g")
     services.grant(user, group, 10)
     received = []
-    signals.credits_consumed.connect(lambda **kw: received.append(kw["count"]), weak=False)
+    uid = "tests.test_idempotent_replay_and_conflict"
+    signals.credits_consumed.connect(
+        lambda **kw: received.append(kw["count"]), weak=False, dispatch_uid=uid
+    )
     try:
         with on_commit():
             first = services.consume(user, group, 3, idempotency_key="req-1", metadata={"a": 1})
             again = services.consume(user, group, 3, idempotency_key="req-1")
     finally:
-        signals.credits_consumed.receivers.clear()
+        assert signals.credits_consumed.disconnect(dispatch_uid=uid)
     assert (first.replayed, again.replayed) == (False, True)
     assert again.balance == first.balance == 7
     assert [e.pk for e in again.entries] == [e.pk for e in first.entries]

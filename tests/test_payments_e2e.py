@@ -4,7 +4,6 @@ whose signed webhooks reach the live test server's dj-stripe endpoint."""
 import asyncio
 import socket
 import threading
-import time
 from decimal import Decimal
 
 import pytest
@@ -14,7 +13,7 @@ from aiohttp import web
 from django.test import override_settings
 from localstripe import server as localstripe_server
 
-from user_credits import services
+from user_credits import services, signals
 from user_credits.models import OrderStatus
 from user_credits.payments.stripe import StripeProvider
 
@@ -53,6 +52,22 @@ def localstripe():
     thread.join(10)
 
 
+@pytest.fixture
+def paid():
+    """An event set when ``order_paid`` is sent (from any thread); ``.orders`` has their ids."""
+    event = threading.Event()
+    event.orders = []
+
+    def receiver(order, **kwargs):
+        event.orders.append(order.pk)
+        event.set()
+
+    uid = "tests.test_payments_e2e.paid"
+    signals.order_paid.connect(receiver, weak=False, dispatch_uid=uid)
+    yield event
+    assert signals.order_paid.disconnect(dispatch_uid=uid)
+
+
 @pytest.mark.django_db(transaction=True)
 @override_settings(USER_CREDITS={"STRIPE_FLOW": "payment_intent"})
 def test_pay_with_localstripe_until_the_signed_webhook_grants(
@@ -61,6 +76,7 @@ def test_pay_with_localstripe_until_the_signed_webhook_grants(
     endpoint,
     user,
     settings,
+    paid,
 ):
     webhook_url = f"{live_server.url}/stripe/webhook/{endpoint.djstripe_uuid}/"
     registered = requests.post(
@@ -79,12 +95,10 @@ def test_pay_with_localstripe_until_the_signed_webhook_grants(
     confirmed = stripe.PaymentIntent.confirm(start.reference, api_key=key)
     assert confirmed["status"] == "succeeded"
 
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        order.refresh_from_db()
-        if order.status != OrderStatus.PENDING:
-            break
-        time.sleep(0.2)
+    # The webhook arrives on the live server's thread; its commit sends order_paid.
+    assert paid.wait(20), "no order_paid within 20 s of the payment's confirmation"
+    assert paid.orders == [order.pk]
+    order.refresh_from_db()
     assert order.status == OrderStatus.PAID
     assert order.payment_reference == start.reference
     assert services.get_balance(user, order.offer_group) == 250

@@ -118,7 +118,7 @@ def test_session_writes_need_the_csrf_token(world):
     client.force_login(world["alice"])
     refused = client.post(API + "orders/", {"offer": world["offer"].pk}, format="json")
     assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
-    client.get("/accounts/login/")  # sets the csrftoken cookie
+    client.get("/admin/login/")  # a page with a form: sets the csrftoken cookie
     token = client.cookies["csrftoken"].value
     accepted = client.post(
         API + "orders/", {"offer": world["offer"].pk}, format="json", HTTP_X_CSRFTOKEN=token

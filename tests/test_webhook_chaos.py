@@ -59,6 +59,7 @@ def test_replayed_shuffled_concurrent_events_grant_and_revoke_once(deliver):
     for evt in deliveries:
         work.put(evt)
     statuses = []
+    errors = []
 
     def worker():
         try:
@@ -68,6 +69,8 @@ def test_replayed_shuffled_concurrent_events_grant_and_revoke_once(deliver):
                 except queue.Empty:
                     return
                 statuses.append(deliver(evt).status_code)
+        except Exception as exc:  # asserted on below, with the event it broke on
+            errors.append((evt["type"], exc))
         finally:
             connection.close()
 
@@ -77,6 +80,7 @@ def test_replayed_shuffled_concurrent_events_grant_and_revoke_once(deliver):
     for t in threads:
         t.join()
 
+    assert errors == []
     assert len(statuses) == len(deliveries) and set(statuses) == {200}
     grants = dict(
         CreditLot.objects.values("order").annotate(n=Count("id")).values_list("order", "n")

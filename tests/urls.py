@@ -5,5 +5,4 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("stripe/", include("djstripe.urls", namespace="djstripe")),
     path("api/credits/", include("user_credits.api.urls")),
-    path("", include("example_project.shop.urls")),
 ]
