@@ -48,6 +48,8 @@ def test_unknown_key_raises_and_is_reported():
         ({"USER_CREDITS": {"PAYMENT_PROVIDER": "nowhere.Provider"}}, Codes.PROVIDER_IMPORT),
         ({"USER_CREDITS": {"EXPIRE_BATCH_SIZE": 0}}, Codes.BATCH_SIZE),
         ({"USER_CREDITS": {"STRIPE_FLOW": "paypal"}}, Codes.STRIPE_FLOW),
+        ({"USER_CREDITS": {"HOLDER_FROM_REQUEST": "nowhere.holder"}}, Codes.HOOK_IMPORT),
+        ({"USER_CREDITS": {"CAN_SPEND": "user_credits.holders.nothing"}}, Codes.HOOK_IMPORT),
         (
             {
                 "USER_CREDITS": {"PAYMENT_PROVIDER": "user_credits.payments.stripe.StripeProvider"},

@@ -12,6 +12,7 @@ class Codes:
     DJSTRIPE_MISSING = "user_credits.E004"
     BATCH_SIZE = "user_credits.E005"
     STRIPE_FLOW = "user_credits.E006"
+    HOOK_IMPORT = "user_credits.E007"
     DJSTRIPE_FK = "user_credits.W001"
 
 
@@ -54,6 +55,18 @@ def check_settings(app_configs=None, **kwargs):
                 id=Codes.STRIPE_FLOW,
             )
         )
+    for name in ("HOLDER_FROM_REQUEST", "CAN_SPEND"):
+        hook = getattr(app_settings, name)
+        try:
+            import_string(hook)
+        except ImportError as exc:
+            errors.append(
+                Error(
+                    f"USER_CREDITS[{name!r}] cannot be imported: {hook!r} ({exc}).",
+                    hint="Give the dotted path of a function, e.g. 'myapp.credits.holder'.",
+                    id=Codes.HOOK_IMPORT,
+                )
+            )
 
     path = app_settings.PAYMENT_PROVIDER
     try:

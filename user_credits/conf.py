@@ -28,6 +28,14 @@ DEFAULTS = {
     # On PostgreSQL, consume and expire through the PL/pgSQL functions (one round trip).
     # False uses the portable path, as on other databases.
     "POSTGRES_FAST_PATH": True,
+    # Dotted path of callable(request) -> holder or None: who pays for a request.
+    "HOLDER_FROM_REQUEST": "user_credits.holders.request_user",
+    # Dotted path of callable(user, holder) -> bool: may this user spend the holder's credits.
+    "CAN_SPEND": "user_credits.holders.user_is_holder",
+    # Where a 402 from a metered view sends the buyer (a URL or path; None: nowhere).
+    "UPGRADE_URL": None,
+    # Charge metered responses with a 4xx status too (a 5xx or an exception never is).
+    "CHARGE_CLIENT_ERRORS": False,
 }
 
 

@@ -9,6 +9,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
 from .. import exceptions as domain
+from ..errors import error_body
 
 STATUS_BY_ERROR = [
     (domain.InsufficientCredits, status.HTTP_402_PAYMENT_REQUIRED),
@@ -22,13 +23,6 @@ STATUS_BY_ERROR = [
 ]
 
 FIELD_OF_ERROR = {domain.UnknownOfferGroup: "offer_group", domain.InvalidCount: "count"}
-
-
-def error_body(code, detail, fields=None):
-    body = {"code": code, "detail": detail}
-    if fields:
-        body["fields"] = fields
-    return body
 
 
 def _domain_response(exc):

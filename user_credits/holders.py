@@ -1,0 +1,63 @@
+"""Who pays for a request, and who may spend a holder's credits.
+
+Two hooks, each a dotted path in ``USER_CREDITS`` (as dj-stripe's subscriber callback):
+
+- ``HOLDER_FROM_REQUEST``: ``callable(request) -> holder | None``; default ``request.user``
+  when authenticated. ``None`` (or an anonymous user) means the request has no holder: it is
+  refused as unauthenticated before anything is charged.
+- ``CAN_SPEND``: ``callable(user, holder) -> bool``; default: the user is the holder. Asked when
+  the request has an authenticated user; a holder that the request hook returns for an
+  anonymous request (an API key, say) was authenticated by that hook.
+
+Metering, and later the API and pages, go through ``holder_from_request`` and ``can_spend``
+only, so a site that makes teams or API keys pay changes two settings, not its views.
+"""
+
+from functools import lru_cache
+
+from django.db.models import Model
+from django.utils.module_loading import import_string
+
+from .conf import app_settings
+
+
+def request_user(request):
+    """The default holder: the request's authenticated user, else ``None``."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    return user
+
+
+def user_is_holder(user, holder) -> bool:
+    """The default spending rule: a user spends their own credits only."""
+    if user is None or holder is None:
+        return False
+    if isinstance(holder, Model):
+        return holder == user
+    return holder == user.pk
+
+
+@lru_cache(maxsize=16)
+def _hook(path):
+    return import_string(path)
+
+
+def holder_from_request(request):
+    """The holder that pays for ``request`` (``None``: nobody, the request is anonymous)."""
+    holder = _hook(app_settings.HOLDER_FROM_REQUEST)(request)
+    if holder is None or getattr(holder, "is_anonymous", False):
+        return None
+    return holder
+
+
+def member_from_request(request):
+    """The authenticated user acting for the holder, else ``None``."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    return user
+
+
+def can_spend(user, holder) -> bool:
+    return bool(_hook(app_settings.CAN_SPEND)(user, holder))
