@@ -31,6 +31,10 @@ class CreditAccount(models.Model):
         default=0,
         help_text=_("Tokens consumed on credit, settled by the next grant."),
     )
+    # The end of the account's ledger chain (``user_credits.chain``): the last entry's
+    # sequence number and digest, so that a write continues the chain without reading it.
+    last_seq = models.BigIntegerField(default=0, editable=False)
+    last_digest = models.CharField(max_length=64, blank=True, default="", editable=False)
     # The low-balance threshold already warned about; cleared when the balance rises above it.
     low_warned_threshold = models.BigIntegerField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -155,6 +159,10 @@ class LedgerEntry(models.Model):
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=now, db_index=True)
+    # Position in the account's ledger (1, 2, 3…) and the chained digest sealing it and every
+    # entry before it (``user_credits.chain``); ``user_credits_verify`` recomputes both.
+    seq = models.BigIntegerField(_("sequence"), editable=False)
+    digest = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ("-created_at", "-id")
@@ -171,6 +179,7 @@ class LedgerEntry(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=~Q(amount=0), name="entry_amount_not_zero"),
+            models.UniqueConstraint(fields=["account", "seq"], name="entry_account_seq_unique"),
             models.CheckConstraint(
                 condition=(
                     Q(kind__in=EntryKind.credits(), amount__gt=0)

@@ -36,6 +36,7 @@ from .selectors import (
     get_user_credits,
     with_balances,
 )
+from .verification import Problem, VerifyReport, verify_ledger
 
 __all__ = [
     "BalanceDetail",
@@ -44,6 +45,8 @@ __all__ = [
     "GroupCredits",
     "LotCredits",
     "PaymentNotification",
+    "Problem",
+    "VerifyReport",
     "capture",
     "consume",
     "create_order",
@@ -69,5 +72,6 @@ __all__ = [
     "refund",
     "release",
     "start_payment",
+    "verify_ledger",
     "with_balances",
 ]

@@ -25,7 +25,7 @@ from ..models import (
 )
 from . import sql
 from .common import positive_int, resolve_group, send_on_commit, user_pk
-from .ledger import LedgerWriter, save_entries, save_lots
+from .ledger import LedgerWriter, save_lots, save_writers
 from .reservations import release_expired_holds
 
 
@@ -186,9 +186,7 @@ def expire_batch_portable(report, now, user_id, batch_size, collect) -> bool:
         expired_by_account[lot.account_id].append((lot.pk, lot.remaining))
         writers[lot.account_id].expire(lot)
     save_lots(lots)
-    touched = [writers[pk] for pk in expired_by_account]
-    save_entries(touched)
-    CreditAccount.objects.bulk_update([writer.account for writer in touched], ["balance"])
+    save_writers(writers.values())
     for pk, expired in expired_by_account.items():
         account = writers[pk].account
         amount = sum(tokens for _, tokens in expired)

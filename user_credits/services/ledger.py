@@ -13,7 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from .. import signals
+from .. import chain, signals
 from ..models import CreditAccount, CreditLot, EntryKind, LedgerEntry, LotStatus, OfferGroup
 from .allocation import BURN_ORDER
 from .common import send_on_commit
@@ -50,8 +50,9 @@ def lock_accounts(user_id: Any, groups: Iterable[OfferGroup]) -> dict[int, Credi
 class LedgerWriter:
     """The ledger entries of one locked account, built in order and saved together.
 
-    ``add`` moves ``account.balance`` by the entry's amount and stamps the entry with the
-    balance after it; ``save`` writes the entries and the account's balance and overdraft.
+    ``add`` moves ``account.balance`` by the entry's amount, stamps the entry with the balance
+    after it and links it to the account's hash chain (``seq``, ``digest``); ``save`` writes the
+    entries and the account's balance, overdraft and chain end.
     """
 
     def __init__(self, account: CreditAccount, now: datetime):
@@ -68,17 +69,21 @@ class LedgerWriter:
         key: str | None = None,
         metadata: dict | None = None,
     ) -> LedgerEntry:
-        self.account.balance += amount
+        account = self.account
+        account.balance += amount
+        account.last_seq += 1
         entry = LedgerEntry(
-            account=self.account,
+            account=account,
             lot_id=lot_id,
             kind=kind,
             amount=amount,
-            balance_after=self.account.balance,
+            balance_after=account.balance,
             idempotency_key=key,
             metadata=metadata or {},
             created_at=self.now,
+            seq=account.last_seq,
         )
+        entry.digest = account.last_digest = chain.link(account.last_digest, entry)
         self.entries.append(entry)
         return entry
 
@@ -91,16 +96,25 @@ class LedgerWriter:
         lot.remaining, lot.held, lot.status = 0, 0, LotStatus.EXPIRED
 
     def save(self) -> list[LedgerEntry]:
-        save_entries([self])
-        CreditAccount.objects.filter(pk=self.account.pk).update(
-            balance=self.account.balance, overdraft=self.account.overdraft
+        LedgerEntry.objects.bulk_create(self.entries)
+        account = self.account
+        CreditAccount.objects.filter(pk=account.pk).update(
+            **{field: getattr(account, field) for field in ACCOUNT_LEDGER_FIELDS}
         )
         return self.entries
 
 
-def save_entries(writers: Iterable[LedgerWriter]) -> None:
-    """Insert the entries of several writers in one statement (accounts saved by the caller)."""
+#: What a ledger write changes on its account.
+ACCOUNT_LEDGER_FIELDS = ("balance", "overdraft", "last_seq", "last_digest")
+
+
+def save_writers(writers: Iterable[LedgerWriter]) -> None:
+    """Save the entries and accounts of several writers, two statements in all."""
+    writers = [writer for writer in writers if writer.entries]
     LedgerEntry.objects.bulk_create([entry for writer in writers for entry in writer.entries])
+    CreditAccount.objects.bulk_update(
+        [writer.account for writer in writers], list(ACCOUNT_LEDGER_FIELDS)
+    )
 
 
 # --- lots ------------------------------------------------------------------------------------

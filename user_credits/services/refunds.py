@@ -10,7 +10,7 @@ from .. import signals
 from ..exceptions import InvalidTransition, PaymentMismatch
 from ..models import CreditLot, EntryKind, LedgerEntry, LotStatus, Order, OrderStatus
 from .common import send_on_commit
-from .ledger import LedgerWriter, lock_accounts, save_entries
+from .ledger import LedgerWriter, lock_accounts, save_writers
 from .orders import lock_order, parse_money, set_status
 from .reservations import drop_held_tokens
 
@@ -117,7 +117,5 @@ def _revoke(order, refunded, full) -> int:
                 EntryKind.REVOKE, -take, lot_id=lot.pk, metadata={"order": order.pk}
             )
         lot.save(update_fields=["remaining", "status", "held"])
-    save_entries(writers.values())
-    for writer in writers.values():
-        writer.account.save(update_fields=["balance"])
+    save_writers(writers.values())
     return revoked

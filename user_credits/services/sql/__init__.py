@@ -13,7 +13,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ...conf import app_settings
 from ...models import LedgerEntry
-from .functions import consume_function_sql, expire_batch_function_sql
+from .functions import chain_functions_sql, consume_function_sql, expire_batch_function_sql
 
 
 def install(using: str = "default", **kwargs: Any) -> None:
@@ -23,6 +23,7 @@ def install(using: str = "default", **kwargs: Any) -> None:
     connection = connections[using]
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
+            cursor.execute(chain_functions_sql())
             cursor.execute(consume_function_sql())
             cursor.execute(expire_batch_function_sql())
 

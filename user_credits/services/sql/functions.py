@@ -28,6 +28,7 @@ entry per lot, set-based. It returns ``NULL`` once nothing is due, else one JSON
 account: ``account``, ``user``, ``group`` (key), ``lots`` (ids) and ``amount``.
 """
 
+from ... import chain
 from ...models import (
     ConsumptionRecord,
     CreditAccount,
@@ -87,9 +88,12 @@ DECLARE
     v_entries jsonb := '[]'::jsonb;
     v_first {record}%ROWTYPE;
     v_first_group bigint;
+    v_seq bigint;
+    v_digest text;
     i int;
 BEGIN
-    SELECT a.id, a.balance, a.overdraft INTO v_account, v_balance, v_overdraft
+    SELECT a.id, a.balance, a.overdraft, a.last_seq, a.last_digest
+      INTO v_account, v_balance, v_overdraft, v_seq, v_digest
       FROM {account} a
      WHERE a.user_id = p_user_id AND a.offer_group_id = p_group_id
        FOR UPDATE;
@@ -148,12 +152,16 @@ BEGIN
     FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) LOOP
         IF v_due[i] THEN
             v_balance := v_balance - v_remaining[i];
+            v_seq := v_seq + 1;
+            v_digest := user_credits_link(v_digest, user_credits_entry_content(
+                v_account, v_seq, {kind_expire}, -v_remaining[i], v_balance, v_ids[i], NULL,
+                p_now));
             UPDATE {lot} SET remaining = 0, status = {lot_expired} WHERE id = v_ids[i];
             INSERT INTO {entry}
                 (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
-                 created_at)
+                 created_at, seq, digest)
             VALUES (v_account, v_ids[i], {kind_expire}, -v_remaining[i], v_balance, NULL,
-                    '{{}}'::jsonb, p_now);
+                    '{{}}'::jsonb, p_now, v_seq, v_digest);
         END IF;
     END LOOP;
     FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) LOOP
@@ -162,12 +170,17 @@ BEGIN
         v_take := least(v_need, v_remaining[i]);
         v_need := v_need - v_take;
         v_balance := v_balance - v_take;
+        v_seq := v_seq + 1;
+        v_digest := user_credits_link(v_digest, user_credits_entry_content(
+            v_account, v_seq, {kind_consume}, -v_take, v_balance, v_ids[i], p_key, p_now));
         WITH taken AS (
             UPDATE {lot} SET remaining = remaining - v_take WHERE id = v_ids[i]
         )
         INSERT INTO {entry} AS e
-            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
-        VALUES (v_account, v_ids[i], {kind_consume}, -v_take, v_balance, p_key, p_metadata, p_now)
+            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at,
+             seq, digest)
+        VALUES (v_account, v_ids[i], {kind_consume}, -v_take, v_balance, p_key, p_metadata, p_now,
+                v_seq, v_digest)
         RETURNING to_jsonb(e) INTO v_entry;
         v_entries := v_entries || v_entry;
     END LOOP;
@@ -175,18 +188,28 @@ BEGIN
     IF v_need > 0 THEN
         v_balance := v_balance - v_need;
         v_overdraft := v_overdraft + v_need;
+        v_seq := v_seq + 1;
+        v_digest := user_credits_link(v_digest, user_credits_entry_content(
+            v_account, v_seq, {kind_overdraft}, -v_need, v_balance, NULL, p_key, p_now));
         INSERT INTO {entry} AS e
-            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
-        VALUES (v_account, NULL, {kind_overdraft}, -v_need, v_balance, p_key, p_metadata, p_now)
+            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at,
+             seq, digest)
+        VALUES (v_account, NULL, {kind_overdraft}, -v_need, v_balance, p_key, p_metadata, p_now,
+                v_seq, v_digest)
         RETURNING to_jsonb(e) INTO v_entry;
         v_entries := v_entries || v_entry;
     END IF;
 
     IF p_key IS NULL THEN
-        UPDATE {account} SET balance = v_balance, overdraft = v_overdraft WHERE id = v_account;
+        UPDATE {account}
+           SET balance = v_balance, overdraft = v_overdraft, last_seq = v_seq,
+               last_digest = v_digest
+         WHERE id = v_account;
     ELSE
         WITH account AS (
-            UPDATE {account} SET balance = v_balance, overdraft = v_overdraft
+            UPDATE {account}
+               SET balance = v_balance, overdraft = v_overdraft, last_seq = v_seq,
+                   last_digest = v_digest
              WHERE id = v_account
         )
         INSERT INTO {record}
@@ -224,15 +247,24 @@ BEGIN
     -- A new statement, so a new snapshot: what the locks' holders committed is seen.
     WITH due AS (
         SELECT l.id, l.account_id, l.remaining,
-               a.balance - sum(l.remaining) OVER (PARTITION BY l.account_id ORDER BY l.id)
-                   AS balance_after
+               (a.balance - sum(l.remaining) OVER running)::bigint AS balance_after,
+               a.last_seq + row_number() OVER running AS seq,
+               a.last_digest
           FROM {lot} l
           JOIN {account} a ON a.id = l.account_id
          WHERE l.account_id = ANY (v_accounts)
            AND l.status = {active} AND l.remaining > 0 AND l.expires <= p_now
+        WINDOW running AS (PARTITION BY l.account_id ORDER BY l.id)
+    ), chained AS (
+        SELECT due.*, user_credits_chain(last_digest, user_credits_entry_content(
+                   account_id, seq, {kind_expire}, -remaining, balance_after, id, NULL::text,
+                   p_now))
+                   OVER (PARTITION BY account_id ORDER BY id) AS digest
+          FROM due
     ), per_account AS (
-        SELECT account_id, array_agg(id ORDER BY id) AS lots, sum(remaining) AS total
-          FROM due GROUP BY account_id
+        SELECT account_id, array_agg(id ORDER BY id) AS lots, sum(remaining) AS total,
+               max(seq) AS last_seq, (array_agg(digest ORDER BY id DESC))[1] AS last_digest
+          FROM chained GROUP BY account_id
     ), emptied AS (
         UPDATE {lot} l SET remaining = 0, held = 0, status = {lot_expired}
           FROM due WHERE l.id = due.id
@@ -243,15 +275,16 @@ BEGIN
          WHERE hl.lot_id = due.id AND h.id = hl.hold_id AND h.status = {hold_active}
            AND hl.count > 0
     ), balances AS (
-        UPDATE {account} a SET balance = a.balance - p.total
+        UPDATE {account} a
+           SET balance = a.balance - p.total, last_seq = p.last_seq, last_digest = p.last_digest
           FROM per_account p WHERE a.id = p.account_id
     ), entries AS (
         INSERT INTO {entry}
             (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
-             created_at)
+             created_at, seq, digest)
         SELECT account_id, id, {kind_expire}, -remaining, balance_after, NULL, '{{}}'::jsonb,
-               p_now
-          FROM due ORDER BY account_id, id
+               p_now, seq, digest
+          FROM chained ORDER BY account_id, id
     )
     SELECT jsonb_agg(jsonb_build_object(
                'account', p.account_id, 'user', a.user_id, 'group', g.key,
@@ -264,6 +297,30 @@ BEGIN
 END
 $fn$;
 """
+
+
+def chain_functions_sql() -> str:
+    """``user_credits_entry_content`` and ``user_credits_link``: ``chain.content`` and
+    ``chain.link`` in SQL; ``user_credits_chain``: ``link`` as a running window aggregate."""
+    params = ", ".join(f"{name} {SQL_TYPES[how]}" for name, how in chain.CHAINED_FIELDS)
+    return f"""
+CREATE OR REPLACE FUNCTION user_credits_entry_content({params}) RETURNS text
+LANGUAGE sql IMMUTABLE AS $fn$ SELECT {chain.content_sql(lambda name: name)} $fn$;
+CREATE OR REPLACE FUNCTION user_credits_link(previous text, content text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT encode(sha256(convert_to(previous || '|' || content, 'UTF8')), 'hex')
+$fn$;
+CREATE OR REPLACE FUNCTION user_credits_chain_step(state text, previous text, content text)
+RETURNS text LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT user_credits_link(coalesce(state, previous), content)
+$fn$;
+CREATE OR REPLACE AGGREGATE user_credits_chain(text, text) (
+    SFUNC = user_credits_chain_step, STYPE = text
+);
+"""
+
+
+SQL_TYPES = {"int": "bigint", "text": "text", "time": "timestamptz"}
 
 
 def consume_function_sql() -> str:
