@@ -365,3 +365,12 @@ def test_holds_need_the_consume_permission(alice, user):
         alice.post(API + "holds/", body, format="json", HTTP_IDEMPOTENCY_KEY="x").status_code == 403
     )
     assert services.get_balance_detail(user, "ai").held == 0
+
+
+def test_account_busy_is_503_with_retry_after():
+    from user_credits.api.exceptions import exception_handler
+    from user_credits.exceptions import AccountBusy
+
+    response = exception_handler(AccountBusy("The hot account is busy."), {})
+    assert response.status_code == 503 and response["Retry-After"] == "1"
+    assert response.data["code"] == "account_busy"

@@ -63,6 +63,15 @@ class InsufficientCredits(UserCreditsError, ValueError):
         self.available = available
 
 
+class AccountBusy(UserCreditsError):
+    """The account stayed locked by other writes longer than the database allows a wait
+    (PostgreSQL's ``lock_timeout`` or ``statement_timeout``). Nothing was written: retry
+    later, with the same idempotency key."""
+
+    code = "account_busy"
+    retryable = True
+
+
 class IdempotencyConflict(UserCreditsError, ValueError):
     """An idempotency key was reused for a different request."""
 

@@ -20,6 +20,7 @@ STATUS_BY_ERROR = [
     (domain.InvalidArgument, status.HTTP_400_BAD_REQUEST),
     (domain.PaymentMismatch, status.HTTP_400_BAD_REQUEST),
     (domain.PaymentProviderError, status.HTTP_502_BAD_GATEWAY),
+    (domain.AccountBusy, status.HTTP_503_SERVICE_UNAVAILABLE),
 ]
 
 FIELD_OF_ERROR = {domain.UnknownOfferGroup: "offer_group", domain.InvalidCount: "count"}
@@ -33,7 +34,8 @@ def _domain_response(exc):
             body = error_body(exc.code, str(exc), fields)
             if isinstance(exc, domain.InsufficientCredits):
                 body.update(requested=exc.requested, available=exc.available)
-            return Response(body, status=http_status)
+            headers = {"Retry-After": "1"} if isinstance(exc, domain.AccountBusy) else None
+            return Response(body, status=http_status, headers=headers)
     return Response(error_body(exc.code, str(exc)), status=status.HTTP_400_BAD_REQUEST)
 
 

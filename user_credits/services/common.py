@@ -1,13 +1,15 @@
 """Argument resolution shared by the services, and after-commit signals."""
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.dispatch import Signal
 
-from ..exceptions import InvalidArgument, InvalidCount, UnknownOfferGroup
+from ..exceptions import AccountBusy, InvalidArgument, InvalidCount, UnknownOfferGroup
 from ..models import OfferGroup
 
 logger = logging.getLogger("user_credits")
@@ -65,3 +67,22 @@ def send_on_commit(signal: Signal, **kwargs: Any) -> None:
                 )
 
     transaction.on_commit(send)
+
+
+#: SQLSTATEs of a wait that ran out of time: lock_not_available (``lock_timeout``) and
+#: query_canceled (``statement_timeout``).
+WAIT_TIMEOUTS = frozenset({"55P03", "57014"})
+
+
+@contextmanager
+def waits_as_busy(what: str) -> Iterator[None]:
+    """Turn a lock or statement timeout while writing ``what`` (an account) into
+    ``AccountBusy``."""
+    try:
+        yield
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) not in WAIT_TIMEOUTS:
+            raise
+        raise AccountBusy(
+            f"{what} is busy; nothing was written. Retry with the same idempotency key."
+        ) from exc

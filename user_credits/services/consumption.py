@@ -17,7 +17,14 @@ from ..exceptions import IdempotencyConflict, InsufficientCredits
 from ..models import ConsumptionRecord, CreditAccount, EntryKind, LedgerEntry, OfferGroup
 from . import sql
 from .allocation import allocate
-from .common import clean_key, positive_int, resolve_group, send_on_commit, user_pk
+from .common import (
+    clean_key,
+    positive_int,
+    resolve_group,
+    send_on_commit,
+    user_pk,
+    waits_as_busy,
+)
 from .ledger import LedgerWriter, active_lots, expire_due_lots, lock_account, save_lots
 from .reservations import release_expired_holds
 
@@ -69,7 +76,8 @@ def consume(
     group = resolve_group(offer_group)
     metadata = metadata or {}
     try:
-        return _consume(uid, group, count, key, metadata)
+        with waits_as_busy(f"The {group.key} account"):
+            return _consume(uid, group, count, key, metadata)
     except IntegrityError:
         if key is None:
             raise

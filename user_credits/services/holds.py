@@ -30,7 +30,14 @@ from ..models import (
     OfferGroup,
 )
 from .allocation import BURN_ORDER, allocate
-from .common import clean_key, positive_int, resolve_group, send_on_commit, user_pk
+from .common import (
+    clean_key,
+    positive_int,
+    resolve_group,
+    send_on_commit,
+    user_pk,
+    waits_as_busy,
+)
 from .consumption import Consumption, insufficient
 from .ledger import LedgerWriter, active_lots, expire_due_lots, lock_account, save_lots
 from .reservations import free_lines, release_expired_holds
@@ -56,7 +63,7 @@ def hold(
     ttl = _ttl(ttl)
     uid = user_pk(user)
     group = resolve_group(offer_group)
-    with transaction.atomic():
+    with waits_as_busy(f"The {group.key} account"), transaction.atomic():
         account = lock_account(uid, group, create=False)
         if key is not None:
             first = (
@@ -113,7 +120,10 @@ def capture(
         raise InvalidArgument("over must be 'consume' or 'raise'.", field="over")
     if count is not None:
         count = positive_int(count)
-    with transaction.atomic():
+    with (
+        waits_as_busy(f"The account of hold #{getattr(hold, 'pk', hold)}"),
+        transaction.atomic(),
+    ):
         account, locked = _lock(hold)
         now = timezone.now()
         if locked.status != HoldStatus.ACTIVE or locked.expires_at > now:
