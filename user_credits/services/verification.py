@@ -101,16 +101,16 @@ class _AccountCheck:
             )
         )
 
-    def entry(self, entry: LedgerEntry) -> None:
+    def entry(self, entry) -> None:
         self.seq += 1
         if entry.seq != self.seq:
             what = "entry missing before this one" if entry.seq > self.seq else "entry out of order"
-            self.problem(what, self.seq, entry.seq, entry.pk)
+            self.problem(what, self.seq, entry.seq, entry.id)
             self.seq = entry.seq
         digest = chain.link(self.digest, entry)
         if entry.digest != digest:
             self.problem(
-                "digest does not match the entry and the one before", digest, entry.digest, entry.pk
+                "digest does not match the entry and the one before", digest, entry.digest, entry.id
             )
         self.digest = entry.digest  # go on from what is stored: one problem, not a cascade
         self.balance += entry.amount
@@ -119,7 +119,7 @@ class _AccountCheck:
                 "balance_after differs from the sum of amounts",
                 self.balance,
                 entry.balance_after,
-                entry.pk,
+                entry.id,
             )
             self.balance = entry.balance_after
         settled = (entry.metadata or {}).get("settled_overdraft", 0)
@@ -162,7 +162,13 @@ class _AccountCheck:
 
 def _verify_batch(accounts: list[CreditAccount], report: VerifyReport) -> None:
     checks = {account.pk: _AccountCheck(account, report) for account in accounts}
-    entries = LedgerEntry.objects.filter(account_id__in=checks).order_by("account_id", "seq", "id")
+    # Plain rows, not model instances: a third of the time on large ledgers.
+    fields = ["id", *(name for name, _ in chain.CHAINED_FIELDS), "digest", "metadata"]
+    entries = (
+        LedgerEntry.objects.filter(account_id__in=checks)
+        .order_by("account_id", "seq", "id")
+        .values_list(*fields, named=True)
+    )
     for entry in entries.iterator(chunk_size=2000):
         checks[entry.account_id].entry(entry)
         report.entries += 1
