@@ -6,28 +6,41 @@
 idempotency key; a first round with one lot per account, a second with five (burn order).
 """
 
+import itertools
 from datetime import timedelta
 
 import common
 
-LIMIT_SQL = """
+BURN_ORDER = """l.priority, l.expires ASC NULLS LAST,
+         CASE WHEN l.category = 'promotional' THEN 0 ELSE 1 END, l.id"""
+NEXT_LOT = f"""
+    SELECT l.id FROM user_credits_creditlot l
+     WHERE l.account_id = a.id AND l.status = 'active' AND l.remaining > 0
+       AND (l.expires IS NULL OR l.expires > now())
+     ORDER BY {BURN_ORDER} LIMIT 1"""
+
+# The same effect as one statement: the balance, the chain end, the lot, the ledger row.
+LIMIT_SQL = f"""
 WITH account AS (
-    UPDATE user_credits_creditaccount SET balance = balance - 1
+    UPDATE user_credits_creditaccount a
+       SET balance = balance - 1, last_seq = last_seq + 1,
+           last_digest = user_credits_link(last_digest, user_credits_entry_content(
+               a.id, last_seq + 1, 'consume', -1, balance - 1, ({NEXT_LOT}), %(key)s, now()))
      WHERE user_id = %(user)s AND offer_group_id = %(group)s AND balance >= 1
- RETURNING id, balance
+ RETURNING id, balance, last_seq, last_digest
 ), lot AS (
     UPDATE user_credits_creditlot SET remaining = remaining - 1
-     WHERE id = (
-        SELECT l.id FROM user_credits_creditlot l JOIN account a ON l.account_id = a.id
-         WHERE l.status = 'active' AND l.remaining > 0 AND (l.expires IS NULL OR l.expires > now())
-         ORDER BY l.priority, l.expires ASC NULLS LAST,
-                  CASE WHEN l.category = 'promotional' THEN 0 ELSE 1 END, l.id
-         LIMIT 1 FOR UPDATE)
+     WHERE id = (SELECT l.id FROM user_credits_creditlot l JOIN account a ON l.account_id = a.id
+                  WHERE l.status = 'active' AND l.remaining > 0
+                    AND (l.expires IS NULL OR l.expires > now())
+                  ORDER BY {BURN_ORDER} LIMIT 1 FOR UPDATE)
  RETURNING id
 )
 INSERT INTO user_credits_ledgerentry
-    (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
-SELECT account.id, lot.id, 'consume', -1, account.balance, %(key)s, '{}', now()
+    (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at, seq,
+     digest)
+SELECT account.id, lot.id, 'consume', -1, account.balance, %(key)s, '{{}}', now(),
+       account.last_seq, account.last_digest
   FROM account, lot
 """
 
@@ -63,6 +76,9 @@ def run_limit(raw, group, users, tag):
             cursor.execute(LIMIT_SQL, params)
 
 
+NAIVE_SEQ = itertools.count(10**9)
+
+
 def run_naive(group, users, tag):
     from django.db import transaction
     from django.db.models import F
@@ -80,6 +96,7 @@ def run_naive(group, users, tag):
                 amount=-1,
                 balance_after=0,
                 idempotency_key=f"{tag}-{i}",
+                seq=next(NAIVE_SEQ),  # a naive version keeps no chain: any unique number
             )
 
 
