@@ -8,7 +8,7 @@ import pytest
 from django.test import override_settings
 
 from user_credits import services
-from user_credits.exceptions import PaymentProviderError
+from user_credits.exceptions import InvalidArgument
 from user_credits.models import CreditLot, EntryKind, LedgerEntry, OrderStatus
 from user_credits.payments.stripe import ORDER_KEY, StripeProvider, from_minor, to_minor
 
@@ -42,7 +42,18 @@ def balance(order):
 
 @pytest.mark.parametrize(
     "amount, currency, minor",
-    [("12.34", "usd", 1234), ("500", "jpy", 500), ("1.234", "kwd", 1234), ("0", "eur", 0)],
+    [
+        ("12.34", "usd", 1234),
+        ("500", "jpy", 500),
+        ("1.234", "kwd", 1234),
+        ("3.375", "kwd", 3375),
+        ("0", "eur", 0),
+        # Stripe's special cases: whole units, sent with two decimals.
+        ("5", "isk", 500),
+        ("5", "ugx", 500),
+        ("1500", "huf", 150000),
+        ("12.30", "twd", 1230),
+    ],
 )
 def test_minor_units(amount, currency, minor):
     assert to_minor(Decimal(amount), currency) == minor
@@ -50,8 +61,9 @@ def test_minor_units(amount, currency, minor):
 
 
 def test_amount_finer_than_the_currency_is_refused():
-    with pytest.raises(PaymentProviderError):
+    with pytest.raises(InvalidArgument) as caught:
         to_minor(Decimal("10.5"), "jpy")
+    assert caught.value.field == "amount"
 
 
 # --- webhooks ------------------------------------------------------------------------------
