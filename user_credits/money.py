@@ -71,7 +71,8 @@ def _unit(decimals: int) -> Decimal:
     return Decimal(1).scaleb(-decimals)
 
 
-def _as_decimal(amount, field: str) -> Decimal:
+def parse_amount(amount, field: str = "amount") -> Decimal:
+    """A finite ``Decimal`` from a ``Decimal``, an int or a string; ``InvalidArgument`` if not."""
     if isinstance(amount, bool):
         raise InvalidArgument(f"{field} {amount!r} is not an amount.", field=field)
     try:
@@ -97,7 +98,7 @@ def validate_amount(amount, currency: str, field: str = "amount") -> Decimal:
     ``Decimal("100.5")`` JPY raises ``InvalidArgument(field=field)``; ``"1.1250"`` KWD gives
     ``Decimal("1.125")``, ``"12.5"`` USD ``Decimal("12.50")``. Never rounds.
     """
-    value = _as_decimal(amount, field)
+    value = parse_amount(amount, field)
     problem = _decimals_problem(value, _code(currency), field)
     if problem:
         raise InvalidArgument(problem, field=field)

@@ -65,3 +65,10 @@ def send_on_commit(signal: Signal, **kwargs: Any) -> None:
                 )
 
     transaction.on_commit(send)
+
+
+def acting_user(by: Any) -> dict:
+    """``{"by": pk, "by_name": str(user)}`` for the record of a manual write; ``{}`` if none."""
+    if by is None:
+        return {}
+    return {"by": by.pk, "by_name": str(by)}
