@@ -1,12 +1,14 @@
 """The example site in a real browser: Debian's headless Chromium driven by Selenium."""
 
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
 from user_credits import services
+from user_credits.models import Order
 
 from .factories import make_user
 
@@ -112,10 +114,26 @@ def test_buyer_journey(live_server, browser, tmp_path):
     assert "Business Standard Yearly" in yearly and "Business Standard Monthly" not in yearly
     assert "cycle=yearly" in browser.current_url
 
+    def price(offer_name):
+        return browser.find_element(By.CSS_SELECTOR, f'.card[data-offer="{offer_name}"] .price')
+
+    assert price("Business Standard Yearly").text == "500.00 USD"
+    browser.find_element(By.ID, "currency-eur").click()
+    wait_for_path(browser, "currency=eur")
+    assert "cycle=yearly" in browser.current_url and cards(browser) == yearly
+    assert price("Business Standard Yearly").text == "450.00 EUR"
+    browser.find_element(By.ID, "currency-kwd").click()
+    wait_for_path(browser, "currency=kwd")
+    assert cards(browser) == ["EventTalk", "1 Talk", "3 Talks"]  # only these have KWD prices
+    assert "Nothing here in KWD yet." in browser.page_source
+    assert price("1 Talk").text == "9.250 KWD"
+
     buy_with_simulated_payment(browser, "1 Talk")
     talks = browser.find_element(By.CSS_SELECTOR, '[data-group="talks"] .balance')
     assert talks.text == "1"
     assert services.get_balance(buyer, "talks") == 1
+    bought = Order.objects.get(user=buyer, name="1 Talk")
+    assert (bought.currency, bought.total) == ("kwd", Decimal("9.250"))
 
     browser.get(f"{live_server.url}/pricing/")
     buy_with_simulated_payment(browser, "Startup EarlyBird Monthly")
