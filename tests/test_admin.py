@@ -1,13 +1,15 @@
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
 from user_credits import services
-from user_credits.models import CreditAccount, LedgerEntry, Order, OrderStatus
+from user_credits.models import CreditAccount, LedgerEntry, OfferPrice, Order, OrderStatus
 
 from .factories import buy, make_group, make_offer, make_user, table_snapshot
 
@@ -84,6 +86,11 @@ def test_mark_paid_action_asks_for_a_message_then_pays(staff, user):
     assert order.status == OrderStatus.PAID
     assert order.events.get(status="paid").message.startswith("Bank transfer 42 (by root)")
     assert services.get_balance(user, order.offer_group) == 7
+    root = get_user_model().objects.get(username="root")
+    payload = order.events.get(status="paid").payload
+    assert (payload["by"], payload["by_name"]) == (root.pk, "root")
+    page = staff.get(url("order", "change", order.pk))
+    assert f"root (#{root.pk})" in page.text  # the history shows who did it
 
 
 def test_refund_action_and_its_failure(staff, user):
@@ -98,6 +105,8 @@ def test_refund_action_and_its_failure(staff, user):
     assert "1 order(s) refunded." in done.text
     assert Order.objects.get(pk=paid.pk).status == OrderStatus.REFUNDED
     assert services.get_balance(user, paid.offer_group) == 0
+    payload = Order.objects.get(pk=paid.pk).events.get(status="refunded").payload
+    assert (payload["by_name"], payload["reason"]) == ("root", "goodwill")
 
 
 def test_grant_action_with_its_form(staff, user):
@@ -119,7 +128,10 @@ def test_grant_action_with_its_form(staff, user):
     done = staff.post(url("creditaccount"), {**data, "tokens": "5", "reason": "sorry"}, follow=True)
     assert "Granted 5 token(s) to 1 account(s)." in done.text
     assert services.get_balance(user, "g") == 5
-    assert LedgerEntry.objects.get().metadata["reason"] == "sorry (by root)"
+    entry = LedgerEntry.objects.get()
+    assert entry.metadata["reason"] == "sorry (by root)"
+    assert entry.metadata["by_name"] == "root" and entry.metadata["by"] > 0
+    assert f"root (#{entry.metadata['by']})" in staff.get(url("ledgerentry")).text
 
 
 def test_expire_action(staff, user, travel):
@@ -150,3 +162,36 @@ def test_actions_need_permissions(client, user):
     assert Order.objects.get(pk=order.pk).status == OrderStatus.PENDING
     page = client.get(url("order"))
     assert "Mark paid" not in page.text
+
+
+def test_offer_prices_inline(staff):
+    offer = make_offer("Inline", price=Decimal("20"), currency="usd")
+    change = url("offer", "change", offer.pk)
+    page = staff.get(change)
+    assert "Prices in other currencies (no conversion)" in page.text
+    form = {
+        "name": offer.name,
+        "kind": offer.kind,
+        "offer_group": offer.offer_group_id,
+        "is_active": "on",
+        "price": "20",
+        "currency": "usd",
+        "cycle": offer.cycle,
+        "weight": "0",
+        "prices-TOTAL_FORMS": "1",
+        "prices-INITIAL_FORMS": "0",
+        "prices-0-currency": "usd",
+        "prices-0-price": "18",
+        "bundle_items-TOTAL_FORMS": "0",
+        "bundle_items-INITIAL_FORMS": "0",
+    }
+    refused = staff.post(change, form)
+    assert refused.status_code == 200 and "own currency" in refused.text
+    assert not OfferPrice.objects.exists()
+    refused = staff.post(change, {**form, "prices-0-currency": "kwd", "prices-0-price": "5.1255"})
+    assert refused.status_code == 200 and not OfferPrice.objects.exists()
+    saved = staff.post(change, {**form, "prices-0-currency": "kwd", "prices-0-price": "5.125"})
+    assert saved.status_code == 302
+    assert list(OfferPrice.objects.values_list("currency", "price")) == [("kwd", Decimal("5.125"))]
+    listed = staff.get(url("offer") + "?q=Inline")
+    assert "5.125 KWD" in listed.text and "20.00" in listed.text

@@ -126,10 +126,29 @@ def test_buyer_journey(site, browser, tmp_path):
     assert "Business Standard Yearly" in yearly and "Business Standard Monthly" not in yearly
     assert "cycle=yearly" in browser.current_url
 
+    def price(offer_name):
+        return browser.find_element(By.CSS_SELECTOR, f'.card[data-offer="{offer_name}"] .price')
+
+    assert price("Business Standard Yearly").text == "500.00 USD"
+    browser.find_element(By.ID, "currency-eur").click()
+    wait_for_path(browser, "currency=eur")
+    assert "cycle=yearly" in browser.current_url and cards(browser) == yearly
+    assert price("Business Standard Yearly").text == "450.00 EUR"
+    browser.find_element(By.ID, "currency-kwd").click()
+    wait_for_path(browser, "currency=kwd")
+    assert cards(browser) == ["EventTalk", "1 Talk", "3 Talks"]  # only these have KWD prices
+    assert "Nothing here in KWD yet." in browser.page_source
+    assert price("1 Talk").text == "9.250 KWD"
+
     buy_with_simulated_payment(browser, "1 Talk")
     talks = browser.find_element(By.CSS_SELECTOR, '[data-group="talks"] .balance')
     assert talks.text == "1"
     assert balance(site, "buyer", "talks") == 1
+    bought = site.python(
+        "from user_credits.models import Order; "
+        "o = Order.objects.get(user__username='buyer', name='1 Talk'); print(o.currency, o.total)"
+    )
+    assert bought.split() == ["kwd", "9.250"]
 
     browser.get(f"{site.url}/pricing/")
     buy_with_simulated_payment(browser, "Startup EarlyBird Monthly")

@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from . import services
+from . import money, services
 from .exceptions import UserCreditsError
 from .models import (
     BundleItem,
@@ -16,6 +16,7 @@ from .models import (
     LedgerEntry,
     Offer,
     OfferGroup,
+    OfferPrice,
     Order,
     OrderEvent,
     OrderStatus,
@@ -105,14 +106,23 @@ class BundleItemInline(admin.TabularInline):
     autocomplete_fields = ("offer", "offer_group")
 
 
+class OfferPriceInline(admin.TabularInline):
+    model = OfferPrice
+    extra = 0
+    fields = ("currency", "price")
+    verbose_name = _("price in another currency")
+    verbose_name_plural = _("prices in other currencies (no conversion)")
+
+
 @admin.register(Offer)
 class OfferAdmin(admin.ModelAdmin):
     list_display = (
         "name",
         "offer_group",
         "kind",
-        "price",
+        "price_display",
         "currency",
+        "other_prices",
         "cycle",
         "token_count",
         "tag_list",
@@ -125,7 +135,7 @@ class OfferAdmin(admin.ModelAdmin):
     search_fields = ("name", "overriding_key")
     filter_horizontal = ("tags", "unlocked_by")
     list_select_related = ("offer_group",)
-    inlines = [BundleItemInline]
+    inlines = [OfferPriceInline, BundleItemInline]
     fieldsets = (
         (None, {"fields": ("name", "kind", "offer_group", "is_active", "popular")}),
         (_("Price"), {"fields": ("price", "currency", "quantity_limit")}),
@@ -140,7 +150,19 @@ class OfferAdmin(admin.ModelAdmin):
     )
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("tags", "unlocked_by")
+        return super().get_queryset(request).prefetch_related("tags", "unlocked_by", "prices")
+
+    @admin.display(description=_("price"), ordering="price")
+    def price_display(self, obj):
+        return money.quantize(obj.price, obj.currency)
+
+    @admin.display(description=_("other prices"))
+    def other_prices(self, obj):
+        prices = sorted(obj.prices.all(), key=lambda p: p.currency)
+        return (
+            ", ".join(f"{money.quantize(p.price, p.currency)} {p.currency.upper()}" for p in prices)
+            or "—"
+        )
 
     @admin.display(description=_("tags"))
     def tag_list(self, obj):
@@ -160,11 +182,23 @@ class OfferAdmin(admin.ModelAdmin):
 # --- orders ------------------------------------------------------------------------------
 
 
+def acting_user(metadata):
+    """Who made a manual write, as the services record it (``by``, ``by_name``)."""
+    metadata = metadata or {}
+    if "by" not in metadata:
+        return "—"
+    return f"{metadata.get('by_name') or '?'} (#{metadata['by']})"
+
+
 class OrderEventInline(ReadOnlyMixin, admin.TabularInline):
     model = OrderEvent
     extra = 0
-    fields = ("created_at", "status", "message", "payload")
+    fields = ("created_at", "status", "message", "done_by", "payload")
     readonly_fields = fields
+
+    @admin.display(description=_("by"))
+    def done_by(self, obj):
+        return acting_user(obj.payload)
 
 
 class MarkPaidForm(forms.Form):
@@ -184,7 +218,7 @@ class OrderAdmin(admin.ModelAdmin):
         "user",
         "name",
         "coloured_status",
-        "total",
+        "total_display",
         "currency",
         "created_at",
         "starts",
@@ -205,6 +239,10 @@ class OrderAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False  # a snapshot: viewed here, changed only by the actions' services
+
+    @admin.display(description=_("total"), ordering="total")
+    def total_display(self, obj):
+        return money.quantize(obj.total, obj.currency)
 
     @admin.display(description=_("status"), ordering="status")
     def coloured_status(self, obj):
@@ -229,6 +267,7 @@ class OrderAdmin(admin.ModelAdmin):
             services.mark_paid,
             "{count} order(s) marked paid.",
             message=message,
+            by=request.user,
         )
         return None
 
@@ -245,7 +284,8 @@ class OrderAdmin(admin.ModelAdmin):
             queryset,
             services.refund,
             "{count} order(s) refunded.",
-            payload={"reason": form.cleaned_data["reason"], "by": str(request.user)},
+            payload={"reason": form.cleaned_data["reason"]},
+            by=request.user,
         )
         return None
 
@@ -277,10 +317,23 @@ class CreditLotInline(ReadOnlyMixin, admin.TabularInline):
 class LedgerEntryInline(ReadOnlyMixin, admin.TabularInline):
     model = LedgerEntry
     extra = 0
-    fields = ("created_at", "kind", "amount", "balance_after", "lot", "idempotency_key", "metadata")
+    fields = (
+        "created_at",
+        "kind",
+        "amount",
+        "balance_after",
+        "lot",
+        "idempotency_key",
+        "done_by",
+        "metadata",
+    )
     readonly_fields = fields
     ordering = ("-created_at", "-id")
     max_num = 0
+
+    @admin.display(description=_("by"))
+    def done_by(self, obj):
+        return acting_user(obj.metadata)
 
 
 class GrantForm(forms.Form):
@@ -349,6 +402,7 @@ class CreditAccountAdmin(admin.ModelAdmin):
             f"Granted {data['tokens']} token(s) to {{count}} account(s).",
             expires=data["expires"],
             reason=f"{data['reason']} (by {request.user})",
+            by=request.user,
         )
         return None
 
@@ -395,8 +449,13 @@ class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "balance_after",
         "lot",
         "idempotency_key",
+        "done_by",
     )
     list_filter = ("kind", "account__offer_group", "created_at")
     search_fields = ("account__user__username", "idempotency_key")
     list_select_related = ("account__user", "account__offer_group")
     date_hierarchy = "created_at"
+
+    @admin.display(description=_("by"))
+    def done_by(self, obj):
+        return acting_user(obj.metadata)

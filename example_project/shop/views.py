@@ -1,5 +1,8 @@
 """The example shop: a pricing page, a buy button, a simulated payment and a credits page."""
 
+from collections import Counter
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -8,30 +11,56 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from user_credits import services
+from user_credits import money, services
 from user_credits.exceptions import UserCreditsError
-from user_credits.models import LedgerEntry, Order, OrderStatus
+from user_credits.models import LedgerEntry, Offer, OfferPrice, Order, OrderStatus
 from user_credits.payments import get_provider
 from user_credits.payments.manual import ManualProvider
 
 CYCLES = ("monthly", "yearly")
 
 
+def sale_currencies() -> list[str]:
+    """Every currency an active offer has a price in: the offers' own currencies first (the
+    most common is the page's default), then those of their other prices."""
+    own = Counter(Offer.objects.filter(is_active=True).values_list("currency", flat=True))
+    other = Counter(
+        OfferPrice.objects.filter(offer__is_active=True).values_list("currency", flat=True)
+    )
+    return sorted(own.keys() | other.keys(), key=lambda code: (-own[code], -other[code], code))
+
+
 def pricing(request):
     cycle = request.GET.get("cycle") if request.GET.get("cycle") in CYCLES else "monthly"
+    currencies = sale_currencies()
+    asked = (request.GET.get("currency") or "").lower()
+    currency = asked if asked in currencies else (currencies[0] if currencies else None)
     user = request.user
+
+    def offers(*tags):
+        # Offers without a price in the chosen currency are left out: no conversion.
+        return services.load_offers(user, list(tags), currency=currency)
+
     sections = [
-        ("Plans", services.load_offers(user, ["subscription", cycle])),
-        (
-            "Event talks",
-            services.load_offers(user, ["EventTalk"]) + services.load_offers(user, ["tokens"]),
-        ),
-        ("Mobile", services.load_offers(user, ["mobile"])),
+        ("Plans", offers("subscription", cycle)),
+        ("Event talks", offers("EventTalk") + offers("tokens")),
+        ("Mobile", offers("mobile")),
     ]
+    if currency:
+        for _, listed in sections:
+            for offer in listed:
+                offer.shown_price = money.quantize(offer.price_in(currency), currency)
     return render(
         request,
         "shop/pricing.html",
-        {"cycle": cycle, "cycles": CYCLES, "sections": sections, "stripe": _stripe_enabled()},
+        {
+            "cycle": cycle,
+            "cycles": [(c, urlencode({"cycle": c, "currency": currency or ""})) for c in CYCLES],
+            "currency": currency,
+            "currencies": [(c, urlencode({"cycle": cycle, "currency": c})) for c in currencies],
+            "sections": sections,
+            "stripe": _stripe_enabled(),
+        },
     )
 
 
@@ -43,7 +72,9 @@ def _stripe_enabled():
 @require_POST
 def buy(request, offer_id):
     try:
-        order = services.create_order(request.user, int(offer_id))
+        order = services.create_order(
+            request.user, int(offer_id), currency=request.POST.get("currency") or None
+        )
     except UserCreditsError as exc:
         messages.error(request, str(exc))
         return redirect("pricing")
@@ -70,7 +101,8 @@ def simulate_payment(request, order_id):
         ManualProvider().validate(order, message="Simulated payment on the example site.")
         messages.success(request, f"Payment simulated: {order.name} is paid.")
         return redirect("credits")
-    return render(request, "shop/simulate.html", {"order": order})
+    total = money.quantize(order.total, order.currency)
+    return render(request, "shop/simulate.html", {"order": order, "total": total})
 
 
 def balance_chart(points, width=600, height=120):

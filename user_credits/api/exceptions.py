@@ -27,16 +27,17 @@ FIELD_OF_ERROR = {domain.UnknownOfferGroup: "offer_group", domain.InvalidCount: 
 
 
 def _domain_response(exc):
+    # Every error about one field names it under ``fields``, whatever its class.
+    field = getattr(exc, "field", None) or FIELD_OF_ERROR.get(type(exc))
+    fields = {field: [str(exc)]} if field else None
     for error_class, http_status in STATUS_BY_ERROR:
         if isinstance(exc, error_class):
-            field = getattr(exc, "field", None) or FIELD_OF_ERROR.get(type(exc))
-            fields = {field: [str(exc)]} if field else None
             body = error_body(exc.code, str(exc), fields)
             if isinstance(exc, domain.InsufficientCredits):
                 body.update(requested=exc.requested, available=exc.available)
             headers = {"Retry-After": "1"} if isinstance(exc, domain.AccountBusy) else None
             return Response(body, status=http_status, headers=headers)
-    return Response(error_body(exc.code, str(exc)), status=status.HTTP_400_BAD_REQUEST)
+    return Response(error_body(exc.code, str(exc), fields), status=status.HTTP_400_BAD_REQUEST)
 
 
 def exception_handler(exc, context):

@@ -1,7 +1,8 @@
 from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .. import services
+from .. import money, services
 from ..models import (
     BundleItem,
     CreditLot,
@@ -41,6 +42,25 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class MoneyField(serializers.DecimalField):
+    """An amount at its currency's decimals, as a string: "12.50" USD, "500" JPY, "1.125" KWD.
+
+    The currency is the instance's ``currency_field``. Read-only: the API takes no amounts.
+    """
+
+    def __init__(self, *, currency_field="currency", **kwargs):
+        self.currency_field = currency_field
+        kwargs.setdefault("max_digits", 15)
+        super().__init__(decimal_places=money.STORED_DECIMALS, read_only=True, **kwargs)
+
+    def get_attribute(self, instance):
+        return super().get_attribute(instance), getattr(instance, self.currency_field)
+
+    def to_representation(self, value):
+        amount, currency = value
+        return str(money.quantize(amount, currency))
+
+
 class ErrorSerializer(serializers.Serializer):
     """The shape of every error response."""
 
@@ -64,9 +84,21 @@ class BundleItemSerializer(serializers.ModelSerializer):
         return (item.offer_group or item.offer.offer_group).key
 
 
+class OfferPriceSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    price = serializers.CharField(help_text="At the currency's decimals.")
+
+
 class OfferSerializer(serializers.ModelSerializer):
+    """An offer; with ``context["currency"]``, ``price`` and ``currency`` are the offer's price in
+    that currency (the offers are loaded for it, so each has one)."""
+
     offer_group = serializers.SlugRelatedField(slug_field="key", read_only=True)
     offer_group_name = serializers.CharField(source="offer_group.name", read_only=True)
+    price = MoneyField()
+    prices = serializers.SerializerMethodField(
+        help_text="Every price of the offer: its own currency first, then its other currencies."
+    )
     tags = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
     bundle_items = BundleItemSerializer(many=True, read_only=True)
 
@@ -80,6 +112,7 @@ class OfferSerializer(serializers.ModelSerializer):
             "offer_group_name",
             "price",
             "currency",
+            "prices",
             "token_count",
             "cycle",
             "custom_cycle",
@@ -92,6 +125,24 @@ class OfferSerializer(serializers.ModelSerializer):
             "quantity_limit",
         ]
 
+    @extend_schema_field(OfferPriceSerializer(many=True))
+    def get_prices(self, offer) -> list[dict]:
+        own = [(offer.currency, offer.price)]
+        others = sorted((p.currency, p.price) for p in offer.prices.all())
+        return [
+            {"currency": currency, "price": str(money.quantize(price, currency))}
+            for currency, price in own + others
+        ]
+
+    def to_representation(self, offer):
+        data = super().to_representation(offer)
+        currency = self.context.get("currency")
+        if currency:
+            code = str(currency).strip().lower()
+            data["price"] = str(money.quantize(offer.price_in(code), code))
+            data["currency"] = code
+        return data
+
 
 class OrderEventSerializer(serializers.ModelSerializer):
     class Meta:
@@ -101,6 +152,9 @@ class OrderEventSerializer(serializers.ModelSerializer):
 
 class OrderSerializer(serializers.ModelSerializer):
     offer_group = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    unit_price = MoneyField(max_digits=13)
+    total = MoneyField()
+    amount_refunded = MoneyField()
     events = OrderEventSerializer(many=True, read_only=True)
 
     class Meta:
@@ -133,7 +187,12 @@ class OrderSerializer(serializers.ModelSerializer):
 class OrderCreateSerializer(StrictSerializer):
     offer = StrictIntegerField(min_value=1)
     quantity = StrictIntegerField(min_value=1, max_value=1_000_000, default=1)
-    currency = serializers.CharField(min_length=3, max_length=3, required=False)
+    currency = serializers.CharField(
+        min_length=3,
+        max_length=3,
+        required=False,
+        help_text="The offer's currency (default) or one of its other prices' currencies.",
+    )
     starts = serializers.DateTimeField(required=False)
 
 

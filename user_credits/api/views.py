@@ -56,6 +56,13 @@ TAGS_PARAMETER = OpenApiParameter(
     "tags", str, description="Comma-separated tags; an offer must carry all of them."
 )
 
+CURRENCY_PARAMETER = OpenApiParameter(
+    "currency",
+    str,
+    description="Show prices in this currency (ISO 4217, e.g. eur). Offers without a price in "
+    "it are left out: prices are never converted.",
+)
+
 
 class OfferViewSet(CreditsAPIMixin, viewsets.ViewSet):
     """The offers the requesting user may buy (anonymous users: regular offers only)."""
@@ -64,21 +71,29 @@ class OfferViewSet(CreditsAPIMixin, viewsets.ViewSet):
 
     def _offers(self, request):
         tags = [t for t in request.query_params.get("tags", "").split(",") if t.strip()]
-        return services.load_offers(request.user, [t.strip() for t in tags])
+        currency = request.query_params.get("currency") or None
+        return services.load_offers(request.user, [t.strip() for t in tags], currency=currency)
 
-    @extend_schema(parameters=[TAGS_PARAMETER], responses=s.OfferSerializer(many=True))
-    def list(self, request):
-        return Response(s.OfferSerializer(self._offers(request), many=True).data)
+    def _serialize(self, request, offers, **kwargs):
+        context = {"currency": request.query_params.get("currency") or None}
+        return s.OfferSerializer(offers, context=context, **kwargs).data
 
     @extend_schema(
-        parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],
-        responses={200: s.OfferSerializer, **errors(404)},
+        parameters=[TAGS_PARAMETER, CURRENCY_PARAMETER],
+        responses={200: s.OfferSerializer(many=True), **errors(400)},
+    )
+    def list(self, request):
+        return Response(self._serialize(request, self._offers(request), many=True))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH), CURRENCY_PARAMETER],
+        responses={200: s.OfferSerializer, **errors(400, 404)},
     )
     def retrieve(self, request, pk=None):
         offer = next((o for o in self._offers(request) if str(o.pk) == str(pk)), None)
         if offer is None:
             raise NotFound("No such offer.")
-        return Response(s.OfferSerializer(offer).data)
+        return Response(self._serialize(request, offer))
 
 
 class OrderViewSet(
@@ -233,6 +248,7 @@ class GrantView(CreditsAPIMixin, APIView):
             expires=values["expires"],
             category=values["category"],
             reason=f"{values['reason']} (by {request.user})",
+            by=request.user,
         )
         return Response(s.CreditLotSerializer(lot).data, status=status.HTTP_201_CREATED)
 

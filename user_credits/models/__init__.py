@@ -10,7 +10,7 @@ from .ledger import (
     LotCategory,
     LotStatus,
 )
-from .offers import BundleItem, Cycle, Offer, OfferGroup, OfferKind, Tag
+from .offers import BundleItem, Cycle, Offer, OfferGroup, OfferKind, OfferPrice, Tag
 from .orders import Order, OrderEvent, OrderStatus
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "Offer",
     "OfferGroup",
     "OfferKind",
+    "OfferPrice",
     "Order",
     "OrderEvent",
     "OrderStatus",

@@ -1,7 +1,10 @@
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+
+from .. import money
 
 currency_validator = RegexValidator(
     r"^[a-z]{3}$", _("Use a lower-case ISO 4217 code such as 'usd' or 'eur'.")
@@ -73,7 +76,11 @@ class Offer(models.Model):
         OfferGroup, on_delete=models.PROTECT, related_name="offers", verbose_name=_("offer group")
     )
     price = models.DecimalField(
-        _("price"), max_digits=12, decimal_places=2, validators=[MinValueValidator(0)]
+        _("price"),
+        max_digits=13,
+        decimal_places=money.STORED_DECIMALS,
+        validators=[MinValueValidator(0)],
+        help_text=_("In the currency's major unit, with at most the currency's decimals."),
     )
     currency = models.CharField(
         _("currency"), max_length=3, default="usd", validators=[currency_validator]
@@ -118,6 +125,76 @@ class Offer(models.Model):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        super().clean()
+        errors = money.validation_errors({"price": self.price}, self.currency)
+        if (
+            self.pk
+            and "currency" not in errors
+            and self.currency
+            and self.prices.filter(currency=self.currency).exists()
+        ):
+            errors["currency"] = [
+                _("This offer also has a price in %(currency)s: remove it first.")
+                % {"currency": self.currency.upper()}
+            ]
+        if errors:
+            raise ValidationError(errors)
+
+    def price_in(self, currency: str):
+        """The price in ``currency``: the offer's own, or an ``OfferPrice``; else ``None``.
+
+        No conversion. Reads ``prices`` through the prefetch cache when there is one.
+        """
+        code = str(currency or "").lower()
+        if code == self.currency:
+            return self.price
+        return next((p.price for p in self.prices.all() if p.currency == code), None)
+
+
+class OfferPrice(models.Model):
+    """An offer's price in another currency; an order in that currency pays this price."""
+
+    offer = models.ForeignKey(
+        Offer, on_delete=models.CASCADE, related_name="prices", verbose_name=_("offer")
+    )
+    currency = models.CharField(_("currency"), max_length=3, validators=[currency_validator])
+    price = models.DecimalField(
+        _("price"),
+        max_digits=13,
+        decimal_places=money.STORED_DECIMALS,
+        validators=[MinValueValidator(0)],
+    )
+
+    class Meta:
+        ordering = ("offer", "currency")
+        verbose_name = _("price in another currency")
+        verbose_name_plural = _("prices in other currencies")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["offer", "currency"], name="offerprice_one_per_offer_currency"
+            ),
+            models.CheckConstraint(condition=Q(price__gte=0), name="offerprice_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[a-z]{3}$"), name="offerprice_currency_iso_lower"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.offer}: {self.price} {self.currency.upper()}"
+
+    def clean(self):
+        super().clean()
+        errors = money.validation_errors({"price": self.price}, self.currency)
+        offer = self.offer if self.offer_id else None
+        if offer is not None and self.currency and self.currency == offer.currency:
+            errors.setdefault("currency", []).append(
+                _("%(currency)s is the offer's own currency: set its price on the offer.")
+                % {"currency": self.currency.upper()}
+            )
+        if errors:
+            raise ValidationError(errors)
 
 
 class BundleItem(models.Model):

@@ -3,6 +3,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from .. import money
 from .offers import Cycle, Offer, OfferGroup, currency_validator, custom_cycle_constraint
 
 
@@ -61,9 +62,9 @@ class Order(models.Model):
     custom_cycle = models.PositiveIntegerField(null=True, blank=True)
     append_date = models.BooleanField(default=False)
     token_count = models.PositiveIntegerField(null=True, blank=True)
-    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
+    unit_price = models.DecimalField(max_digits=13, decimal_places=money.STORED_DECIMALS)
     quantity = models.PositiveIntegerField(default=1)
-    total = models.DecimalField(max_digits=14, decimal_places=2)
+    total = models.DecimalField(max_digits=15, decimal_places=money.STORED_DECIMALS)
     currency = models.CharField(max_length=3, validators=[currency_validator])
     bundle_items = models.JSONField(
         default=list, blank=True, help_text=_("Snapshot of the bundle's items at creation.")
@@ -71,7 +72,9 @@ class Order(models.Model):
     # Period, set when paid (or requested at creation).
     starts = models.DateTimeField(_("starts"), null=True, blank=True)
     expires = models.DateTimeField(_("expires"), null=True, blank=True)
-    amount_refunded = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    amount_refunded = models.DecimalField(
+        max_digits=15, decimal_places=money.STORED_DECIMALS, default=0
+    )
     payment_reference = models.CharField(
         _("payment reference"), max_length=255, blank=True, db_index=True
     )
@@ -104,6 +107,17 @@ class Order(models.Model):
 
     def __str__(self):
         return f"#{self.pk} {self.name} × {self.quantity} ({self.get_status_display()})"
+
+    def clean(self):
+        super().clean()
+        money.clean_amounts(
+            {
+                "unit_price": self.unit_price,
+                "total": self.total,
+                "amount_refunded": self.amount_refunded,
+            },
+            self.currency,
+        )
 
 
 class OrderEvent(models.Model):

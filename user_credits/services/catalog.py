@@ -7,6 +7,7 @@ from typing import Any
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Value
 from django.utils import timezone
 
+from .. import money
 from ..models import BundleItem, Offer, Order, OrderStatus
 from .common import logger, user_pk
 
@@ -29,6 +30,7 @@ def offers_queryset() -> QuerySet:
         .select_related("offer_group")
         .prefetch_related(
             "tags",
+            "prices",
             Prefetch(
                 "bundle_items",
                 queryset=BundleItem.objects.select_related(
@@ -39,13 +41,22 @@ def offers_queryset() -> QuerySet:
     )
 
 
-def load_offers(user: Any = None, env_tags: Iterable[str] | None = None) -> list[Offer]:
+def load_offers(
+    user: Any = None, env_tags: Iterable[str] | None = None, *, currency: str | None = None
+) -> list[Offer]:
     """The offers ``user`` may buy, as DESIGN §3 "Offer loading" says.
 
     Regular offers (no ``unlocked_by``) plus the offers unlocked by a group in which the user
     has a paid, unexpired order, all carrying every one of ``env_tags``; for each
     ``overriding_key`` the heaviest unlocked offer replaces the regular offers with that key.
+    With ``currency``, only the offers that have a price in it (``Offer.price_in``) are kept:
+    an offer is never shown at a converted price. An unknown currency raises
+    ``InvalidArgument(field="currency")``.
     """
+    code = None
+    if currency is not None:
+        code = str(currency).strip().lower()
+        money.currency_decimals(code)
     tags = sorted({str(t) for t in (env_tags or []) if str(t)})
     uid = _user_or_none(user)
 
@@ -77,7 +88,12 @@ def load_offers(user: Any = None, env_tags: Iterable[str] | None = None) -> list
     offers = list(
         offers_queryset().annotate(has_unlockers=has_unlockers, is_unlocked=unlocked).filter(wanted)
     )
-    return _merge(offers)
+    merged = _merge(offers)
+    if code is not None:
+        # After the merge: an unlocked offer replaces its twin even if only the twin has a
+        # price in this currency (the buyer sees what they would see in any currency).
+        merged = [offer for offer in merged if offer.price_in(code) is not None]
+    return merged
 
 
 def _merge(offers):

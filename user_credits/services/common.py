@@ -69,6 +69,13 @@ def send_on_commit(signal: Signal, **kwargs: Any) -> None:
     transaction.on_commit(send)
 
 
+def acting_user(by: Any) -> dict:
+    """``{"by": pk, "by_name": str(user)}`` for the record of a manual write; ``{}`` if none."""
+    if by is None:
+        return {}
+    return {"by": by.pk, "by_name": str(by)}
+
+
 #: SQLSTATEs of a wait that ran out of time: lock_not_available (``lock_timeout``) and
 #: query_canceled (``statement_timeout``).
 WAIT_TIMEOUTS = frozenset({"55P03", "57014"})

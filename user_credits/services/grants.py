@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from ..exceptions import InvalidArgument
 from ..models import CreditLot, LotCategory, OfferGroup
-from .common import positive_int, resolve_group, user_pk
+from .common import acting_user, positive_int, resolve_group, user_pk
 from .ledger import add_lot, lock_account
 
 
@@ -21,8 +21,12 @@ def grant(
     category: str = LotCategory.PROMOTIONAL,
     reason: str = "",
     priority: int = 50,
+    by: Any = None,
 ) -> CreditLot:
-    """Grant tokens by hand, with a reason in the ledger."""
+    """Grant tokens by hand, with a reason in the ledger.
+
+    ``by``: the user who granted them, recorded in the grant entry's metadata.
+    """
     tokens = positive_int(tokens, "tokens")
     if category not in LotCategory.values:
         raise InvalidArgument(
@@ -44,4 +48,5 @@ def grant(
             now=now,
             reason=reason,
             priority=priority,
+            metadata=acting_user(by),
         )

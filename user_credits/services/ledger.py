@@ -174,8 +174,11 @@ def add_lot(
     order=None,
     reason: str = "",
     priority: int = 50,
+    metadata: dict | None = None,
 ) -> CreditLot:
-    """Grant ``tokens`` to a locked account; an outstanding overdraft is settled first."""
+    """Grant ``tokens`` to a locked account; an outstanding overdraft is settled first.
+
+    ``metadata`` is added to the grant entry's (e.g. who granted by hand)."""
     settled = min(account.overdraft, tokens)
     lot = CreditLot.objects.create(
         account=account,
@@ -189,7 +192,7 @@ def add_lot(
         reason=reason,
     )
     account.overdraft -= settled
-    metadata = {"order": order.pk} if order is not None else {}
+    metadata = {**(metadata or {}), **({"order": order.pk} if order is not None else {})}
     if reason:
         metadata["reason"] = reason
     if settled:

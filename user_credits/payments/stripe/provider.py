@@ -1,11 +1,11 @@
 """Outbound calls to Stripe: start the payment of an order.
 
 Starting a payment creates a PaymentIntent (its client secret is returned) or a Checkout
-Session (its URL), with the order id in ``metadata`` (``ORDER_KEY``).
+Session (its URL), with the order id in ``metadata`` (``ORDER_KEY``), in the order's currency
+and amount converted to Stripe's minor units by ``user_credits.money``.
 """
 
 import logging
-from decimal import Decimal
 
 import stripe
 from djstripe.models import Customer
@@ -14,6 +14,7 @@ from djstripe.settings import djstripe_settings
 from ... import services
 from ...conf import app_settings
 from ...exceptions import PaymentProviderError
+from ...money import from_minor, to_minor
 from ..base import PaymentProvider, PaymentStart
 
 logger = logging.getLogger("user_credits.payments")
@@ -21,26 +22,7 @@ logger = logging.getLogger("user_credits.payments")
 #: The metadata key carrying our order id on PaymentIntents and Checkout Sessions.
 ORDER_KEY = "user_credits_order"
 
-# Stripe's currencies whose amounts have no minor unit, and those with three decimals.
-ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
-THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
-
-
-def minor_units(currency: str) -> int:
-    currency = currency.lower()
-    return 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
-
-
-def to_minor(amount: Decimal, currency: str) -> int:
-    """``Decimal("12.34")`` usd → ``1234``; jpy is not multiplied, kwd by 1000."""
-    scaled = Decimal(amount).scaleb(minor_units(currency))
-    if scaled != scaled.to_integral_value():
-        raise PaymentProviderError(f"{amount} {currency.upper()} has more decimals than allowed.")
-    return int(scaled)
-
-
-def from_minor(amount: int, currency: str) -> Decimal:
-    return Decimal(int(amount)).scaleb(-minor_units(currency))
+__all__ = ["ORDER_KEY", "StripeProvider", "from_minor", "to_minor"]
 
 
 class StripeProvider(PaymentProvider):

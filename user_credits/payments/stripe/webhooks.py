@@ -16,8 +16,9 @@ from djstripe.event_handlers import djstripe_receiver
 from ... import services
 from ...exceptions import UserCreditsError
 from ...models import Order
+from ...money import from_minor
 from ...services.notifications import PaymentNotification
-from .provider import ORDER_KEY, from_minor
+from .provider import ORDER_KEY
 
 logger = logging.getLogger("user_credits.payments")
 
