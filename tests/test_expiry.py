@@ -240,8 +240,7 @@ def test_unknown_low_group_is_a_usage_error_listing_the_groups_and_nothing_is_do
             run("--low", "calls=1", "--low", "api-calls=100")
         assert exc.value.returncode == 2
         assert str(exc.value) == (
-            "--low: unknown offer group(s) api-calls; nothing was done. "
-            "Offer groups: calls, talks."
+            "--low: unknown offer group(s) api-calls; nothing was done. Offer groups: calls, talks."
         )
         assert table_snapshot() == before  # the due lot was not expired either
         # From the command line: exit status 2, the message on stderr.

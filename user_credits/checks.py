@@ -108,8 +108,7 @@ def check_settings(app_configs=None, **kwargs):
                 Warning(
                     f"The Stripe payment provider has no secret key: {key_name} is not set "
                     f"(STRIPE_LIVE_MODE = {live}); starting a payment will fail.",
-                    hint=f"Set {key_name} (e.g. from the environment), or use the manual "
-                    "provider.",
+                    hint=f"Set {key_name} (e.g. from the environment), or use the manual provider.",
                     id=Codes.STRIPE_KEY,
                 )
             )

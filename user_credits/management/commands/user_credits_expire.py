@@ -203,8 +203,7 @@ class Command(BaseCommand):
                 f"Offer groups: {listing(names)}." if names else "There are no offer groups yet."
             )
             raise CommandError(
-                f"--low: unknown offer group(s) {', '.join(unknown)}; nothing was done. "
-                f"{existing}",
+                f"--low: unknown offer group(s) {', '.join(unknown)}; nothing was done. {existing}",
                 returncode=USAGE,
             )
         return low
