@@ -74,7 +74,7 @@ LOGIN_REDIRECT_URL = "/pricing/"
 
 # Stripe through dj-stripe: set test keys in the environment to pay with Stripe Checkout.
 # Without them the site pays through the manual provider and needs neither dj-stripe's app
-# nor its migrations (about a minute to apply).
+# nor its migrations (1–2 minutes to apply).
 STRIPE_TEST_SECRET_KEY = os.environ.get("STRIPE_TEST_SECRET_KEY", "")
 if STRIPE_TEST_SECRET_KEY:
     INSTALLED_APPS.insert(INSTALLED_APPS.index("user_credits"), "djstripe")

@@ -1,10 +1,12 @@
 import json
 from datetime import UTC, datetime, timedelta
 from io import StringIO
+from unittest import mock
 
 import pytest
 from django.core.management import CommandError, call_command, load_command_class
 from django.core.management.base import OutputWrapper
+from django.db import connections
 
 from user_credits import services, signals
 from user_credits.exceptions import InvalidArgument, UnknownOfferGroup
@@ -247,7 +249,8 @@ def test_unknown_low_group_is_a_usage_error_listing_the_groups_and_nothing_is_do
         command = load_command_class("user_credits", "user_credits_expire")
         err = StringIO()
         command.stderr = OutputWrapper(err)
-        with pytest.raises(SystemExit) as exit_:
+        # (run_from_argv closes the connections when done; the test's must stay open.)
+        with pytest.raises(SystemExit) as exit_, mock.patch.object(connections, "close_all"):
             command.run_from_argv(["manage.py", "user_credits_expire", "--low", "nope=1"])
         assert exit_.value.code == 2 and "unknown offer group(s) nope" in err.getvalue()
         assert table_snapshot() == before

@@ -8,8 +8,8 @@ site imports ``user_credits`` from the wheel, never from this source tree); then
 written against a live example site with the demo catalog.
 
 The manual-provider site and the curl block run on SQLite and, with ``DATABASE_URL``, on a fresh
-PostgreSQL database. The Stripe site runs on SQLite only: dj-stripe's migrations take about a
-minute, and the PostgreSQL leg with every migration covers them on PostgreSQL.
+PostgreSQL database. The Stripe site runs on SQLite only: dj-stripe's migrations take 1–2
+minutes, and the PostgreSQL leg with every migration covers them on PostgreSQL.
 """
 
 import base64
@@ -321,7 +321,7 @@ def test_manual_provider_site_without_djstripe(wheel, tmp_path):
 
 @pytest.mark.skipif(
     ON_POSTGRES,
-    reason="dj-stripe's migrations take about a minute: the Stripe site runs on the SQLite "
+    reason="dj-stripe's migrations take 1–2 minutes: the Stripe site runs on the SQLite "
     "leg; the PostgreSQL leg with every migration applies them on PostgreSQL",
 )
 def test_stripe_provider_site_with_djstripe(wheel, tmp_path):
