@@ -1,3 +1,4 @@
+import json
 from datetime import timedelta
 
 import pytest
@@ -6,6 +7,7 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+import user_credits
 from user_credits import exceptions as domain
 from user_credits import services
 from user_credits.api.exceptions import exception_handler
@@ -381,6 +383,11 @@ def test_schema_documents_every_endpoint(api):
     consume = schema["paths"][API + "consume/"]["post"]
     assert {"201", "400", "402", "409"} <= set(consume["responses"])
     assert any(p["name"] == "Idempotency-Key" for p in consume["parameters"])
+    # The documentation's REST API reference is generated from api_schema(): the same schema.
+    from user_credits.api.schema import api_schema
+
+    assert json.loads(json.dumps(api_schema(API.lstrip("/")), default=str)) == schema
+    assert schema["info"]["version"] == user_credits.__version__
 
 
 # --- holds -------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ class UserCreditsError(Exception):
 
 
 class ConfigurationError(UserCreditsError, ImproperlyConfigured):
+    """The ``USER_CREDITS`` setting is wrong (an unknown key, a bad value)."""
+
     code = "configuration_error"
 
 
@@ -48,6 +50,8 @@ class InvalidCount(InvalidArgument):
 
 
 class UnknownOfferGroup(UserCreditsError, LookupError):
+    """No offer group has this key."""
+
     code = "unknown_offer_group"
 
     def __init__(self, message, *, field="offer_group"):
@@ -55,6 +59,9 @@ class UnknownOfferGroup(UserCreditsError, LookupError):
 
 
 class InsufficientCredits(UserCreditsError, ValueError):
+    """Not enough available tokens (and no overdraft allowed): nothing was written.
+    ``requested`` and ``available`` tell by how much."""
+
     code = "insufficient_credits"
 
     def __init__(self, message, *, requested=0, available=0):

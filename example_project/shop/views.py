@@ -10,6 +10,9 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from user_credits import money, services
 from user_credits.exceptions import UserCreditsError
@@ -153,3 +156,21 @@ def ledger(request):
     if lot and lot.isdigit():
         entries = entries.filter(lot_id=int(lot))
     return render(request, "shop/ledger.html", {"entries": entries[:200], "lot": lot})
+
+
+class SimulatePaymentAPI(APIView):
+    """``POST``: the simulated payment for API clients (the README's curl calls), manual provider
+    only. It validates the requesting user's order as an admin's *Mark paid* would."""
+
+    permission_classes = [IsAuthenticated]
+
+    def post(self, request, order_id):
+        if _stripe_enabled():
+            return Response(
+                {"code": "stripe_enabled", "detail": "Stripe keys are set: pay through Stripe."},
+                status=409,
+            )
+        order = ManualProvider().validate(
+            _own_order(request, order_id), message="Simulated payment on the example site (API)."
+        )
+        return Response({"id": order.pk, "status": order.status})

@@ -1,10 +1,10 @@
 """Mount with ``path("api/credits/", include("user_credits.api.urls"))``."""
 
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from . import views
+from .schema import SchemaView
 
 app_name = "user_credits_api"
 
@@ -20,5 +20,5 @@ urlpatterns = [
     path("credits/", views.CreditsView.as_view(), name="credits"),
     path("consume/", views.ConsumeView.as_view(), name="consume"),
     path("grants/", views.GrantView.as_view(), name="grants"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", SchemaView.as_view(), name="schema"),
 ]

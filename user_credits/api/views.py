@@ -2,7 +2,7 @@
 
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound
@@ -16,6 +16,7 @@ from ..models import Hold, LedgerEntry, Order
 from . import serializers as s
 from .exceptions import exception_handler
 from .filters import LedgerEntryFilter, OrderFilter
+from .schema import extend_schema
 
 
 def errors(*codes):

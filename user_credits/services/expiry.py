@@ -1,7 +1,7 @@
 """The expiry sweep and the expiry / low-balance warnings, in bounded batches."""
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -85,13 +85,15 @@ def expire_credits(
     batch_size: int | None = None,
     dry_run: bool = False,
     collect: bool = True,
+    progress: Callable[[ExpiryReport], None] | None = None,
 ) -> ExpiryReport:
     """Expire every due lot once, then send the expiry and low-balance warnings once.
 
     Each batch is one transaction: a crash leaves finished batches complete and the rest for
     the next run. Accounts are locked in id order, so concurrent sweeps (and consumptions)
     never expire a lot twice. ``dry_run`` does everything in a transaction that is rolled
-    back: the report is exact and nothing is written or signalled.
+    back: the report is exact and nothing is written or signalled. ``progress``, if given,
+    is called with the report after each batch (the command's progress display).
     """
     now = now or timezone.now()
     if batch_size is None:
@@ -101,7 +103,7 @@ def expire_credits(
     warn_before = _as_timedelta(warn_before)
     thresholds = _thresholds(low)
     report = ExpiryReport(dry_run=dry_run)
-    args = (report, now, user_id, batch_size, collect)
+    args = (report, now, user_id, batch_size, collect, progress or (lambda report: None))
     if dry_run:
         with transaction.atomic():
             _sweep(*args, warn_before, thresholds)
@@ -111,20 +113,20 @@ def expire_credits(
     return report
 
 
-def _sweep(report, now, user_id, batch_size, collect, warn_before, thresholds):
+def _sweep(report, now, user_id, batch_size, collect, progress, warn_before, thresholds):
     while _release_holds_batch(report, now, user_id, batch_size):
-        pass
+        progress(report)
     while _expire_batch(report, now, user_id, batch_size, collect):
-        pass
+        progress(report)
     while _expire_orders_batch(report, now, user_id, batch_size):
-        pass
+        progress(report)
     if warn_before is not None:
         while _warn_expiring_batch(report, now, now + warn_before, user_id, batch_size):
-            pass
+            progress(report)
     for group, minimum in thresholds:
         _rearm_low(group, user_id)
         while _warn_low_batch(report, group, minimum, user_id, batch_size):
-            pass
+            progress(report)
 
 
 def _expire_batch(report, now, user_id, batch_size, collect) -> bool:
