@@ -29,17 +29,10 @@ STRIPE_PROVIDERS = "user_credits.payments.stripe"
 
 @register(Tags.compatibility)
 def check_settings(app_configs=None, **kwargs):
+    """The settings the app reads: each concern checked by a function of its own."""
     from .conf import app_settings
 
-    errors = []
-    if not settings.USE_TZ:
-        errors.append(
-            Error(
-                "user_credits needs USE_TZ = True.",
-                hint="Lot starts and expiries are compared across time zones; set USE_TZ = True.",
-                id=Codes.USE_TZ,
-            )
-        )
+    errors = _check_time_zone()
     unknown = app_settings.unknown_keys()
     if unknown:
         errors.append(
@@ -49,8 +42,24 @@ def check_settings(app_configs=None, **kwargs):
                 id=Codes.UNKNOWN_SETTING,
             )
         )
-        return errors
+        return errors  # the other settings cannot be read
+    return errors + _check_values(app_settings) + _check_provider(app_settings)
 
+
+def _check_time_zone():
+    if settings.USE_TZ:
+        return []
+    return [
+        Error(
+            "user_credits needs USE_TZ = True.",
+            hint="Lot starts and expiries are compared across time zones; set USE_TZ = True.",
+            id=Codes.USE_TZ,
+        )
+    ]
+
+
+def _check_values(app_settings):
+    errors = []
     batch = app_settings.EXPIRE_BATCH_SIZE
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         errors.append(
@@ -78,53 +87,61 @@ def check_settings(app_configs=None, **kwargs):
                     id=Codes.HOOK_IMPORT,
                 )
             )
+    return errors
 
+
+DJSTRIPE_MISSING = Error(
+    "The Stripe payment provider needs dj-stripe in INSTALLED_APPS.",
+    hint="Add 'djstripe' to INSTALLED_APPS, set DJSTRIPE_FOREIGN_KEY_TO_FIELD = 'id' and "
+    "the Stripe keys, and include 'djstripe.urls' (the README's Stripe section).",
+    id=Codes.DJSTRIPE_MISSING,
+)
+
+
+def _check_provider(app_settings):
     path = app_settings.PAYMENT_PROVIDER
-    djstripe_missing = Error(
-        "The Stripe payment provider needs dj-stripe in INSTALLED_APPS.",
-        hint="Add 'djstripe' to INSTALLED_APPS, set DJSTRIPE_FOREIGN_KEY_TO_FIELD = 'id' and "
-        "the Stripe keys, and include 'djstripe.urls' (the README's Stripe section).",
-        id=Codes.DJSTRIPE_MISSING,
-    )
     if path.startswith(STRIPE_PROVIDERS) and not apps.is_installed("djstripe"):
-        errors.append(djstripe_missing)  # importing it would fail on dj-stripe's models
-        return errors
+        return [DJSTRIPE_MISSING]  # importing it would fail on dj-stripe's models
     try:
         provider = import_string(path)
     except (ImportError, RuntimeError) as exc:
-        errors.append(
+        return [
             Error(
                 f"USER_CREDITS['PAYMENT_PROVIDER'] cannot be imported: {path!r} ({exc}).",
                 hint="Use 'user_credits.payments.manual.ManualProvider' or "
                 "'user_credits.payments.stripe.StripeProvider'.",
                 id=Codes.PROVIDER_IMPORT,
             )
+        ]
+    if not getattr(provider, "requires_djstripe", False):
+        return []
+    if not apps.is_installed("djstripe"):
+        return [DJSTRIPE_MISSING]
+    return _check_stripe_settings()
+
+
+def _check_stripe_settings():
+    errors = []
+    if getattr(settings, "DJSTRIPE_FOREIGN_KEY_TO_FIELD", "id") != "id":
+        errors.append(
+            Warning(
+                "DJSTRIPE_FOREIGN_KEY_TO_FIELD should be 'id'.",
+                hint="Set DJSTRIPE_FOREIGN_KEY_TO_FIELD = 'id' as dj-stripe recommends.",
+                id=Codes.DJSTRIPE_FK,
+            )
         )
-        return errors
-    if getattr(provider, "requires_djstripe", False):
-        if not apps.is_installed("djstripe"):
-            errors.append(djstripe_missing)
-            return errors
-        if getattr(settings, "DJSTRIPE_FOREIGN_KEY_TO_FIELD", "id") != "id":
-            errors.append(
-                Warning(
-                    "DJSTRIPE_FOREIGN_KEY_TO_FIELD should be 'id'.",
-                    hint="Set DJSTRIPE_FOREIGN_KEY_TO_FIELD = 'id' as dj-stripe recommends.",
-                    id=Codes.DJSTRIPE_FK,
-                )
+    # The key the provider starts payments with (dj-stripe's default API key).
+    live = getattr(settings, "STRIPE_LIVE_MODE", False)
+    key_name = "STRIPE_LIVE_SECRET_KEY" if live else "STRIPE_TEST_SECRET_KEY"
+    if not (getattr(settings, "STRIPE_SECRET_KEY", "") or getattr(settings, key_name, "")):
+        errors.append(
+            Warning(
+                f"The Stripe payment provider has no secret key: {key_name} is not set "
+                f"(STRIPE_LIVE_MODE = {live}); starting a payment will fail.",
+                hint=f"Set {key_name} (e.g. from the environment), or use the manual provider.",
+                id=Codes.STRIPE_KEY,
             )
-        # The key the provider starts payments with (dj-stripe's default API key).
-        live = getattr(settings, "STRIPE_LIVE_MODE", False)
-        key_name = "STRIPE_LIVE_SECRET_KEY" if live else "STRIPE_TEST_SECRET_KEY"
-        if not (getattr(settings, "STRIPE_SECRET_KEY", "") or getattr(settings, key_name, "")):
-            errors.append(
-                Warning(
-                    f"The Stripe payment provider has no secret key: {key_name} is not set "
-                    f"(STRIPE_LIVE_MODE = {live}); starting a payment will fail.",
-                    hint=f"Set {key_name} (e.g. from the environment), or use the manual provider.",
-                    id=Codes.STRIPE_KEY,
-                )
-            )
+        )
     return errors
 
 

@@ -48,42 +48,19 @@ def refund(
             )
             if amount <= 0 and order.status in OrderStatus.settled():
                 return order
-        if order.parent_id is not None:
-            raise InvalidTransition("Refund the bundle order, not one of its items.")
-        if order.status not in (OrderStatus.PAID, OrderStatus.PARTIAL, OrderStatus.EXPIRED):
-            raise InvalidTransition(
-                f"Order #{order.pk} is {order.status}; only a paid order can be refunded."
-            )
-        if order.total == 0:
-            raise InvalidTransition("A free order cannot be refunded.")
-        refundable = order.total - order.amount_refunded
-        amount = refundable if amount is None else parse_money(amount, "amount", order.currency)
-        if amount <= 0 or amount > refundable:
-            raise PaymentMismatch(
-                f"Refund amount {amount} is out of range: "
-                f"{money.quantize(refundable, order.currency)} is left to refund."
-            )
-        # At the currency's decimals (exactly) before it is saved: the database never rounds.
-        amount = money.quantize(amount, order.currency)
+        amount = _refundable_amount(order, amount)
         refunded = money.quantize(order.amount_refunded + amount, order.currency)
         full = refunded == order.total
         revoked = _revoke(order, refunded, full)
         order.amount_refunded = refunded
-        status = (
-            OrderStatus.REFUNDED
-            if full
-            else (
+        if full:
+            status = OrderStatus.REFUNDED
+            order.children.update(status=OrderStatus.REFUNDED)
+        else:  # an expired order stays expired; a paid one is now partly refunded
+            status = (
                 OrderStatus.EXPIRED if order.status == OrderStatus.EXPIRED else OrderStatus.PARTIAL
             )
-        )
-        if full:
-            order.children.update(status=OrderStatus.REFUNDED)
-        details = {
-            **(payload or {}),
-            **acting_user(by),
-            "amount": str(amount),
-            "revoked": revoked,
-        }
+        details = {**(payload or {}), **acting_user(by), "amount": str(amount), "revoked": revoked}
         if reference:
             details["refund_reference"] = reference
         set_status(
@@ -94,6 +71,28 @@ def refund(
         )
         send_on_commit(signals.order_refunded, order=order, amount=amount, revoked=revoked)
         return order
+
+
+def _refundable_amount(order: Order, amount) -> Decimal:
+    """``amount`` (default: all that is left) checked against what the order can refund, at
+    the currency's decimals (exactly: the database never rounds)."""
+    if order.parent_id is not None:
+        raise InvalidTransition("Refund the bundle order, not one of its items.")
+    if order.status not in (OrderStatus.PAID, OrderStatus.PARTIAL, OrderStatus.EXPIRED):
+        raise InvalidTransition(
+            f"Order #{order.pk} is {order.status}; only a paid order can be refunded."
+        )
+    if order.total == 0:
+        raise InvalidTransition("A free order cannot be refunded.")
+    refundable = order.total - order.amount_refunded
+    amount = refundable if amount is None else parse_money(amount, "amount", order.currency)
+    if amount <= 0 or amount > refundable:
+        raise PaymentMismatch(
+            f"Refund amount {amount} is out of range: "
+            f"{money.quantize(refundable, order.currency)} is left to refund.",
+            field="amount",
+        )
+    return money.quantize(amount, order.currency)
 
 
 def _revoke(order, refunded, full) -> int:
