@@ -20,9 +20,9 @@ from rest_framework.views import APIView
 
 from user_credits import money, services
 from user_credits.exceptions import UserCreditsError
+from user_credits.metering import GROUP_HEADER, REMAINING_HEADER, meters
 from user_credits.models import LedgerEntry, Offer, OfferPrice, Order, OrderStatus
 from user_credits.payments import get_provider
-from user_credits.metering import GROUP_HEADER, REMAINING_HEADER, meters
 from user_credits.payments.manual import ManualProvider
 
 CYCLES = ("monthly", "yearly")
