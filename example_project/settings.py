@@ -91,4 +91,6 @@ USER_CREDITS = {
     ),
     "CHECKOUT_SUCCESS_URL": "http://127.0.0.1:8000/credits/?order={order_id}",
     "CHECKOUT_CANCEL_URL": "http://127.0.0.1:8000/pricing/",
+    # Where a metered 402 (the playground's, when the tokens run out) sends the buyer.
+    "UPGRADE_URL": "/pricing/",
 }

@@ -81,7 +81,7 @@ def test_mark_paid_action_asks_for_a_message_then_pays(staff, user):
     done = staff.post(
         url("order"), {**data, "apply": "1", "message": "Bank transfer 42"}, follow=True
     )
-    assert "1 order(s) marked paid." in done.text
+    assert "1 paid." in done.text
     order.refresh_from_db()
     assert order.status == OrderStatus.PAID
     assert order.events.get(status="paid").message.startswith("Bank transfer 42 (by root)")
@@ -99,10 +99,11 @@ def test_refund_action_and_its_failure(staff, user):
     data = {"action": "refund", "apply": "1", "reason": "goodwill"}
     before = table_snapshot()
     failed = staff.post(url("order"), {**data, ACTION_CHECKBOX_NAME: [pending.pk]}, follow=True)
+    assert "0 refunded, 1 failed." in failed.text
     assert "only a paid order can be refunded" in failed.text
     assert table_snapshot() == before
     done = staff.post(url("order"), {**data, ACTION_CHECKBOX_NAME: [paid.pk]}, follow=True)
-    assert "1 order(s) refunded." in done.text
+    assert "1 refunded." in done.text
     assert Order.objects.get(pk=paid.pk).status == OrderStatus.REFUNDED
     assert services.get_balance(user, paid.offer_group) == 0
     payload = Order.objects.get(pk=paid.pk).events.get(status="refunded").payload
@@ -126,7 +127,7 @@ def test_grant_action_with_its_form(staff, user):
     assert "The expiry must be in the future." in bad.text
     assert services.get_balance(user, "g") == 0
     done = staff.post(url("creditaccount"), {**data, "tokens": "5", "reason": "sorry"}, follow=True)
-    assert "Granted 5 token(s) to 1 account(s)." in done.text
+    assert "1 account(s) granted 5 token(s)." in done.text
     assert services.get_balance(user, "g") == 5
     entry = LedgerEntry.objects.get()
     assert entry.metadata["reason"] == "sorry (by root)"
@@ -195,3 +196,94 @@ def test_offer_prices_inline(staff):
     assert list(OfferPrice.objects.values_list("currency", "price")) == [("kwd", Decimal("5.125"))]
     listed = staff.get(url("offer") + "?q=Inline")
     assert "5.125 KWD" in listed.text and "20.00" in listed.text
+
+
+def messages_of(response):
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_mark_paid_reports_what_it_skipped_and_why(staff, user):
+    offer = make_offer(price=5, token_count=7)
+    pending = [services.create_order(user, offer) for _ in range(2)]
+    paid = buy(user, offer)
+    refunded = buy(user, offer)
+    services.refund(refunded)
+    before = {o.pk: Order.objects.get(pk=o.pk).status for o in (paid, refunded)}
+    events = {o.pk: o.events.count() for o in (paid, refunded)}
+    chosen = [o.pk for o in (*pending, paid, refunded)]
+    done = staff.post(
+        url("order"),
+        {"action": "mark_paid", "apply": "1", "message": "x", ACTION_CHECKBOX_NAME: chosen},
+        follow=True,
+    )
+    assert messages_of(done) == ["2 paid, 2 skipped: 1 already paid, 1 already refunded."]
+    assert "marked paid" not in done.text
+    for order in pending:
+        assert Order.objects.get(pk=order.pk).status == OrderStatus.PAID
+    for order in (paid, refunded):  # nothing written for the skipped orders
+        assert Order.objects.get(pk=order.pk).status == before[order.pk]
+        assert order.events.count() == events[order.pk]
+    assert services.get_balance(user, offer.offer_group) == 7 * 3
+
+
+def test_mark_paid_on_a_refunded_order_alone_says_nothing_was_paid(staff, user):
+    refunded = buy(user, make_offer(price=5, token_count=7))
+    services.refund(refunded)
+    before = table_snapshot()
+    done = staff.post(
+        url("order"),
+        {"action": "mark_paid", "apply": "1", "message": "x", ACTION_CHECKBOX_NAME: [refunded.pk]},
+        follow=True,
+    )
+    assert messages_of(done) == ["0 paid, 1 skipped: already refunded."]
+    assert [m.level_tag for m in done.context["messages"]] == ["warning"]
+    assert table_snapshot() == before
+
+
+def test_refund_reports_skipped_and_failed(staff, user):
+    offer = make_offer(price=5, token_count=7)
+    paid, refunded = buy(user, offer), buy(user, offer)
+    services.refund(refunded)
+    pending = services.create_order(user, offer)
+    done = staff.post(
+        url("order"),
+        {
+            "action": "refund",
+            "apply": "1",
+            "reason": "",
+            ACTION_CHECKBOX_NAME: [paid.pk, refunded.pk, pending.pk],
+        },
+        follow=True,
+    )
+    shown = messages_of(done)
+    assert shown[0] == "1 refunded, 1 skipped: already refunded, 1 failed."
+    assert shown[1] == (
+        f"{Order.objects.get(pk=pending.pk)}: Order #{pending.pk} is pending; "
+        "only a paid order can be refunded."
+    )
+    assert Order.objects.get(pk=paid.pk).status == OrderStatus.REFUNDED
+    assert Order.objects.get(pk=pending.pk).status == OrderStatus.PENDING
+
+
+def test_grant_form_has_the_admin_date_time_widget(staff, user):
+    account = CreditAccount.objects.create(user=user, offer_group=make_group("g"))
+    form = staff.post(
+        url("creditaccount"), {"action": "grant_tokens", ACTION_CHECKBOX_NAME: [account.pk]}
+    )
+    assert form.status_code == 200
+    # The split widget (a date box and a time box, classed for the calendar and the clock)
+    # and the scripts that draw them.
+    assert 'name="expires_0"' in form.text and 'class="vDateField"' in form.text
+    assert 'name="expires_1"' in form.text and 'class="vTimeField"' in form.text
+    for script in ("admin/js/core.js", "admin/js/calendar.js", "DateTimeShortcuts.js", "jsi18n"):
+        assert script in form.text
+
+
+def test_currencies_are_upper_case_in_the_admin_lists(staff, user):
+    offer = make_offer("Priced", price=Decimal("20"), currency="eur")
+    services.create_order(user, offer)
+    offers = staff.get(url("offer") + "?q=Priced")
+    orders = staff.get(url("order"))
+    for page in (offers, orders):
+        assert '<td class="field-currency_code">EUR</td>' in page.text
+        assert ">eur<" not in page.text

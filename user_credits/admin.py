@@ -1,5 +1,7 @@
 """The admin an operator runs the business with. Every action calls one service."""
 
+from collections import Counter
+
 from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
@@ -48,17 +50,39 @@ class ReadOnlyMixin:
         return False
 
 
-def run_action(modeladmin, request, queryset, service, done, **kwargs):
-    """Call ``service`` for each object; report what changed and each error, in messages."""
-    ok = 0
+def run_action(modeladmin, request, queryset, service, verb, *, skip=None, **kwargs):
+    """Call ``service`` for each object and report exactly what happened, in one message:
+    "2 paid, 1 skipped: already refunded, 1 failed." (then each failure's error); with
+    several reasons "3 skipped: 1 already paid, 2 already refunded".
+
+    ``skip(obj)``: why ``obj`` is left as it is (a reason), or ``None`` to call the service.
+    """
+    done, skipped, failed = 0, Counter(), []
     for obj in queryset:
+        reason = skip(obj) if skip else None
+        if reason:
+            skipped[str(reason)] += 1
+            continue
         try:
             service(obj, **kwargs)
-            ok += 1
+            done += 1
         except UserCreditsError as exc:
-            modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
-    if ok:
-        modeladmin.message_user(request, done.format(count=ok), messages.SUCCESS)
+            failed.append(f"{obj}: {exc}")
+    parts = [f"{done} {verb}"]
+    if len(skipped) == 1:
+        ((reason, count),) = skipped.items()
+        parts.append(f"{count} skipped: {reason}")
+    elif skipped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+        parts.append(f"{skipped.total()} skipped: {reasons}")
+    if failed:
+        parts.append(f"{len(failed)} failed")
+    level = messages.SUCCESS if not (skipped or failed) else messages.WARNING
+    if not done:
+        level = messages.ERROR if failed else messages.WARNING
+    modeladmin.message_user(request, ", ".join(parts) + ".", level)
+    for error in failed:
+        modeladmin.message_user(request, error, messages.ERROR)
 
 
 def action_form(modeladmin, request, queryset, form_class, title, action):
@@ -74,6 +98,8 @@ def action_form(modeladmin, request, queryset, form_class, title, action):
         "action": action,
         "opts": modeladmin.model._meta,
         "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+        # The admin's scripts and the form's (the grant form's calendar and clock).
+        "media": modeladmin.media + form.media,
     }
     return TemplateResponse(request, "user_credits/admin/action_form.html", context)
 
@@ -121,7 +147,7 @@ class OfferAdmin(admin.ModelAdmin):
         "offer_group",
         "kind",
         "price_display",
-        "currency",
+        "currency_code",
         "other_prices",
         "cycle",
         "token_count",
@@ -155,6 +181,10 @@ class OfferAdmin(admin.ModelAdmin):
     @admin.display(description=_("price"), ordering="price")
     def price_display(self, obj):
         return money.quantize(obj.price, obj.currency)
+
+    @admin.display(description=_("currency"), ordering="currency")
+    def currency_code(self, obj):
+        return obj.currency.upper()
 
     @admin.display(description=_("other prices"))
     def other_prices(self, obj):
@@ -201,6 +231,27 @@ class OrderEventInline(ReadOnlyMixin, admin.TabularInline):
         return acting_user(obj.payload)
 
 
+#: Why *Mark paid* leaves an order as it is.
+NOT_PAYABLE = {
+    OrderStatus.PAID: _("already paid"),
+    OrderStatus.PARTIAL: _("already paid and partly refunded"),
+    OrderStatus.REFUNDED: _("already refunded"),
+    OrderStatus.EXPIRED: _("already paid (expired)"),
+}
+
+
+def not_payable(order):
+    """Why *Mark paid* skips ``order`` (paid once already, or a bundle's item), or ``None``."""
+    if order.parent_id is not None:
+        return _("a bundle item (mark its bundle order paid)")
+    return NOT_PAYABLE.get(order.status)
+
+
+def not_refundable(order):
+    """Why *Refund in full* skips ``order``: refunded already. The service refuses the rest."""
+    return _("already refunded") if order.status == OrderStatus.REFUNDED else None
+
+
 class MarkPaidForm(forms.Form):
     message = forms.CharField(
         label=_("Message for the order history"), initial="Validated manually.", max_length=500
@@ -219,7 +270,7 @@ class OrderAdmin(admin.ModelAdmin):
         "name",
         "coloured_status",
         "total_display",
-        "currency",
+        "currency_code",
         "created_at",
         "starts",
         "expires",
@@ -244,6 +295,10 @@ class OrderAdmin(admin.ModelAdmin):
     def total_display(self, obj):
         return money.quantize(obj.total, obj.currency)
 
+    @admin.display(description=_("currency"), ordering="currency")
+    def currency_code(self, obj):
+        return obj.currency.upper()
+
     @admin.display(description=_("status"), ordering="status")
     def coloured_status(self, obj):
         return format_html(
@@ -265,7 +320,8 @@ class OrderAdmin(admin.ModelAdmin):
             request,
             queryset,
             services.mark_paid,
-            "{count} order(s) marked paid.",
+            "paid",
+            skip=not_payable,
             message=message,
             by=request.user,
         )
@@ -283,7 +339,8 @@ class OrderAdmin(admin.ModelAdmin):
             request,
             queryset,
             services.refund,
-            "{count} order(s) refunded.",
+            "refunded",
+            skip=not_refundable,
             payload={"reason": form.cleaned_data["reason"]},
             by=request.user,
         )
@@ -399,7 +456,7 @@ class CreditAccountAdmin(admin.ModelAdmin):
             request,
             queryset,
             grant,
-            f"Granted {data['tokens']} token(s) to {{count}} account(s).",
+            f"account(s) granted {data['tokens']} token(s)",
             expires=data["expires"],
             reason=f"{data['reason']} (by {request.user})",
             by=request.user,

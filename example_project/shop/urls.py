@@ -16,10 +16,11 @@ urlpatterns = [
     ),
     path("credits/", views.credits, name="credits"),
     path("credits/ledger/", views.ledger, name="ledger"),
+    path("playground/", views.playground, name="playground"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(template_name="shop/login.html"),
         name="login",
     ),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(next_page="pricing"), name="logout"),
 ]
