@@ -36,6 +36,15 @@ from .selectors import (
     get_user_credits,
     with_balances,
 )
+from .subscriptions import (
+    SubscriptionNotification,
+    cancel_subscription,
+    mark_past_due,
+    renew_subscription,
+    resume_subscription,
+    subscribe,
+    subscription_updated,
+)
 from .verification import Problem, VerifyReport, verify_ledger
 
 __all__ = [
@@ -46,7 +55,9 @@ __all__ = [
     "LotCredits",
     "PaymentNotification",
     "Problem",
+    "SubscriptionNotification",
     "VerifyReport",
+    "cancel_subscription",
     "capture",
     "consume",
     "create_order",
@@ -64,6 +75,7 @@ __all__ = [
     "load_offers",
     "mark_failed",
     "mark_paid",
+    "mark_past_due",
     "payment_failed",
     "payment_pending",
     "payment_refunded",
@@ -71,7 +83,11 @@ __all__ = [
     "record_payment_event",
     "refund",
     "release",
+    "renew_subscription",
+    "resume_subscription",
     "start_payment",
+    "subscribe",
+    "subscription_updated",
     "verify_ledger",
     "with_balances",
 ]
