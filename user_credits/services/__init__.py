@@ -37,8 +37,11 @@ from .selectors import (
     with_balances,
 )
 from .subscriptions import (
+    InvoiceNotification,
     SubscriptionNotification,
     cancel_subscription,
+    invoice_failed,
+    invoice_paid,
     mark_past_due,
     renew_subscription,
     resume_subscription,
@@ -52,6 +55,7 @@ __all__ = [
     "Consumption",
     "ExpiryReport",
     "GroupCredits",
+    "InvoiceNotification",
     "LotCredits",
     "PaymentNotification",
     "Problem",
@@ -70,6 +74,8 @@ __all__ = [
     "grant",
     "held_tokens",
     "hold",
+    "invoice_failed",
+    "invoice_paid",
     "is_user_subscribed",
     "live_lots_q",
     "load_offers",

@@ -17,7 +17,7 @@ period only. Periods that passed while the sweep did not run grant nothing (a fr
 is for using now, not for banking by not running a cron).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -493,3 +493,42 @@ def current_period(sub: Subscription, now: datetime) -> tuple[datetime, datetime
         start = end
         end = cycle_end(anchor, offer.cycle, quantity=n, custom_cycle=offer.custom_cycle)
     return start, end
+
+
+@dataclass(frozen=True)
+class InvoiceNotification:
+    """A provider's invoice of one of our subscriptions, paid or failed, in major units."""
+
+    subscription_id: int
+    reference: str  # the invoice id: one renewal per invoice
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    amount: Decimal | None = None
+    currency: str = ""
+    subscription_reference: str = ""  # the provider's subscription id (sub_…)
+    payload: dict = field(default_factory=dict)
+
+
+def invoice_paid(notification: InvoiceNotification) -> Order:
+    """An invoice of the subscription was paid: renew (once per invoice), and remember the
+    provider's subscription id if its own event has not told it yet."""
+    if notification.subscription_reference:
+        with transaction.atomic():
+            sub = lock_subscription(notification.subscription_id)
+            if not sub.reference:
+                sub.reference = notification.subscription_reference
+                sub.save(update_fields=["reference", "updated_at"])
+    return renew_subscription(
+        notification.subscription_id,
+        period_start=notification.period_start,
+        period_end=notification.period_end,
+        reference=notification.reference,
+        amount=notification.amount,
+        currency=notification.currency or None,
+        payload=notification.payload,
+    )
+
+
+def invoice_failed(notification: InvoiceNotification) -> Subscription:
+    """An invoice of the subscription could not be paid: past due (no tokens)."""
+    return mark_past_due(notification.subscription_id)

@@ -21,8 +21,10 @@ logger = logging.getLogger("user_credits.payments")
 
 #: The metadata key carrying our order id on PaymentIntents and Checkout Sessions.
 ORDER_KEY = "user_credits_order"
+#: The metadata key carrying our subscription id on Stripe subscriptions and Checkout Sessions.
+SUBSCRIPTION_KEY = "user_credits_subscription"
 
-__all__ = ["ORDER_KEY", "StripeProvider", "from_minor", "to_minor"]
+__all__ = ["ORDER_KEY", "SUBSCRIPTION_KEY", "StripeProvider", "from_minor", "to_minor"]
 
 
 class StripeProvider(PaymentProvider):
