@@ -65,6 +65,14 @@ class FakeStripe:
                     },
                 )
 
+            def do_DELETE(self):
+                path = self.path.split("?")[0].rstrip("/")
+                fake.requests.append(("DELETE", path))
+                object_id = path.rsplit("/", 1)[-1]
+                if object_id not in fake.objects:
+                    return self._send(404, {"error": {"type": "invalid_request_error"}})
+                return self._send(200, fake.update(object_id, {"status": "canceled"}))
+
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 form = _nest(parse_qsl(self.rfile.read(length).decode(), keep_blank_values=True))
@@ -74,7 +82,13 @@ class FakeStripe:
                     "/v1/customers": fake.make_customer,
                     "/v1/payment_intents": fake.make_payment_intent,
                     "/v1/checkout/sessions": fake.make_checkout_session,
+                    "/v1/products": fake.make_product,
+                    "/v1/prices": fake.make_price,
+                    "/v1/subscriptions": fake.make_subscription,
                 }.get(path)
+                object_id = path.rsplit("/", 1)[-1]
+                if maker is None and object_id in fake.objects:
+                    return self._send(200, fake.update(object_id, form))
                 if maker is None:
                     return self._send(
                         404, {"error": {"type": "invalid_request_error", "message": path}}
@@ -128,6 +142,49 @@ class FakeStripe:
             }
         )
 
+    def update(self, object_id, form):
+        obj = self.objects[object_id]
+        for key, value in form.items():
+            obj[key] = {"true": True, "false": False}.get(value, value)
+        return obj
+
+    def make_product(self, form):
+        return self.put(product(name=form.get("name"), product_id=form.get("id"), active=True))
+
+    def make_price(self, form):
+        options = {
+            code: {"unit_amount": int(option["unit_amount"])}
+            for code, option in form.get("currency_options", {}).items()
+        }
+        recurring = form.get("recurring", {})
+        made = price(
+            unit_amount=int(form["unit_amount"]),
+            currency=form["currency"],
+            product_id=form["product"],
+            interval=recurring.get("interval", "month"),
+            currency_options=options,
+        )
+        made["recurring"]["interval_count"] = int(recurring.get("interval_count", 1))
+        return self.put(made)
+
+    def make_subscription(self, form):
+        item = form["items"]["0"]
+        now = int(time.time())
+        made = subscription(
+            customer=form["customer"],
+            price_obj=self.objects[item["price"]],
+            metadata=form.get("metadata", {}),
+            period_start=now,
+            period_end=now + 30 * 86400,
+            status="incomplete",
+            quantity=int(item.get("quantity", 1)),
+        )
+        intent = self.put(
+            payment_intent(amount=0, currency="usd", metadata={}, status="requires_payment_method")
+        )
+        made["latest_invoice"] = {"id": new_id("in"), "payment_intent": intent}
+        return self.put(made)
+
     def make_payment_intent(self, form):
         pi = payment_intent(
             amount=int(form["amount"]),
@@ -140,6 +197,17 @@ class FakeStripe:
 
     def make_checkout_session(self, form):
         items = form.get("line_items", {}).get("0", {})
+        if form.get("mode") == "subscription":
+            session = checkout_session(
+                amount_total=None,
+                currency=None,
+                metadata=form.get("metadata", {}),
+                payment_status="unpaid",
+                mode="subscription",
+                status="open",
+            )
+            session["url"] = f"https://checkout.stripe.test/c/pay/{session['id']}"
+            return self.put(session)
         total = int(items["price_data"]["unit_amount"]) * int(items["quantity"])
         session = checkout_session(
             amount_total=total,

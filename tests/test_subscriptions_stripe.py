@@ -31,18 +31,22 @@ class Plan:
 
     def __init__(self, stripe_api, user, *, price="20", tokens=100, **offer_fields):
         self.api = stripe_api
-        self.offer = make_offer(
-            price=Decimal(price), token_count=tokens, billing=Billing.RECURRING, **offer_fields
-        )
-        self.user = user
-        self.subscription = services.subscribe(user, self.offer)
-        self.customer = stripe_api.make_customer({})["id"]
-        product = stripe_api.put(fake.product(name=self.offer.name))
+        product = stripe_api.put(fake.product(name="Plan"))
         self.price = stripe_api.put(
             fake.price(
                 unit_amount=int(Decimal(price) * 100), currency="usd", product_id=product["id"]
             )
         )
+        self.offer = make_offer(
+            price=Decimal(price),
+            token_count=tokens,
+            billing=Billing.RECURRING,
+            stripe_price_id=self.price["id"],
+            **offer_fields,
+        )
+        self.user = user
+        self.subscription = services.subscribe(user, self.offer)
+        self.customer = stripe_api.make_customer({})["id"]
         self.start = int(time.time()) - 60
         self.sub = stripe_api.put(
             fake.subscription(
@@ -295,3 +299,114 @@ def test_events_replayed_and_shuffled_from_four_threads(deliver, stripe_api, end
     assert sub.orders.filter(status=OrderStatus.PAID).count() == 2
     assert grants() == 2 and plan.balance() == 200
     assert services.verify_ledger().ok
+
+
+# --- outbound: prices, subscribing, cancel and resume ------------------------------------------
+
+STRIPE = "user_credits.payments.stripe.StripeProvider"
+
+
+@pytest.fixture
+def stripe_provider(settings, endpoint, stripe_api):
+    settings.USER_CREDITS = {"PAYMENT_PROVIDER": STRIPE}
+    return stripe_api
+
+
+@pytest.mark.django_db
+def test_sync_prices_is_idempotent_and_follows_the_offer(stripe_provider):
+    from user_credits.models import OfferPrice
+
+    api = stripe_provider
+    offer = make_offer(price=Decimal("20"), billing=Billing.RECURRING, cycle="trimester")
+    OfferPrice.objects.create(offer=offer, currency="kwd", price=Decimal("6.125"))
+    make_offer(price=Decimal("5"))  # one-time: not synced
+    make_offer(price=Decimal("0"), billing=Billing.RECURRING)  # free: no provider
+    assert services.sync_prices() == {offer.pk: "created"}
+    offer.refresh_from_db()
+    price = api.objects[offer.stripe_price_id]
+    assert (price["unit_amount"], price["currency"], price["product"]) == (
+        2000,
+        "usd",
+        f"user_credits_offer_{offer.pk}",
+    )
+    assert price["recurring"]["interval"] == "month" and price["recurring"]["interval_count"] == 3
+    assert price["currency_options"] == {"kwd": {"unit_amount": 6125}}
+    posts = len([r for r in api.requests if r[0] == "POST"])
+    assert services.sync_prices() == {offer.pk: "unchanged"}
+    assert len([r for r in api.requests if r[0] == "POST"]) == posts  # nothing created again
+    offer.price = Decimal("25")
+    offer.save()
+    assert services.sync_prices() == {offer.pk: "updated"}
+    old = price["id"]
+    offer.refresh_from_db()
+    assert (
+        offer.stripe_price_id != old and api.objects[offer.stripe_price_id]["unit_amount"] == 2500
+    )
+    assert api.objects[old]["active"] is False
+
+
+@pytest.mark.django_db
+def test_sync_prices_command_and_system_check(stripe_provider):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from user_credits.checks import check_recurring_prices
+
+    offer = make_offer(price=Decimal("9"), billing=Billing.RECURRING)
+    warnings = check_recurring_prices(databases=["default"])
+    assert [w.id for w in warnings] == ["user_credits.W004"] and offer.name in warnings[0].msg
+    out = StringIO()
+    call_command("user_credits_sync_prices", stdout=out)
+    assert f"(#{offer.pk}): created price_" in out.getvalue()
+    assert check_recurring_prices(databases=["default"]) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("flow", ["checkout", "payment_intent"])
+def test_subscribing_through_stripe(stripe_provider, user, settings, flow):
+    settings.USER_CREDITS = {"PAYMENT_PROVIDER": STRIPE, "STRIPE_FLOW": flow}
+    api = stripe_provider
+    offer = make_offer(price=Decimal("20"), billing=Billing.RECURRING)
+    services.sync_prices()
+    offer.refresh_from_db()
+    sub = services.subscribe(user, offer, quantity=2)
+    assert sub.status == SubscriptionStatus.INCOMPLETE
+    if flow == "checkout":
+        ((_, _, form),) = [r for r in api.requests if r[:2] == ("POST", "/v1/checkout/sessions")]
+        assert form["mode"] == "subscription"
+        assert form["line_items"]["0"] == {"price": offer.stripe_price_id, "quantity": "2"}
+        assert form["metadata"] == {SUBSCRIPTION_KEY: str(sub.pk)}
+        assert form["subscription_data"]["metadata"] == {SUBSCRIPTION_KEY: str(sub.pk)}
+        assert sub.payment_start.redirect_url.startswith("https://checkout.stripe.test/")
+    else:
+        ((_, _, form),) = [r for r in api.requests if r[:2] == ("POST", "/v1/subscriptions")]
+        assert form["metadata"] == {SUBSCRIPTION_KEY: str(sub.pk)}
+        assert form["payment_behavior"] == "default_incomplete"
+        assert sub.payment_start.client_secret.startswith("pi_secret_")
+        sub.refresh_from_db()
+        assert sub.reference.startswith("sub_")
+
+
+@pytest.mark.django_db
+def test_recurring_offer_without_a_stripe_price_is_refused(stripe_provider, user):
+    from user_credits.exceptions import PaymentProviderError
+
+    offer = make_offer(price=Decimal("20"), billing=Billing.RECURRING)
+    with pytest.raises(PaymentProviderError) as caught:
+        services.subscribe(user, offer)
+    assert "user_credits_sync_prices" in str(caught.value)
+
+
+@pytest.mark.django_db
+def test_cancel_and_resume_tell_stripe(stripe_provider, deliver, user):
+    plan = Plan(stripe_provider, user)
+    deliver(fake.event("invoice.paid", plan.invoice(0)))
+    sub = services.cancel_subscription(plan.refresh())
+    assert sub.cancel_at_period_end
+    assert plan.api.objects[plan.sub["id"]]["cancel_at_period_end"] is True
+    services.resume_subscription(sub)
+    assert plan.api.objects[plan.sub["id"]]["cancel_at_period_end"] is False
+    sub = services.cancel_subscription(sub, at_period_end=False)
+    assert sub.status == SubscriptionStatus.CANCELED
+    assert ("DELETE", f"/v1/subscriptions/{plan.sub['id']}") in plan.api.requests

@@ -30,3 +30,8 @@ class PaymentProvider:
 
     def resume_subscription(self, subscription) -> None:
         """Tell the provider that a cancel at period end is withdrawn."""
+
+    def sync_price(self, offer) -> str:
+        """Create or update the provider's price of a recurring offer; returns ``created``,
+        ``updated`` or ``unchanged``. The default (manual payments) has no prices."""
+        return "unchanged"

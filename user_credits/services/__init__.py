@@ -47,6 +47,7 @@ from .subscriptions import (
     resume_subscription,
     subscribe,
     subscription_updated,
+    sync_prices,
 )
 from .verification import Problem, VerifyReport, verify_ledger
 
@@ -94,6 +95,7 @@ __all__ = [
     "start_payment",
     "subscribe",
     "subscription_updated",
+    "sync_prices",
     "verify_ledger",
     "with_balances",
 ]

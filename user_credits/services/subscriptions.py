@@ -532,3 +532,24 @@ def invoice_paid(notification: InvoiceNotification) -> Order:
 def invoice_failed(notification: InvoiceNotification) -> Subscription:
     """An invoice of the subscription could not be paid: past due (no tokens)."""
     return mark_past_due(notification.subscription_id)
+
+
+# --- provider prices ---------------------------------------------------------------------
+
+
+def sync_prices(offers=None) -> dict[int, str]:
+    """Create or update the provider's Product and Price of each recurring paid offer (default:
+    every active one); idempotent. Returns ``{offer pk: "created" | "updated" | "unchanged"}``.
+    Raises ``PaymentProviderError`` if the provider refuses one (those before it are kept)."""
+    from ..models import Billing
+    from ..payments import get_provider
+
+    if offers is None:
+        offers = Offer.objects.filter(billing=Billing.RECURRING, is_active=True, price__gt=0)
+    provider = get_provider()
+    results = {}
+    for offer in offers:
+        if not offer.is_recurring or offer.price == 0:
+            continue
+        results[offer.pk] = provider.sync_price(offer)
+    return results
