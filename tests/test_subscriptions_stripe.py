@@ -63,6 +63,9 @@ class Plan:
 
     def invoice(self, n=0, *, amount=2000, **extra):
         start, end = self.period(n)
+        extra.setdefault(
+            "billing_reason", "subscription_create" if n == 0 else "subscription_cycle"
+        )
         return fake.invoice(
             customer=self.customer,
             sub=self.sub,
@@ -70,7 +73,6 @@ class Plan:
             currency="usd",
             period_start=start,
             period_end=end,
-            billing_reason="subscription_create" if n == 0 else "subscription_cycle",
             **extra,
         )
 
@@ -410,3 +412,94 @@ def test_cancel_and_resume_tell_stripe(stripe_provider, deliver, user):
     sub = services.cancel_subscription(sub, at_period_end=False)
     assert sub.status == SubscriptionStatus.CANCELED
     assert ("DELETE", f"/v1/subscriptions/{plan.sub['id']}") in plan.api.requests
+
+
+# --- plan changes ----------------------------------------------------------------------------
+
+
+def _bigger_plan(plan, *, price=5000, tokens=300):
+    product = plan.api.put(fake.product(name="Bigger"))
+    bigger_price = plan.api.put(
+        fake.price(unit_amount=price, currency="usd", product_id=product["id"])
+    )
+    bigger = make_offer(
+        price=Decimal(price) / 100,
+        token_count=tokens,
+        billing=Billing.RECURRING,
+        group=plan.offer.offer_group,
+        stripe_price_id=bigger_price["id"],
+    )
+    return bigger, bigger_price
+
+
+def _line(amount, price_obj, start, end, sub):
+    return {
+        "id": fake.new_id("il"),
+        "object": "line_item",
+        "amount": amount,
+        "currency": "usd",
+        "description": "proration",
+        "discountable": False,
+        "livemode": False,
+        "metadata": sub["metadata"],
+        "period": {"start": start, "end": end},
+        "price": price_obj,
+        "proration": True,
+        "quantity": 1,
+        "subscription": sub["id"],
+        "type": "subscription",
+    }
+
+
+@pytest.mark.django_db
+def test_upgrade_mid_period_grants_the_extra_tokens_pro_rata(deliver, plan):
+    deliver(fake.event("invoice.paid", plan.invoice(0)))
+    bigger, bigger_price = _bigger_plan(plan)
+    start, end = plan.period(0)
+    half = start + (end - start) // 2
+    proration = plan.invoice(0, amount=1500, billing_reason="subscription_update")
+    proration["lines"]["data"] = [
+        _line(-1000, plan.price, half, end, plan.sub),
+        _line(2500, bigger_price, half, end, plan.sub),
+    ]
+    upgraded = {
+        **plan.sub,
+        "items": {
+            **plan.sub["items"],
+            "data": [{**plan.sub["items"]["data"][0], "price": bigger_price}],
+        },
+    }
+    # The proration invoice first, then the subscription's update, each replayed.
+    for evt in [fake.event("invoice.paid", proration)] * 2 + [
+        fake.event("customer.subscription.updated", upgraded)
+    ] * 2:
+        assert deliver(evt).status_code == 200
+    sub = plan.refresh()
+    assert sub.offer_id == bigger.pk
+    order = sub.orders.get(payment_reference=proration["id"])
+    assert (order.status, order.total, order.token_count) == (OrderStatus.PAID, Decimal("15"), 100)
+    assert plan.balance() == 100 + 100  # (300 − 100) × half the period
+    # The next period is the bigger plan's, at its price.
+    deliver(fake.event("invoice.paid", plan.invoice(1, amount=5000)))
+    assert plan.balance() == 100 + 100 + 300
+
+
+@pytest.mark.django_db
+def test_downgrade_takes_effect_at_the_next_period(deliver, plan):
+    bigger, bigger_price = _bigger_plan(plan)
+    services.change_offer(plan.subscription, bigger)
+    deliver(fake.event("invoice.paid", plan.invoice(0, amount=5000)))
+    assert plan.balance() == 300
+    downgraded = {
+        **plan.sub,
+        "items": {
+            **plan.sub["items"],
+            "data": [{**plan.sub["items"]["data"][0], "price": plan.price}],
+        },
+    }
+    deliver(fake.event("customer.subscription.updated", downgraded))
+    sub = plan.refresh()
+    assert sub.offer_id == plan.offer.pk and plan.balance() == 300  # nothing taken back now
+    deliver(fake.event("invoice.paid", plan.invoice(1)))
+    assert sub.orders.filter(status=OrderStatus.PAID).count() == 2
+    assert plan.balance() == 300 + 100

@@ -412,6 +412,7 @@ class SubscriptionNotification:
     reference: str = ""  # the provider's subscription id (sub_…)
     status: str = ""  # one of SubscriptionStatus, already mapped
     cancel_at_period_end: bool | None = None
+    offer_id: int | None = None  # the offer of the provider's current price, if ours
 
 
 def subscription_updated(notification: SubscriptionNotification) -> Subscription:
@@ -430,6 +431,12 @@ def subscription_updated(notification: SubscriptionNotification) -> Subscription
         if notification.cancel_at_period_end is not None:
             sub.cancel_at_period_end = notification.cancel_at_period_end
             fields.append("cancel_at_period_end")
+        if notification.offer_id and notification.offer_id != sub.offer_id:
+            try:
+                sub.offer = _plan_offer(sub, notification.offer_id)
+                fields.append("offer")
+            except InvalidArgument:
+                pass  # a price of another group: not a plan change we can follow
         status = notification.status
         paid = sub.orders.filter(status__in=OrderStatus.settled()).exists()
         if status == SubscriptionStatus.CANCELED:
@@ -507,6 +514,11 @@ class InvoiceNotification:
     currency: str = ""
     subscription_reference: str = ""  # the provider's subscription id (sub_…)
     payload: dict = field(default_factory=dict)
+    # A proration invoice (a plan changed mid-period): the offers of its credit and debit
+    # lines and the moment the change took effect.
+    old_offer_id: int | None = None
+    new_offer_id: int | None = None
+    since: datetime | None = None
 
 
 def invoice_paid(notification: InvoiceNotification) -> Order:
@@ -525,6 +537,20 @@ def invoice_paid(notification: InvoiceNotification) -> Order:
         reference=notification.reference,
         amount=notification.amount,
         currency=notification.currency or None,
+        payload=notification.payload,
+    )
+
+
+def invoice_prorated(notification: InvoiceNotification) -> Order | None:
+    """A proration invoice was paid: an upgrade grants its extra tokens pro rata."""
+    return prorate_upgrade(
+        notification.subscription_id,
+        old_offer=notification.old_offer_id,
+        new_offer=notification.new_offer_id,
+        since=notification.since,
+        reference=notification.reference,
+        amount=notification.amount,
+        currency=notification.currency,
         payload=notification.payload,
     )
 
@@ -553,3 +579,125 @@ def sync_prices(offers=None) -> dict[int, str]:
             continue
         results[offer.pk] = provider.sync_price(offer)
     return results
+
+
+# --- plan changes ------------------------------------------------------------------------
+
+
+def change_offer(subscription: Subscription | int, offer: Offer | int) -> Subscription:
+    """The subscription now renews ``offer`` (the provider changed its price). No tokens move
+    now: a downgrade takes effect at the next period, whose invoice grants the new plan; an
+    upgrade's extra tokens for the period left come from its proration invoice
+    (``prorate_upgrade``). Same offer group and recurring only (``InvalidArgument``, field
+    ``offer``)."""
+    with transaction.atomic():
+        sub = lock_subscription(subscription)
+        offer = _plan_offer(sub, offer)
+        if sub.offer_id != offer.pk:
+            sub.offer = offer
+            sub.save(update_fields=["offer", "updated_at"])
+        return sub
+
+
+def _plan_offer(sub: Subscription, offer) -> Offer:
+    pk = offer.pk if isinstance(offer, Offer) else offer
+    offer = Offer.objects.select_related("offer_group").filter(pk=pk).first()
+    if offer is None or not offer.is_recurring or offer.offer_group_id != sub.offer.offer_group_id:
+        raise InvalidArgument(
+            f"Subscription #{sub.pk} can only change to a recurring offer of its group.",
+            field="offer",
+        )
+    return offer
+
+
+def prorate_upgrade(
+    subscription: Subscription | int,
+    *,
+    old_offer: Offer | int,
+    new_offer: Offer | int,
+    since: datetime,
+    reference: str,
+    amount: Decimal,
+    currency: str,
+    payload: dict | None = None,
+) -> Order | None:
+    """An upgrade paid mid-period (the provider's proration invoice ``reference``): grant the
+    new plan's extra tokens × quantity pro rata of the current period left after ``since``
+    (rounded down), once per ``reference``, as a paid order of ``amount`` whose lot ends with the
+    period (+ grace). The subscription renews ``new_offer`` from now on. A downgrade or an
+    equal plan grants nothing (``None``)."""
+    reference = str(reference or "")
+    if not reference:
+        raise InvalidArgument("reference is required (the invoice id).", field="reference")
+    with transaction.atomic():
+        sub = lock_subscription(subscription)
+        done = Order.objects.filter(subscription=sub, payment_reference=reference).first()
+        if done is not None:
+            return done
+        old = _plan_offer(sub, old_offer)
+        new = _plan_offer(sub, new_offer)
+        if sub.offer_id != new.pk:
+            sub.offer = new
+            sub.save(update_fields=["offer", "updated_at"])
+        start, end = sub.current_period_start, sub.current_period_end
+        if start is None or end is None or not (start <= since < end):
+            raise InvalidArgument(
+                "since must fall in the subscription's current period.", field="since"
+            )
+        extra = ((new.token_count or 0) - (old.token_count or 0)) * sub.quantity
+        extra = int(extra * (end - since).total_seconds() // (end - start).total_seconds())
+        if extra <= 0:
+            return None
+        code = str(currency).lower()
+        paid = parse_money(amount, "amount", code)
+        order = Order.objects.create(
+            user_id=sub.holder_id,
+            offer=new,
+            subscription=sub,
+            status=OrderStatus.PENDING,
+            name=f"{new.name} (upgrade from {old.name})",
+            offer_group_id=new.offer_group_id,
+            cycle=new.cycle,
+            custom_cycle=new.custom_cycle,
+            token_count=extra,
+            unit_price=paid,
+            quantity=1,
+            total=paid,
+            currency=code,
+            starts=since,
+            expires=end,
+            payment_reference=reference,
+        )
+        account = lock_account(sub.holder_id, new.offer_group)
+        now = timezone.now()
+        settled = min(account.overdraft, extra)
+        lot = CreditLot.objects.create(
+            account=account,
+            order=order,
+            granted=extra,
+            remaining=extra - settled,
+            starts=since,
+            expires=end + timedelta(seconds=app_settings.RENEWAL_GRACE),
+            category=LotCategory.PAID,
+        )
+        account.overdraft -= settled
+        metadata = {"order": order.pk, "subscription": sub.pk, "upgrade_from": old.pk}
+        if settled:
+            metadata["settled_overdraft"] = settled
+        writer = LedgerWriter(account, now)
+        writer.add(EntryKind.GRANT, extra, lot_id=lot.pk, metadata=metadata)
+        writer.save()
+        set_status(
+            order,
+            OrderStatus.PAID,
+            message=f"Upgrade from {old.name}: {extra} token(s) for the rest of the period.",
+            payload={**(payload or {}), "reference": reference, "amount": str(paid)},
+            signal=signals.order_paid,
+        )
+        send_on_commit(
+            signals.credits_granted,
+            user_id=account.user_id,
+            offer_group=account.offer_group.key,
+            lot=lot,
+        )
+        return order

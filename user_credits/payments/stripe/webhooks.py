@@ -16,7 +16,7 @@ from djstripe.event_handlers import djstripe_receiver
 
 from ... import services
 from ...exceptions import UserCreditsError
-from ...models import Order, Subscription, SubscriptionStatus
+from ...models import Offer, Order, Subscription, SubscriptionStatus
 from ...money import from_minor
 from ...services.notifications import PaymentNotification
 from ...services.subscriptions import InvoiceNotification, SubscriptionNotification
@@ -244,8 +244,42 @@ def _invoice_period(invoice: dict) -> tuple[datetime | None, datetime | None]:
     return _moment(invoice.get("period_start")), _moment(invoice.get("period_end"))
 
 
+def _offer_of_price(price) -> int | None:
+    price_id = _id(price)
+    if not price_id:
+        return None
+    return Offer.objects.filter(stripe_price_id=price_id).values_list("pk", flat=True).first()
+
+
+def _proration(invoice: dict):
+    """``(old offer, new offer, since)`` of a proration invoice (a plan changed mid-period:
+    a credit line for the old price's unused time, a debit line for the new one), else None."""
+    lines = [
+        line for line in (invoice.get("lines") or {}).get("data") or [] if line.get("proration")
+    ]
+    credit = next((line for line in lines if (line.get("amount") or 0) < 0), None)
+    debit = next((line for line in lines if (line.get("amount") or 0) > 0), None)
+    if credit is None or debit is None:
+        return None
+    since = _moment((debit.get("period") or {}).get("start"))
+    return _offer_of_price(credit.get("price")), _offer_of_price(debit.get("price")), since
+
+
 def _invoice_paid(event, invoice, subscription_id):
     currency = invoice.get("currency", "")
+    proration = _proration(invoice)
+    if proration is not None:
+        old, new, since = proration
+        return "invoice_prorated", InvoiceNotification(
+            subscription_id=subscription_id,
+            reference=invoice["id"],
+            amount=from_minor(invoice.get("amount_paid") or 0, currency),
+            currency=currency,
+            old_offer_id=old,
+            new_offer_id=new,
+            since=since,
+            payload={"billing_reason": invoice.get("billing_reason")},
+        )
     start, end = _invoice_period(invoice)
     return "invoice_paid", InvoiceNotification(
         subscription_id=subscription_id,
@@ -277,11 +311,13 @@ STATUSES = {
 
 def _subscription_changed(event, sub, subscription_id):
     status = "canceled" if event.type.endswith(".deleted") else sub.get("status", "")
+    items = (sub.get("items") or {}).get("data") or []
     return "updated", SubscriptionNotification(
         subscription_id=subscription_id,
         reference=sub["id"],
         status=STATUSES.get(status, ""),
         cancel_at_period_end=bool(sub.get("cancel_at_period_end")),
+        offer_id=_offer_of_price(items[0].get("price")) if len(items) == 1 else None,
     )
 
 
@@ -305,6 +341,7 @@ SUBSCRIPTION_PARSERS: dict[str, Callable] = {
 
 SUBSCRIPTION_DISPATCH: dict[str, Callable] = {
     "invoice_paid": services.invoice_paid,
+    "invoice_prorated": services.invoice_prorated,
     "invoice_failed": services.invoice_failed,
     "updated": services.subscription_updated,
 }
