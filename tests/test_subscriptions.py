@@ -361,3 +361,22 @@ def test_failed_renewal_is_past_due_then_a_retry_pays(user, travel, on_commit):
         )
     sub.refresh_from_db()
     assert sub.status == SubscriptionStatus.ACTIVE and sub.orders.count() == 2
+
+
+def test_sweep_leaves_provider_and_manual_paid_renewals_alone(user, other_user):
+    offer = plan(price="20")
+    by_stripe = services.subscribe(user, offer)
+    by_hand = services.subscribe(other_user, offer)
+    for sub, reference in ((by_stripe, "in_s"), (by_hand, "in_h")):
+        services.renew_subscription(
+            sub, period_start=at(2026, 1, 1), period_end=at(2026, 2, 1), reference=reference
+        )
+    Subscription.objects.filter(pk=by_stripe.pk).update(reference="sub_x")
+    report = services.expire_credits(now=at(2026, 3, 1))
+    assert report.renewed_subscriptions == 0
+    assert Order.objects.count() == 2  # no period granted by the sweep
+    assert set(Subscription.objects.values_list("status", flat=True)) == {"active"}
+    services.cancel_subscription(by_hand)  # a manual plan canceled at its period end…
+    services.expire_credits(now=at(2026, 3, 2))
+    by_hand.refresh_from_db()
+    assert by_hand.status == SubscriptionStatus.CANCELED  # … ends at the next sweep

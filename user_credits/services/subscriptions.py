@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Min
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from .. import signals
@@ -461,18 +461,21 @@ def renew_due_subscriptions(now: datetime | None = None, *, holder: Any = None) 
     plan without a provider renews its current period (only the current one). Returns the
     number of periods granted."""
     now = now or timezone.now()
+    # Only what the sweep acts on: a provider's subscriptions (``reference``) end and renew
+    # through the provider's events, a manual paid plan by hand.
     due = Subscription.objects.filter(
-        status=SubscriptionStatus.ACTIVE, current_period_end__lte=now
+        Q(offer__price=0) | Q(cancel_at_period_end=True),
+        status=SubscriptionStatus.ACTIVE,
+        current_period_end__lte=now,
+        reference="",
     ).select_related("offer")
     if holder is not None:
         due = due.filter(holder_id=user_pk(holder, "holder"))
     granted = 0
     for sub in due.order_by("pk").iterator():
-        if sub.cancel_at_period_end and not sub.reference:
+        if sub.cancel_at_period_end:
             _apply_cancel(sub, at_end=False)
             continue
-        if sub.reference or sub.offer.price != 0:
-            continue  # the provider renews it (or, for manual payments, a person does)
         start, end = current_period(sub, now)
         try:
             renew_subscription(
