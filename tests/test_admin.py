@@ -178,6 +178,8 @@ def test_offer_prices_inline(staff):
         "price": "20",
         "currency": "usd",
         "cycle": offer.cycle,
+        "billing": "one_time",
+        "rollover": "none",
         "weight": "0",
         "prices-TOTAL_FORMS": "1",
         "prices-INITIAL_FORMS": "0",

@@ -210,6 +210,8 @@ def _offer_form(offer, **changes):
         "price": str(offer.price),
         "currency": offer.currency,
         "cycle": offer.cycle,
+        "billing": offer.billing,
+        "rollover": offer.rollover,
         "weight": "0",
         "prices-TOTAL_FORMS": "0",
         "prices-INITIAL_FORMS": "0",

@@ -266,6 +266,16 @@ hold = call("post", "holds/", body=spend, HTTP_IDEMPOTENCY_KEY="h1")
 call("post", "holds/{id}/capture/", f"holds/{hold['id']}/capture/", body={"count": 1})
 hold = call("post", "holds/", body=spend, HTTP_IDEMPOTENCY_KEY="h2")
 call("post", "holds/{id}/release/", f"holds/{hold['id']}/release/")
+free = Offer.objects.create(
+    name="Free calls", offer_group=offer.offer_group, price=0, currency=offer.currency,
+    token_count=5, cycle="monthly", billing="recurring",
+)
+sub = call("post", "subscriptions/", body={"offer": free.pk})
+call("get", "subscriptions/")
+call("get", "subscriptions/{id}/", f"subscriptions/{sub['id']}/")
+at_end = {"at_period_end": True}
+call("post", "subscriptions/{id}/cancel/", f"subscriptions/{sub['id']}/cancel/", body=at_end)
+call("post", "subscriptions/{id}/resume/", f"subscriptions/{sub['id']}/resume/")
 import sys
 print(json.dumps({
     "seen": seen, "paths": paths, "module": user_credits.__file__,
@@ -288,6 +298,11 @@ EXPECTED = {
     "POST holds/": 201,
     "POST holds/{id}/capture/": 200,
     "POST holds/{id}/release/": 200,
+    "POST subscriptions/": 201,
+    "GET subscriptions/": 200,
+    "GET subscriptions/{id}/": 200,
+    "POST subscriptions/{id}/cancel/": 200,
+    "POST subscriptions/{id}/resume/": 200,
 }
 
 

@@ -22,6 +22,7 @@ from .models import (
     Order,
     OrderEvent,
     OrderStatus,
+    Subscription,
     Tag,
 )
 
@@ -162,9 +163,14 @@ class OfferAdmin(admin.ModelAdmin):
     filter_horizontal = ("tags", "unlocked_by")
     list_select_related = ("offer_group",)
     inlines = [OfferPriceInline, BundleItemInline]
+    actions = ["sync_prices"]
     fieldsets = (
         (None, {"fields": ("name", "kind", "offer_group", "is_active", "popular")}),
         (_("Price"), {"fields": ("price", "currency", "quantity_limit")}),
+        (
+            _("Recurring plan"),
+            {"fields": ("billing", "rollover", "rollover_cap", "stripe_price_id")},
+        ),
         (
             _("Tokens and period"),
             {"fields": ("token_count", "cycle", "custom_cycle", "append_date")},
@@ -177,6 +183,19 @@ class OfferAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("tags", "unlocked_by", "prices")
+
+    @admin.action(description=_("Create or update the Stripe price of recurring offers"))
+    def sync_prices(self, request, queryset):
+        try:
+            results = services.sync_prices(queryset)
+        except UserCreditsError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        counts = {}
+        for result in results.values():
+            counts[result] = counts.get(result, 0) + 1
+        summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "none"
+        self.message_user(request, f"Recurring offers synced: {summary}.", messages.SUCCESS)
 
     @admin.display(description=_("price"), ordering="price")
     def price_display(self, obj):
@@ -516,3 +535,78 @@ class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description=_("by"))
     def done_by(self, obj):
         return acting_user(obj.metadata)
+
+
+# --- subscriptions -----------------------------------------------------------------------
+
+
+class PeriodOrderInline(ReadOnlyMixin, admin.TabularInline):
+    model = Order
+    fk_name = "subscription"
+    extra = 0
+    fields = ("id", "status", "starts", "expires", "total", "currency", "payment_reference")
+    readonly_fields = fields
+    ordering = ("-starts",)
+    verbose_name = _("paid period")
+    verbose_name_plural = _("periods")
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "holder",
+        "offer",
+        "quantity",
+        "status",
+        "cancel_at_period_end",
+        "current_period_end",
+        "reference",
+    )
+    list_filter = ("status", "cancel_at_period_end", "offer")
+    search_fields = ("holder__username", "holder__email", "reference")
+    list_select_related = ("holder", "offer")
+    readonly_fields = (
+        "holder",
+        "placed_by",
+        "offer",
+        "quantity",
+        "status",
+        "cancel_at_period_end",
+        "current_period_start",
+        "current_period_end",
+        "reference",
+        "canceled_at",
+        "created_at",
+        "updated_at",
+    )
+    inlines = [PeriodOrderInline]
+    actions = ["cancel_at_period_end_action", "cancel_now"]
+
+    def has_add_permission(self, request):
+        return False  # subscriptions are made by services.subscribe
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description=_("Cancel at the period end"), permissions=["change"])
+    def cancel_at_period_end_action(self, request, queryset):
+        run_action(
+            self,
+            request,
+            queryset,
+            services.cancel_subscription,
+            "{count} subscription(s) set to cancel at their period end.",
+            at_period_end=True,
+        )
+
+    @admin.action(description=_("Cancel now (keeps the current tokens)"), permissions=["change"])
+    def cancel_now(self, request, queryset):
+        run_action(
+            self,
+            request,
+            queryset,
+            services.cancel_subscription,
+            "{count} subscription(s) canceled.",
+            at_period_end=False,
+        )

@@ -19,6 +19,7 @@ class Codes:
     DJSTRIPE_FK = "user_credits.W001"
     DJSTRIPE_URLS = "user_credits.W002"
     STRIPE_KEY = "user_credits.W003"
+    RECURRING_PRICE = "user_credits.W004"
 
 
 #: The apps the REST API (``user_credits.api.urls``) needs in INSTALLED_APPS.
@@ -191,3 +192,34 @@ def check_urls(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+@register(Tags.database)
+def check_recurring_prices(app_configs=None, databases=None, **kwargs):
+    """A recurring paid offer sold through Stripe needs its Stripe Price (runs with
+    ``check --database default`` and ``migrate``: it reads the offers)."""
+    from django.db import DatabaseError
+
+    from .conf import app_settings
+
+    if not databases or not str(app_settings.PAYMENT_PROVIDER).startswith(STRIPE_PROVIDERS):
+        return []
+    from .models import Billing, Offer
+
+    try:
+        missing = list(
+            Offer.objects.filter(
+                billing=Billing.RECURRING, is_active=True, price__gt=0, stripe_price_id=""
+            ).values_list("pk", "name")
+        )
+    except DatabaseError:  # not migrated yet
+        return []
+    return [
+        Warning(
+            f"Recurring offer {name!r} (#{pk}) has no Stripe price: it cannot be subscribed to.",
+            hint="Run python manage.py user_credits_sync_prices (or the offers' admin action).",
+            obj=f"Offer #{pk}",
+            id=Codes.RECURRING_PRICE,
+        )
+        for pk, name in missing
+    ]

@@ -5,6 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from . import views
 from .schema import SchemaView
+from .subscriptions import SubscriptionViewSet
 
 app_name = "user_credits_api"
 
@@ -14,6 +15,7 @@ router.register("offers", views.OfferViewSet, basename="offer")
 router.register("orders", views.OrderViewSet, basename="order")
 router.register("ledger", views.LedgerViewSet, basename="ledger")
 router.register("holds", views.HoldViewSet, basename="hold")
+router.register("subscriptions", SubscriptionViewSet, basename="subscription")
 
 urlpatterns = [
     *router.urls,

@@ -10,10 +10,25 @@ from .ledger import (
     LotCategory,
     LotStatus,
 )
-from .offers import BundleItem, Cycle, Offer, OfferGroup, OfferKind, OfferPrice, Tag
+from .offers import (
+    Billing,
+    BundleItem,
+    Cycle,
+    Offer,
+    OfferGroup,
+    OfferKind,
+    OfferPrice,
+    Rollover,
+    Tag,
+)
 from .orders import Order, OrderEvent, OrderStatus
+from .subscriptions import Subscription, SubscriptionStatus
 
 __all__ = [
+    "Billing",
+    "Rollover",
+    "Subscription",
+    "SubscriptionStatus",
     "BundleItem",
     "ConsumptionRecord",
     "CreditAccount",

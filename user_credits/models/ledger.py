@@ -134,16 +134,22 @@ class EntryKind(models.TextChoices):
     OVERDRAFT = "overdraft", _("overdraft")
     EXPIRE = "expire", _("expire")
     REVOKE = "revoke", _("revoke")
+    ROLLOVER = "rollover", _("rollover")
+
+    # A rollover moves unused tokens of a subscription's previous period to its new one: two
+    # entries of kind ``rollover`` written together, negative on the old lot (out) and positive
+    # on the new lot (in), so the account's balance does not move. It is therefore both a
+    # credit and a debit kind: its sign says the direction, its lot says which end.
 
     @classmethod
     def credits(cls):
         """Kinds that add tokens (a positive amount)."""
-        return (cls.GRANT,)
+        return (cls.GRANT, cls.ROLLOVER)
 
     @classmethod
     def debits(cls):
         """Kinds that take tokens (a negative amount)."""
-        return (cls.CONSUME, cls.OVERDRAFT, cls.EXPIRE, cls.REVOKE)
+        return (cls.CONSUME, cls.OVERDRAFT, cls.EXPIRE, cls.REVOKE, cls.ROLLOVER)
 
 
 class LedgerEntry(models.Model):

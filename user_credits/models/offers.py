@@ -43,6 +43,17 @@ def custom_cycle_constraint(prefix):
     )
 
 
+class Billing(models.TextChoices):
+    ONE_TIME = "one_time", _("one-time purchase")
+    RECURRING = "recurring", _("recurring (a subscription that renews)")
+
+
+class Rollover(models.TextChoices):
+    NONE = "none", _("none: unused tokens expire with their period")
+    ALL = "all", _("all unused tokens move to the next period")
+    CAPPED = "capped", _("unused tokens move to the next period, up to a cap")
+
+
 class OfferGroup(models.Model):
     """A basket of tokens with its own calendar; offers of one group share tokens."""
 
@@ -107,12 +118,44 @@ class Offer(models.Model):
         _("quantity limit"), null=True, blank=True, validators=[MinValueValidator(1)]
     )
     is_active = models.BooleanField(_("active"), default=True)
+    billing = models.CharField(
+        _("billing"), max_length=16, choices=Billing.choices, default=Billing.ONE_TIME
+    )
+    rollover = models.CharField(
+        _("rollover"),
+        max_length=16,
+        choices=Rollover.choices,
+        default=Rollover.NONE,
+        help_text=_("Recurring offers: what happens to a period's unused tokens at renewal."),
+    )
+    rollover_cap = models.PositiveIntegerField(
+        _("rollover cap"),
+        null=True,
+        blank=True,
+        help_text=_("Most tokens moved to the next period (required with a capped rollover)."),
+    )
+    stripe_price_id = models.CharField(
+        _("Stripe price"),
+        max_length=255,
+        blank=True,
+        help_text=_("price_… of a recurring offer, set by user_credits_sync_prices."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ("id",)
         constraints = [
             models.CheckConstraint(condition=Q(price__gte=0), name="offer_price_not_negative"),
+            models.CheckConstraint(
+                condition=(
+                    Q(rollover=Rollover.CAPPED, rollover_cap__isnull=False)
+                    | (~Q(rollover=Rollover.CAPPED) & Q(rollover_cap__isnull=True))
+                ),
+                name="offer_rollover_cap_only_with_capped",
+                violation_error_message=_(
+                    "Set a rollover cap exactly when the rollover is capped."
+                ),
+            ),
             models.CheckConstraint(
                 condition=Q(currency__regex=r"^[a-z]{3}$"), name="offer_currency_iso_lower"
             ),
@@ -139,8 +182,16 @@ class Offer(models.Model):
                 _("This offer also has a price in %(currency)s: remove it first.")
                 % {"currency": self.currency.upper()}
             ]
+        if self.rollover == Rollover.CAPPED and self.rollover_cap is None:
+            errors["rollover_cap"] = [_("A capped rollover needs a cap (in tokens).")]
+        elif self.rollover != Rollover.CAPPED and self.rollover_cap is not None:
+            errors["rollover_cap"] = [_("Only a capped rollover takes a cap.")]
         if errors:
             raise ValidationError(errors)
+
+    @property
+    def is_recurring(self) -> bool:
+        return self.billing == Billing.RECURRING
 
     def price_in(self, currency: str):
         """The price in ``currency``: the offer's own, or an ``OfferPrice``; else ``None``.

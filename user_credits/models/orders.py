@@ -52,6 +52,14 @@ class Order(models.Model):
         related_name="children",
         help_text=_("The bundle order that created this order."),
     )
+    subscription = models.ForeignKey(
+        "user_credits.Subscription",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="orders",
+        help_text=_("The subscription this order is one paid period of."),
+    )
     status = models.CharField(
         _("status"), max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING
     )
@@ -103,6 +111,11 @@ class Order(models.Model):
                 condition=Q(currency__regex=r"^[a-z]{3}$"), name="order_currency_iso_lower"
             ),
             custom_cycle_constraint("order"),
+            models.UniqueConstraint(
+                fields=["subscription", "payment_reference"],
+                condition=Q(subscription__isnull=False),
+                name="order_one_per_subscription_payment",
+            ),
         ]
 
     def __str__(self):

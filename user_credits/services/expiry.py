@@ -43,6 +43,7 @@ class ExpiryReport:
     expiring_lots: int = 0
     released_holds: int = 0
     low_accounts: int = 0
+    renewed_subscriptions: int = 0
     dry_run: bool = False
 
 
@@ -114,6 +115,10 @@ def expire_credits(
 
 
 def _sweep(report, now, user_id, batch_size, collect, progress, warn_before, thresholds):
+    # Free plans renew first, while the ending period's lot is alive (its rollover applies).
+    from .subscriptions import renew_due_subscriptions
+
+    report.renewed_subscriptions += renew_due_subscriptions(now, holder=user_id)
     while _release_holds_batch(report, now, user_id, batch_size):
         progress(report)
     while _expire_batch(report, now, user_id, batch_size, collect):
