@@ -110,7 +110,7 @@ def test_refund_action_and_its_failure(staff, user):
 
 
 def test_grant_action_with_its_form(staff, user):
-    account = CreditAccount.objects.create(user=user, offer_group=make_group("g"))
+    account = CreditAccount.objects.create(holder=user, offer_group=make_group("g"))
     data = {"action": "grant_tokens", ACTION_CHECKBOX_NAME: [account.pk], "apply": "1"}
     past = timezone.localtime() - timedelta(days=1)
     bad = staff.post(

@@ -30,9 +30,9 @@ STEPS = 60
 #: Rows compared after a run, by model: the fields that must agree. Foreign keys to rows
 #: written by the run are compared by rank (``_id`` fields below).
 COMPARED = {
-    models.CreditAccount: ["user_id", "offer_group_id", "balance", "overdraft", "last_seq"],
+    models.CreditAccount: ["holder_id", "offer_group_id", "balance", "overdraft", "last_seq"],
     models.Order: [
-        "user_id",
+        "holder_id",
         "offer_id",
         "parent_id",
         "status",
@@ -64,13 +64,13 @@ COMPARED = {
         "seq",
     ],
     models.ConsumptionRecord: [
-        "user_id",
+        "holder_id",
         "account_id",
         "idempotency_key",
         "count",
         "balance_after",
     ],
-    models.Hold: ["user_id", "account_id", "count", "status", "captured", "available_after"],
+    models.Hold: ["holder_id", "account_id", "count", "status", "captured", "available_after"],
     models.HoldLine: ["hold_id", "lot_id", "count"],
 }
 RANKED = {

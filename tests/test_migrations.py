@@ -179,5 +179,5 @@ def test_chain_migration_seals_every_existing_entry():
     assert all(seqs == list(range(1, len(seqs) + 1)) for seqs in by_account.values())
     assert services.verify_ledger().problems == []
     # New writes continue the migrated chains.
-    services.consume(models.CreditAccount.objects.get(offer_group__key="a").user_id, "a", 2)
+    services.consume(models.CreditAccount.objects.get(offer_group__key="a").holder_id, "a", 2)
     assert services.verify_ledger().problems == []

@@ -35,7 +35,7 @@ def succeeded(order, **overrides):
 
 
 def balance(order):
-    return services.get_balance(order.user, order.offer_group)
+    return services.get_balance(order.holder, order.offer_group)
 
 
 # --- amounts -------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_partial_then_full_refund_replayed_and_reordered(deliver, order):
     evt = succeeded(order)
     deliver(evt)
     intent = evt["data"]["object"]["id"]
-    services.consume(order.user, order.offer_group, 10)
+    services.consume(order.holder, order.offer_group, 10)
     base = fake.charge(amount=2500, currency="usd", metadata={}, payment_intent=intent)
     partial = fake.event("charge.refunded", {**base, "amount_refunded": 1250})
     full = fake.event("charge.refunded", {**base, "amount_refunded": 2500, "refunded": True})

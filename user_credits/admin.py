@@ -9,6 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import money, services
 from .exceptions import UserCreditsError
+from .holders import get_holder_model, holder_is_user
 from .models import (
     BundleItem,
     CreditAccount,
@@ -20,8 +21,22 @@ from .models import (
     Order,
     OrderEvent,
     OrderStatus,
+    SpendingLimit,
     Tag,
 )
+
+
+def holder_search_fields(prefix: str = "") -> tuple[str, ...]:
+    """Search lookups of the holder: a user's username and email; another model's text fields
+    (``name``, ``slug``, ``email``, ``username`` when it has them)."""
+    model = get_holder_model()
+    names = {field.name for field in model._meta.get_fields() if field.concrete}
+    if holder_is_user():
+        wanted = [model.USERNAME_FIELD, model.get_email_field_name()]
+    else:
+        wanted = ["name", "slug", "email", "username"]
+    return tuple(f"{prefix}holder__{name}" for name in dict.fromkeys(wanted) if name in names)
+
 
 STATUS_COLOURS = {
     OrderStatus.PENDING: "#8a6d3b",
@@ -215,7 +230,8 @@ class RefundForm(forms.Form):
 class OrderAdmin(admin.ModelAdmin):
     list_display = (
         "id",
-        "user",
+        "holder",
+        "placed_by",
         "name",
         "coloured_status",
         "total_display",
@@ -226,8 +242,8 @@ class OrderAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "offer_group", "created_at")
     date_hierarchy = "created_at"
-    search_fields = ("user__username", "user__email", "payment_reference", "name")
-    list_select_related = ("user", "offer_group")
+    search_fields = (*holder_search_fields(), "payment_reference", "name")
+    list_select_related = ("holder", "placed_by", "offer_group")
     inlines = [OrderEventInline]
     actions = ["mark_paid", "refund"]
 
@@ -324,6 +340,7 @@ class LedgerEntryInline(ReadOnlyMixin, admin.TabularInline):
         "balance_after",
         "lot",
         "idempotency_key",
+        "member",
         "done_by",
         "metadata",
     )
@@ -352,10 +369,18 @@ class GrantForm(forms.Form):
 
 @admin.register(CreditAccount)
 class CreditAccountAdmin(admin.ModelAdmin):
-    list_display = ("user", "offer_group", "available", "held", "total", "overdraft", "created_at")
+    list_display = (
+        "holder",
+        "offer_group",
+        "available",
+        "held",
+        "total",
+        "overdraft",
+        "created_at",
+    )
     list_filter = ("offer_group",)
-    search_fields = ("user__username", "user__email", "offer_group__key")
-    list_select_related = ("user", "offer_group")
+    search_fields = (*holder_search_fields(), "offer_group__key")
+    list_select_related = ("holder", "offer_group")
     readonly_fields = ("available", "held", "total")
     inlines = [CreditLotInline, LedgerEntryInline]
     actions = ["grant_tokens", "expire_due_lots"]
@@ -392,7 +417,7 @@ class CreditAccountAdmin(admin.ModelAdmin):
         data = form.cleaned_data
 
         def grant(account, **kwargs):
-            return services.grant(account.user_id, account.offer_group, data["tokens"], **kwargs)
+            return services.grant(account.holder_id, account.offer_group, data["tokens"], **kwargs)
 
         run_action(
             self,
@@ -409,8 +434,8 @@ class CreditAccountAdmin(admin.ModelAdmin):
     @admin.action(description=_("Expire due lots now"), permissions=["grant"])
     def expire_due_lots(self, request, queryset):
         expired = tokens = 0
-        for user_id in sorted(set(queryset.values_list("user_id", flat=True))):
-            report = services.expire_credits(user=user_id, collect=False)
+        for holder_id in sorted(set(queryset.values_list("holder_id", flat=True))):
+            report = services.expire_credits(holder=holder_id, collect=False)
             expired += report.expired_lots
             tokens += report.expired_tokens
         self.message_user(
@@ -435,8 +460,8 @@ class CreditLotAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "status",
     )
     list_filter = ("status", "category", "account__offer_group")
-    search_fields = ("account__user__username", "reason")
-    list_select_related = ("account__user", "account__offer_group", "order")
+    search_fields = (*holder_search_fields("account__"), "reason")
+    list_select_related = ("account__holder", "account__offer_group", "order")
 
 
 @admin.register(LedgerEntry)
@@ -449,13 +474,25 @@ class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "balance_after",
         "lot",
         "idempotency_key",
+        "member",
         "done_by",
     )
     list_filter = ("kind", "account__offer_group", "created_at")
-    search_fields = ("account__user__username", "idempotency_key")
-    list_select_related = ("account__user", "account__offer_group")
+    search_fields = (*holder_search_fields("account__"), "idempotency_key")
+    list_select_related = ("account__holder", "account__offer_group", "member")
     date_hierarchy = "created_at"
 
     @admin.display(description=_("by"))
     def done_by(self, obj):
         return acting_user(obj.metadata)
+
+
+@admin.register(SpendingLimit)
+class SpendingLimitAdmin(admin.ModelAdmin):
+    """What each member may spend of a holder's credits per period."""
+
+    list_display = ("holder", "member", "offer_group", "tokens", "period", "updated_at")
+    list_filter = ("offer_group", "period")
+    search_fields = (*holder_search_fields(), "member__username")
+    list_select_related = ("holder", "member", "offer_group")
+    raw_id_fields = ("holder", "member")

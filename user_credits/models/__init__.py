@@ -9,6 +9,7 @@ from .ledger import (
     LedgerEntry,
     LotCategory,
     LotStatus,
+    SpendingLimit,
 )
 from .offers import BundleItem, Cycle, Offer, OfferGroup, OfferKind, OfferPrice, Tag
 from .orders import Order, OrderEvent, OrderStatus
@@ -33,5 +34,6 @@ __all__ = [
     "Order",
     "OrderEvent",
     "OrderStatus",
+    "SpendingLimit",
     "Tag",
 ]
