@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from user_credits import money, services
 from user_credits.exceptions import UserCreditsError
+from user_credits.holders import requester_holder
 from user_credits.models import LedgerEntry, Offer, OfferPrice, Order, OrderStatus
 from user_credits.payments import get_provider
 from user_credits.payments.manual import ManualProvider
@@ -38,11 +39,11 @@ def pricing(request):
     currencies = sale_currencies()
     asked = (request.GET.get("currency") or "").lower()
     currency = asked if asked in currencies else (currencies[0] if currencies else None)
-    user = request.user
+    holder = requester_holder(request, required=False)
 
     def offers(*tags):
         # Offers without a price in the chosen currency are left out: no conversion.
-        return services.load_offers(user, list(tags), currency=currency)
+        return services.load_offers(holder, list(tags), currency=currency)
 
     sections = [
         ("Plans", offers("subscription", cycle)),
@@ -76,7 +77,10 @@ def _stripe_enabled():
 def buy(request, offer_id):
     try:
         order = services.create_order(
-            request.user, int(offer_id), currency=request.POST.get("currency") or None
+            requester_holder(request),
+            int(offer_id),
+            currency=request.POST.get("currency") or None,
+            placed_by=request.user,
         )
     except UserCreditsError as exc:
         messages.error(request, str(exc))
@@ -91,7 +95,7 @@ def buy(request, offer_id):
 
 def _own_order(request, order_id):
     order = get_object_or_404(Order, pk=order_id)
-    if order.user_id != request.user.pk:
+    if order.holder != requester_holder(request):
         raise PermissionDenied
     return order
 
@@ -130,10 +134,11 @@ def balance_chart(points, width=600, height=120):
 
 @login_required
 def credits(request):
-    groups = services.get_user_credits(request.user)
+    holder = requester_holder(request)
+    groups = services.get_user_credits(holder)
     history = {}
     for entry in (
-        LedgerEntry.objects.filter(account__user=request.user)
+        LedgerEntry.objects.filter(account__holder=holder)
         .order_by("created_at", "id")
         .values_list("account__offer_group__key", "created_at", "balance_after")
     ):
@@ -149,7 +154,7 @@ def credits(request):
 
 @login_required
 def ledger(request):
-    entries = LedgerEntry.objects.filter(account__user=request.user).select_related(
+    entries = LedgerEntry.objects.filter(account__holder=requester_holder(request)).select_related(
         "account__offer_group"
     )
     lot = request.GET.get("lot")
