@@ -37,6 +37,8 @@ def url(model, view="changelist", *args):
         ("creditaccount", "?q=alice"),
         ("creditlot", "?status__exact=active"),
         ("ledgerentry", "?kind__exact=consume"),
+        ("ledgerentry", "?q=alice"),
+        ("spendinglimit", "?q=alice"),
     ],
 )
 def test_changelists_and_filters(staff, catalog, user, model, query):
@@ -195,3 +197,17 @@ def test_offer_prices_inline(staff):
     assert list(OfferPrice.objects.values_list("currency", "price")) == [("kwd", Decimal("5.125"))]
     listed = staff.get(url("offer") + "?q=Inline")
     assert "5.125 KWD" in listed.text and "20.00" in listed.text
+
+
+def test_account_page_shows_its_spending_limits(staff, user, other_user):
+    group = make_group("g")
+    services.grant(user, group, 10)
+    services.set_spending_limit(user, other_user, group, 7, period="weekly")
+    account = CreditAccount.objects.get(holder=user)
+    page = staff.get(url("creditaccount", "change", account.pk))
+    assert page.status_code == 200
+    assert "bob: 7 / weekly" in page.text
+    assert f"?holder={user.pk}&amp;offer_group={group.pk}" in page.text
+    found = staff.get(url("spendinglimit"), {"q": "alice"})
+    assert found.status_code == 200 and "bob" in found.text
+    assert staff.get(url("order"), {"q": "alice"}).status_code == 200

@@ -416,7 +416,7 @@ def test_pay_endpoint_returns_the_client_secret(stripe_api, endpoint, order):
     from rest_framework.test import APIClient
 
     client = APIClient()
-    client.force_authenticate(order.user)
+    client.force_authenticate(order.holder)
     body = client.post(f"/api/credits/orders/{order.pk}/pay/").json()
     assert body["provider"] == "stripe" and body["client_secret"].startswith("pi_secret_")
 
@@ -429,7 +429,7 @@ def test_stripe_refusal_is_a_502_and_changes_nothing(endpoint, order):
     with fake.FakeStripe() as api:
         api.make_checkout_session = lambda form: (_ for _ in ()).throw(RuntimeError("down"))
         client = APIClient()
-        client.force_authenticate(order.user)
+        client.force_authenticate(order.holder)
         before = table_snapshot()
         response = client.post(f"/api/credits/orders/{order.pk}/pay/")
     assert response.status_code == 502 and response.json()["code"] == "payment_provider_error"

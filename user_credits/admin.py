@@ -1,10 +1,13 @@
 """The admin an operator runs the business with. Every action calls one service."""
 
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from . import money, services
@@ -381,9 +384,36 @@ class CreditAccountAdmin(admin.ModelAdmin):
     list_filter = ("offer_group",)
     search_fields = (*holder_search_fields(), "offer_group__key")
     list_select_related = ("holder", "offer_group")
-    readonly_fields = ("available", "held", "total")
+    readonly_fields = ("available", "held", "total", "spending_limits")
     inlines = [CreditLotInline, LedgerEntryInline]
     actions = ["grant_tokens", "expire_due_lots"]
+
+    @admin.display(description=_("spending limits"))
+    def spending_limits(self, obj):
+        """The members' limits in this account's holder and group, each linked to its form,
+        and a link to add one."""
+        limits = SpendingLimit.objects.filter(
+            holder_id=obj.holder_id, offer_group_id=obj.offer_group_id
+        ).select_related("member")
+        items = format_html_join(
+            "",
+            '<li><a href="{}">{}: {} / {}</a></li>',
+            (
+                (
+                    reverse("admin:user_credits_spendinglimit_change", args=[limit.pk]),
+                    limit.member,
+                    limit.tokens,
+                    limit.period,
+                )
+                for limit in limits
+            ),
+        )
+        add = (
+            reverse("admin:user_credits_spendinglimit_add")
+            + "?"
+            + urlencode({"holder": obj.holder_id, "offer_group": obj.offer_group_id})
+        )
+        return format_html('<ul>{}</ul><a href="{}">{}</a>', items, add, _("Add a limit"))
 
     def has_add_permission(self, request):
         return False
