@@ -1,7 +1,8 @@
 """The example site's "workspaces" mode: a custom holder model (``Workspace``), end to end.
 
 The holder model is fixed when the models load, so this runs the example project in a
-subprocess with ``example_project.settings_workspaces`` on a fresh SQLite file: the migrations
+subprocess with ``example_project.settings_workspaces`` on a fresh SQLite file (or the empty
+PostgreSQL database ``WORKSPACES_DATABASE_URL`` names, as CI's workspaces leg does): the migrations
 apply with the custom model and match it, the demo team is set up, and its members spend
 through the services and the pages, the limited one within their limit.
 """
@@ -80,7 +81,7 @@ def test_workspaces_mode_end_to_end(tmp_path):
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "example_project.settings_workspaces",
         "WORKSPACES_DB": str(tmp_path / "db.sqlite3"),
-        "DATABASE_URL": "",
+        "DATABASE_URL": os.environ.get("WORKSPACES_DATABASE_URL", ""),
     }
     for args in (
         ("manage.py", "migrate", "-v0"),
