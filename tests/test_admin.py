@@ -211,3 +211,33 @@ def test_account_page_shows_its_spending_limits(staff, user, other_user):
     found = staff.get(url("spendinglimit"), {"q": "alice"})
     assert found.status_code == 200 and "bob" in found.text
     assert staff.get(url("order"), {"q": "alice"}).status_code == 200
+
+
+def test_grant_form_picks_a_holder(staff, user):
+    group = make_group("g")
+    page = staff.get(url("creditaccount"))
+    assert "Grant tokens to a holder" in page.text
+    form = staff.get(reverse("admin:user_credits_creditaccount_grant"))
+    assert form.status_code == 200 and 'name="holder"' in form.text
+    bad = staff.post(
+        reverse("admin:user_credits_creditaccount_grant"),
+        {"holder": "999999", "offer_group": group.pk, "tokens": "5", "reason": "r"},
+    )
+    assert bad.status_code == 200 and not CreditAccount.objects.exists()
+    done = staff.post(
+        reverse("admin:user_credits_creditaccount_grant"),
+        {"holder": user.pk, "offer_group": group.pk, "tokens": "5", "reason": "welcome"},
+        follow=True,
+    )
+    assert "Granted 5 token(s) to alice in g." in done.text
+    assert services.get_balance(user, "g") == 5
+    entry = LedgerEntry.objects.get(kind="grant")
+    assert entry.metadata["by_name"] == "root"
+
+
+def test_grant_form_needs_the_grant_permission(client, user):
+    clerk = make_user("clerk", is_staff=True)
+    clerk.user_permissions.add(Permission.objects.get(codename="view_creditaccount"))
+    client.force_login(clerk)
+    assert "Grant tokens to a holder" not in client.get(url("creditaccount")).text
+    assert client.get(reverse("admin:user_credits_creditaccount_grant")).status_code == 403

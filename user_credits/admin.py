@@ -4,8 +4,10 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
@@ -370,8 +372,28 @@ class GrantForm(forms.Form):
         return expires
 
 
+class HolderGrantForm(GrantForm):
+    """Grant tokens to any holder, with or without an account yet."""
+
+    field_order = ("holder", "offer_group", "tokens", "expires", "reason")
+
+    def __init__(self, *args, admin_site, **kwargs):
+        super().__init__(*args, **kwargs)
+        relation = CreditAccount._meta.get_field("holder").remote_field
+        self.fields["holder"] = forms.ModelChoiceField(
+            queryset=get_holder_model()._default_manager.all(),
+            widget=admin.widgets.ForeignKeyRawIdWidget(relation, admin_site),
+            label=_("Holder"),
+        )
+        self.fields["offer_group"] = forms.ModelChoiceField(
+            queryset=OfferGroup.objects.order_by("key"), label=_("Offer group")
+        )
+        self.order_fields(self.field_order)
+
+
 @admin.register(CreditAccount)
 class CreditAccountAdmin(admin.ModelAdmin):
+    change_list_template = "user_credits/admin/account_change_list.html"
     list_display = (
         "holder",
         "offer_group",
@@ -460,6 +482,53 @@ class CreditAccountAdmin(admin.ModelAdmin):
             by=request.user,
         )
         return None
+
+    def get_urls(self):
+        grant = self.admin_site.admin_view(self.grant_to_holder)
+        return [
+            path("grant/", grant, name="user_credits_creditaccount_grant"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"can_grant": self.has_grant_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def grant_to_holder(self, request):
+        """The grant form that picks a holder (and a group) rather than existing accounts."""
+        if not self.has_grant_permission(request):
+            raise PermissionDenied
+        form = HolderGrantForm(
+            request.POST if request.method == "POST" else None, admin_site=self.admin_site
+        )
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.grant(
+                    data["holder"],
+                    data["offer_group"],
+                    data["tokens"],
+                    expires=data["expires"],
+                    reason=f"{data['reason']} (by {request.user})",
+                    by=request.user,
+                )
+            except UserCreditsError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(
+                    request,
+                    f"Granted {data['tokens']} token(s) to {data['holder']} "
+                    f"in {data['offer_group'].key}.",
+                    messages.SUCCESS,
+                )
+                return redirect("admin:user_credits_creditaccount_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Grant tokens to a holder"),
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "user_credits/admin/grant_to_holder.html", context)
 
     @admin.action(description=_("Expire due lots now"), permissions=["grant"])
     def expire_due_lots(self, request, queryset):
