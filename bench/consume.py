@@ -4,6 +4,8 @@
 
 100 accounts, 2,000 consumes of 1 token round-robin, each its own transaction with an
 idempotency key; a first round with one lot per account, a second with five (burn order).
+The "limited" column is ``services.consume`` by a member with a spending limit in force (the
+limit and the member's spend this period read under the account lock).
 """
 
 import itertools
@@ -26,7 +28,7 @@ WITH account AS (
        SET balance = balance - 1, last_seq = last_seq + 1,
            last_digest = user_credits_link(last_digest, user_credits_entry_content(
                a.id, last_seq + 1, 'consume', -1, balance - 1, ({NEXT_LOT}), %(key)s, now()))
-     WHERE user_id = %(user)s AND offer_group_id = %(group)s AND balance >= 1
+     WHERE holder_id = %(user)s AND offer_group_id = %(group)s AND balance >= 1
  RETURNING id, balance, last_seq, last_digest
 ), lot AS (
     UPDATE user_credits_creditlot SET remaining = remaining - 1
@@ -59,6 +61,8 @@ def populate(lots_per_account):
     for user in users:
         for i in range(lots_per_account):
             services.grant(user, group, 100_000, expires=soon + timedelta(days=i))
+        # Holders are users here: each spends their own credits, under a limit never reached.
+        services.set_spending_limit(user, user, group, 10**9)
     return group, users
 
 
@@ -67,6 +71,14 @@ def run_services(group, users, tag):
 
     for i in range(N_CONSUMES):
         services.consume(users[i % N_USERS], group, 1, idempotency_key=f"{tag}-{i}")
+
+
+def run_limited(group, users, tag):
+    from user_credits import services
+
+    for i in range(N_CONSUMES):
+        user = users[i % N_USERS]
+        services.consume(user, group, 1, idempotency_key=f"{tag}-{i}", member=user)
 
 
 def run_limit(raw, group, users, tag):
@@ -85,7 +97,7 @@ def run_naive(group, users, tag):
 
     from user_credits.models import CreditAccount, LedgerEntry
 
-    accounts = {a.user_id: a.pk for a in CreditAccount.objects.filter(offer_group=group)}
+    accounts = {a.holder_id: a.pk for a in CreditAccount.objects.filter(offer_group=group)}
     for i in range(N_CONSUMES):
         account_id = accounts[users[i % N_USERS].pk]
         with transaction.atomic():
@@ -109,10 +121,12 @@ def main():
             group, users = populate(lots)
             run_services(group, users, f"warm{lots}")
             run_limit(raw, group, users, f"lwarm{lots}")
-            best = {"services": [], "limit": [], "naive": []}
+            run_limited(group, users, f"mwarm{lots}")
+            best = {"services": [], "limited": [], "limit": [], "naive": []}
             for rep in range(3):  # interleaved, best of three
                 tag = f"{lots}-{rep}"
                 best["services"].append(common.timed(run_services, group, users, f"s{tag}")[0])
+                best["limited"].append(common.timed(run_limited, group, users, f"m{tag}")[0])
                 best["limit"].append(common.timed(run_limit, raw, group, users, f"l{tag}")[0])
                 best["naive"].append(common.timed(run_naive, group, users, f"n{tag}")[0])
             us = {k: min(v) / N_CONSUMES * 1e6 for k, v in best.items()}
@@ -120,9 +134,11 @@ def main():
                 (
                     f"{lots} lot(s)/account",
                     f"{us['services']:.0f}",
+                    f"{us['limited']:.0f}",
                     f"{us['limit']:.0f}",
                     f"{us['naive']:.0f}",
                     f"{us['services'] / us['limit']:.2f}",
+                    f"{us['limited'] / us['limit']:.2f}",
                     f"{us['services'] / us['naive']:.2f}",
                 )
             )
@@ -131,9 +147,11 @@ def main():
             (
                 "round",
                 "services.consume",
+                "with a member's limit",
                 "one-statement limit",
                 "naive F()",
                 "services/limit",
+                "limited/limit",
                 "services/naive",
             ),
             rows,

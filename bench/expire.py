@@ -41,7 +41,7 @@ POPULATE_SQL = """
 INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,
                        is_staff, is_active, date_joined)
 SELECT '', false, 'bench' || g, '', '', '', false, true, now() FROM generate_series(1, %(n)s) g;
-INSERT INTO user_credits_creditaccount (user_id, offer_group_id, balance, overdraft, last_seq,
+INSERT INTO user_credits_creditaccount (holder_id, offer_group_id, balance, overdraft, last_seq,
                                         last_digest, created_at)
 SELECT id, %(group)s, 10, 0, 0, '', now() FROM auth_user WHERE username LIKE 'bench%%';
 INSERT INTO user_credits_creditlot (account_id, granted, remaining, held, starts, expires,

@@ -16,7 +16,7 @@ POPULATE_SQL = """
 INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,
                        is_staff, is_active, date_joined)
 SELECT '', false, 'verify' || g, '', '', '', false, true, now() FROM generate_series(1, %(m)s) g;
-INSERT INTO user_credits_creditaccount (user_id, offer_group_id, balance, overdraft, last_seq,
+INSERT INTO user_credits_creditaccount (holder_id, offer_group_id, balance, overdraft, last_seq,
                                         last_digest, created_at)
 SELECT id, %(group)s, %(granted)s - (%(k)s - 1), 0, 0, '', now()
   FROM auth_user WHERE username LIKE 'verify%%';

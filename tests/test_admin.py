@@ -37,6 +37,8 @@ def url(model, view="changelist", *args):
         ("creditaccount", "?q=alice"),
         ("creditlot", "?status__exact=active"),
         ("ledgerentry", "?kind__exact=consume"),
+        ("ledgerentry", "?q=alice"),
+        ("spendinglimit", "?q=alice"),
     ],
 )
 def test_changelists_and_filters(staff, catalog, user, model, query):
@@ -111,7 +113,7 @@ def test_refund_action_and_its_failure(staff, user):
 
 
 def test_grant_action_with_its_form(staff, user):
-    account = CreditAccount.objects.create(user=user, offer_group=make_group("g"))
+    account = CreditAccount.objects.create(holder=user, offer_group=make_group("g"))
     data = {"action": "grant_tokens", ACTION_CHECKBOX_NAME: [account.pk], "apply": "1"}
     past = timezone.localtime() - timedelta(days=1)
     bad = staff.post(
@@ -268,7 +270,7 @@ def test_refund_reports_skipped_and_failed(staff, user):
 
 
 def test_grant_form_has_the_admin_date_time_widget(staff, user):
-    account = CreditAccount.objects.create(user=user, offer_group=make_group("g"))
+    account = CreditAccount.objects.create(holder=user, offer_group=make_group("g"))
     form = staff.post(
         url("creditaccount"), {"action": "grant_tokens", ACTION_CHECKBOX_NAME: [account.pk]}
     )
@@ -289,3 +291,47 @@ def test_currencies_are_upper_case_in_the_admin_lists(staff, user):
     for page in (offers, orders):
         assert '<td class="field-currency_code">EUR</td>' in page.text
         assert ">eur<" not in page.text
+
+
+def test_account_page_shows_its_spending_limits(staff, user, other_user):
+    group = make_group("g")
+    services.grant(user, group, 10)
+    services.set_spending_limit(user, other_user, group, 7, period="weekly")
+    account = CreditAccount.objects.get(holder=user)
+    page = staff.get(url("creditaccount", "change", account.pk))
+    assert page.status_code == 200
+    assert "bob: 7 / weekly" in page.text
+    assert f"?holder={user.pk}&amp;offer_group={group.pk}" in page.text
+    found = staff.get(url("spendinglimit"), {"q": "alice"})
+    assert found.status_code == 200 and "bob" in found.text
+    assert staff.get(url("order"), {"q": "alice"}).status_code == 200
+
+
+def test_grant_form_picks_a_holder(staff, user):
+    group = make_group("g")
+    page = staff.get(url("creditaccount"))
+    assert "Grant tokens to a holder" in page.text
+    form = staff.get(reverse("admin:user_credits_creditaccount_grant"))
+    assert form.status_code == 200 and 'name="holder"' in form.text
+    bad = staff.post(
+        reverse("admin:user_credits_creditaccount_grant"),
+        {"holder": "999999", "offer_group": group.pk, "tokens": "5", "reason": "r"},
+    )
+    assert bad.status_code == 200 and not CreditAccount.objects.exists()
+    done = staff.post(
+        reverse("admin:user_credits_creditaccount_grant"),
+        {"holder": user.pk, "offer_group": group.pk, "tokens": "5", "reason": "welcome"},
+        follow=True,
+    )
+    assert "Granted 5 token(s) to alice in g." in done.text
+    assert services.get_balance(user, "g") == 5
+    entry = LedgerEntry.objects.get(kind="grant")
+    assert entry.metadata["by_name"] == "root"
+
+
+def test_grant_form_needs_the_grant_permission(client, user):
+    clerk = make_user("clerk", is_staff=True)
+    clerk.user_permissions.add(Permission.objects.get(codename="view_creditaccount"))
+    client.force_login(clerk)
+    assert "Grant tokens to a holder" not in client.get(url("creditaccount")).text
+    assert client.get(reverse("admin:user_credits_creditaccount_grant")).status_code == 403

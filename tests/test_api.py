@@ -128,7 +128,7 @@ def test_create_list_and_pay_an_order(alice, user, catalog):
     order = response.json()
     assert (order["status"], order["total"], order["quantity"]) == ("pending", "160.00", 2)
     assert order["events"][0]["status"] == "pending"
-    assert Order.objects.get(pk=order["id"]).user == user
+    assert Order.objects.get(pk=order["id"]).holder == user
     pay = alice.post(f"{API}orders/{order['id']}/pay/")
     assert pay.status_code == 200 and pay.json()["provider"] == "manual"
     services.mark_paid(order["id"])

@@ -154,7 +154,7 @@ def test_buyer_journey(site, browser, tmp_path):
     assert balance(site, "buyer", "talks") == 1
     bought = site.python(
         "from user_credits.models import Order; "
-        "o = Order.objects.get(user__username='buyer', name='1 Talk'); print(o.currency, o.total)"
+        "o = Order.objects.get(holder__username='buyer', name='1 Talk'); print(o.currency, o.total)"
     )
     assert bought.split() == ["kwd", "9.250"]
 

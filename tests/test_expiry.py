@@ -133,7 +133,7 @@ def test_low_balance_warnings_fire_once_per_threshold_and_rearm(
         services.consume(user, calls, 12)  # 8 left
         report = services.expire_credits(low={"calls": 10})
         again = services.expire_credits(low=[("calls", 10)])
-    assert [a.user_id for a in report.low] == [user.pk]
+    assert [a.holder_id for a in report.low] == [user.pk]
     assert again.low == []
     assert received["low"] == [("calls", 8, 10)]
     # A lower threshold is a new warning; a refill re-arms it.
@@ -180,7 +180,7 @@ def test_a_crash_in_a_batch_keeps_finished_batches(travel):
     with travel(T0):
         for u in users:
             services.grant(u, group, 3, expires=T0 + timedelta(hours=1))
-    third = CreditAccount.objects.get(user=users[2])
+    third = CreditAccount.objects.get(holder=users[2])
     with travel(T0 + timedelta(hours=2)):
         with failing_ledger_insert("expire", from_account=third.pk) as error:
             with pytest.raises(error):

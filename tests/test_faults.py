@@ -130,7 +130,7 @@ def test_server_restart_mid_traffic_loses_nothing():
     spent = 0
     for _, log, _, _ in reports:
         for key, count, _ in log:
-            record = ConsumptionRecord.objects.get(user_id=user.pk, idempotency_key=key)
+            record = ConsumptionRecord.objects.get(holder_id=user.pk, idempotency_key=key)
             assert record.count == count
             taken = LedgerEntry.objects.filter(idempotency_key=key).aggregate(t=Sum("amount"))
             assert taken["t"] == -count, key  # spent once, whatever the retries
@@ -152,7 +152,7 @@ def _due_lots(n):
         get_user_model()(username=f"sweep{i}", password="") for i in range(n)
     )
     accounts = CreditAccount.objects.bulk_create(
-        CreditAccount(user=u, offer_group=group, balance=10) for u in users
+        CreditAccount(holder=u, offer_group=group, balance=10) for u in users
     )
     lots = CreditLot.objects.bulk_create(
         CreditLot(
@@ -252,7 +252,7 @@ def test_lock_wait_timeout_is_account_busy_and_writes_nothing(fast_path, timeout
     def hold_the_lock():
         try:
             with transaction.atomic():
-                CreditAccount.objects.select_for_update().get(user=user, offer_group=group)
+                CreditAccount.objects.select_for_update().get(holder=user, offer_group=group)
                 locked.set()
                 release.wait(timeout=30)
         except Exception as exc:  # pragma: no cover - reported below

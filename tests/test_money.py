@@ -132,7 +132,7 @@ def test_full_clean_refuses_and_names_the_field():
         extra.full_clean()
     assert set(caught.value.message_dict) == {"price"}
     order = Order(
-        user=make_user(),
+        holder=make_user(),
         offer=offer,
         name="x",
         offer_group=offer.offer_group,

@@ -135,7 +135,7 @@ def test_free_order_is_paid_at_once(catalog, user):
 
 def test_user_may_be_given_by_primary_key(user):
     order = services.create_order(user.pk, make_offer())
-    assert order.user == user
+    assert order.holder == user
 
 
 # --- prices in several currencies ------------------------------------------------------------

@@ -35,7 +35,7 @@ def succeeded(order, **overrides):
 
 
 def balance(order):
-    return services.get_balance(order.user, order.offer_group)
+    return services.get_balance(order.holder, order.offer_group)
 
 
 # --- amounts -------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_partial_then_full_refund_replayed_and_reordered(deliver, order):
     evt = succeeded(order)
     deliver(evt)
     intent = evt["data"]["object"]["id"]
-    services.consume(order.user, order.offer_group, 10)
+    services.consume(order.holder, order.offer_group, 10)
     base = fake.charge(amount=2500, currency="usd", metadata={}, payment_intent=intent)
     partial = fake.event("charge.refunded", {**base, "amount_refunded": 1250})
     full = fake.event("charge.refunded", {**base, "amount_refunded": 2500, "refunded": True})
@@ -416,7 +416,7 @@ def test_pay_endpoint_returns_the_client_secret(stripe_api, endpoint, order):
     from rest_framework.test import APIClient
 
     client = APIClient()
-    client.force_authenticate(order.user)
+    client.force_authenticate(order.holder)
     body = client.post(f"/api/credits/orders/{order.pk}/pay/").json()
     assert body["provider"] == "stripe" and body["client_secret"].startswith("pi_secret_")
 
@@ -429,7 +429,7 @@ def test_stripe_refusal_is_a_502_and_changes_nothing(endpoint, order):
     with fake.FakeStripe() as api:
         api.make_checkout_session = lambda form: (_ for _ in ()).throw(RuntimeError("down"))
         client = APIClient()
-        client.force_authenticate(order.user)
+        client.force_authenticate(order.holder)
         before = table_snapshot()
         response = client.post(f"/api/credits/orders/{order.pk}/pay/")
     assert response.status_code == 502 and response.json()["code"] == "payment_provider_error"

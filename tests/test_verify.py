@@ -45,7 +45,7 @@ def ledger(db):
     held = services.hold(alice, calls, 4)
     services.capture(held, 2)
     services.hold(alice, calls, 5)  # stays active: its tokens are held
-    return {"alice": alice, "bob": bob, "account": CreditAccount.objects.get(user=alice)}
+    return {"alice": alice, "bob": bob, "account": CreditAccount.objects.get(holder=alice)}
 
 
 def test_clean_ledger_verifies(ledger):

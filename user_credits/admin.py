@@ -1,16 +1,21 @@
 """The admin an operator runs the business with. Every action calls one service."""
 
 from collections import Counter
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from . import money, services
 from .exceptions import UserCreditsError
+from .holders import get_holder_model, holder_is_user
 from .models import (
     BundleItem,
     CreditAccount,
@@ -22,9 +27,23 @@ from .models import (
     Order,
     OrderEvent,
     OrderStatus,
+    SpendingLimit,
     Subscription,
     Tag,
 )
+
+
+def holder_search_fields(prefix: str = "") -> tuple[str, ...]:
+    """Search lookups of the holder: a user's username and email; another model's text fields
+    (``name``, ``slug``, ``email``, ``username`` when it has them)."""
+    model = get_holder_model()
+    names = {field.name for field in model._meta.get_fields() if field.concrete}
+    if holder_is_user():
+        wanted = [model.USERNAME_FIELD, model.get_email_field_name()]
+    else:
+        wanted = ["name", "slug", "email", "username"]
+    return tuple(f"{prefix}holder__{name}" for name in dict.fromkeys(wanted) if name in names)
+
 
 STATUS_COLOURS = {
     OrderStatus.PENDING: "#8a6d3b",
@@ -285,7 +304,8 @@ class RefundForm(forms.Form):
 class OrderAdmin(admin.ModelAdmin):
     list_display = (
         "id",
-        "user",
+        "holder",
+        "placed_by",
         "name",
         "coloured_status",
         "total_display",
@@ -296,8 +316,8 @@ class OrderAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "offer_group", "created_at")
     date_hierarchy = "created_at"
-    search_fields = ("user__username", "user__email", "payment_reference", "name")
-    list_select_related = ("user", "offer_group")
+    search_fields = (*holder_search_fields(), "payment_reference", "name")
+    list_select_related = ("holder", "placed_by", "offer_group")
     inlines = [OrderEventInline]
     actions = ["mark_paid", "refund"]
 
@@ -400,6 +420,7 @@ class LedgerEntryInline(ReadOnlyMixin, admin.TabularInline):
         "balance_after",
         "lot",
         "idempotency_key",
+        "member",
         "done_by",
         "metadata",
     )
@@ -426,15 +447,70 @@ class GrantForm(forms.Form):
         return expires
 
 
+class HolderGrantForm(GrantForm):
+    """Grant tokens to any holder, with or without an account yet."""
+
+    field_order = ("holder", "offer_group", "tokens", "expires", "reason")
+
+    def __init__(self, *args, admin_site, **kwargs):
+        super().__init__(*args, **kwargs)
+        relation = CreditAccount._meta.get_field("holder").remote_field
+        self.fields["holder"] = forms.ModelChoiceField(
+            queryset=get_holder_model()._default_manager.all(),
+            widget=admin.widgets.ForeignKeyRawIdWidget(relation, admin_site),
+            label=_("Holder"),
+        )
+        self.fields["offer_group"] = forms.ModelChoiceField(
+            queryset=OfferGroup.objects.order_by("key"), label=_("Offer group")
+        )
+        self.order_fields(self.field_order)
+
+
 @admin.register(CreditAccount)
 class CreditAccountAdmin(admin.ModelAdmin):
-    list_display = ("user", "offer_group", "available", "held", "total", "overdraft", "created_at")
+    change_list_template = "user_credits/admin/account_change_list.html"
+    list_display = (
+        "holder",
+        "offer_group",
+        "available",
+        "held",
+        "total",
+        "overdraft",
+        "created_at",
+    )
     list_filter = ("offer_group",)
-    search_fields = ("user__username", "user__email", "offer_group__key")
-    list_select_related = ("user", "offer_group")
-    readonly_fields = ("available", "held", "total")
+    search_fields = (*holder_search_fields(), "offer_group__key")
+    list_select_related = ("holder", "offer_group")
+    readonly_fields = ("available", "held", "total", "spending_limits")
     inlines = [CreditLotInline, LedgerEntryInline]
     actions = ["grant_tokens", "expire_due_lots"]
+
+    @admin.display(description=_("spending limits"))
+    def spending_limits(self, obj):
+        """The members' limits in this account's holder and group, each linked to its form,
+        and a link to add one."""
+        limits = SpendingLimit.objects.filter(
+            holder_id=obj.holder_id, offer_group_id=obj.offer_group_id
+        ).select_related("member")
+        items = format_html_join(
+            "",
+            '<li><a href="{}">{}: {} / {}</a></li>',
+            (
+                (
+                    reverse("admin:user_credits_spendinglimit_change", args=[limit.pk]),
+                    limit.member,
+                    limit.tokens,
+                    limit.period,
+                )
+                for limit in limits
+            ),
+        )
+        add = (
+            reverse("admin:user_credits_spendinglimit_add")
+            + "?"
+            + urlencode({"holder": obj.holder_id, "offer_group": obj.offer_group_id})
+        )
+        return format_html('<ul>{}</ul><a href="{}">{}</a>', items, add, _("Add a limit"))
 
     def has_add_permission(self, request):
         return False
@@ -468,7 +544,7 @@ class CreditAccountAdmin(admin.ModelAdmin):
         data = form.cleaned_data
 
         def grant(account, **kwargs):
-            return services.grant(account.user_id, account.offer_group, data["tokens"], **kwargs)
+            return services.grant(account.holder_id, account.offer_group, data["tokens"], **kwargs)
 
         run_action(
             self,
@@ -482,11 +558,58 @@ class CreditAccountAdmin(admin.ModelAdmin):
         )
         return None
 
+    def get_urls(self):
+        grant = self.admin_site.admin_view(self.grant_to_holder)
+        return [
+            path("grant/", grant, name="user_credits_creditaccount_grant"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"can_grant": self.has_grant_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def grant_to_holder(self, request):
+        """The grant form that picks a holder (and a group) rather than existing accounts."""
+        if not self.has_grant_permission(request):
+            raise PermissionDenied
+        form = HolderGrantForm(
+            request.POST if request.method == "POST" else None, admin_site=self.admin_site
+        )
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.grant(
+                    data["holder"],
+                    data["offer_group"],
+                    data["tokens"],
+                    expires=data["expires"],
+                    reason=f"{data['reason']} (by {request.user})",
+                    by=request.user,
+                )
+            except UserCreditsError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(
+                    request,
+                    f"Granted {data['tokens']} token(s) to {data['holder']} "
+                    f"in {data['offer_group'].key}.",
+                    messages.SUCCESS,
+                )
+                return redirect("admin:user_credits_creditaccount_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Grant tokens to a holder"),
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "user_credits/admin/grant_to_holder.html", context)
+
     @admin.action(description=_("Expire due lots now"), permissions=["grant"])
     def expire_due_lots(self, request, queryset):
         expired = tokens = 0
-        for user_id in sorted(set(queryset.values_list("user_id", flat=True))):
-            report = services.expire_credits(user=user_id, collect=False)
+        for holder_id in sorted(set(queryset.values_list("holder_id", flat=True))):
+            report = services.expire_credits(holder=holder_id, collect=False)
             expired += report.expired_lots
             tokens += report.expired_tokens
         self.message_user(
@@ -511,8 +634,8 @@ class CreditLotAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "status",
     )
     list_filter = ("status", "category", "account__offer_group")
-    search_fields = ("account__user__username", "reason")
-    list_select_related = ("account__user", "account__offer_group", "order")
+    search_fields = (*holder_search_fields("account__"), "reason")
+    list_select_related = ("account__holder", "account__offer_group", "order")
 
 
 @admin.register(LedgerEntry)
@@ -525,11 +648,12 @@ class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "balance_after",
         "lot",
         "idempotency_key",
+        "member",
         "done_by",
     )
     list_filter = ("kind", "account__offer_group", "created_at")
-    search_fields = ("account__user__username", "idempotency_key")
-    list_select_related = ("account__user", "account__offer_group")
+    search_fields = (*holder_search_fields("account__"), "idempotency_key")
+    list_select_related = ("account__holder", "account__offer_group", "member")
     date_hierarchy = "created_at"
 
     @admin.display(description=_("by"))
@@ -610,3 +734,12 @@ class SubscriptionAdmin(admin.ModelAdmin):
             "{count} subscription(s) canceled.",
             at_period_end=False,
         )
+@admin.register(SpendingLimit)
+class SpendingLimitAdmin(admin.ModelAdmin):
+    """What each member may spend of a holder's credits per period."""
+
+    list_display = ("holder", "member", "offer_group", "tokens", "period", "updated_at")
+    list_filter = ("offer_group", "period")
+    search_fields = (*holder_search_fields(), "member__username")
+    list_select_related = ("holder", "member", "offer_group")
+    raw_id_fields = ("holder", "member")

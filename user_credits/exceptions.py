@@ -3,7 +3,7 @@
 Leaves mix in a standard type so that code unaware of this app still handles them sensibly.
 """
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 
 
 class UserCreditsError(Exception):
@@ -68,6 +68,28 @@ class InsufficientCredits(UserCreditsError, ValueError):
         super().__init__(message, field=None)
         self.requested = requested
         self.available = available
+
+
+class SpendingLimitExceeded(InsufficientCredits):
+    """The member's spending limit for the period would be exceeded: nothing was written.
+    ``limit``, ``spent`` (consumed this period plus held by the member's active holds) and
+    ``requested`` tell by how much."""
+
+    code = "spending_limit_exceeded"
+
+    def __init__(self, message, *, limit, spent, requested):
+        super().__init__(message, requested=requested, available=max(limit - spent, 0))
+        self.limit = limit
+        self.spent = spent
+
+
+class SpendingNotAllowed(UserCreditsError, PermissionDenied):
+    """``CAN_SPEND`` refused this member the holder's credits: nothing was written."""
+
+    code = "spending_not_allowed"
+
+    def __init__(self, message, *, field="member"):
+        super().__init__(message, field=field)
 
 
 class AccountBusy(UserCreditsError):

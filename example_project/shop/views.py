@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from user_credits import money, services
 from user_credits.exceptions import UserCreditsError
+from user_credits.holders import requester_holder
 from user_credits.metering import GROUP_HEADER, REMAINING_HEADER, meters
 from user_credits.models import LedgerEntry, Offer, OfferPrice, Order, OrderStatus
 from user_credits.payments import get_provider
@@ -43,11 +44,11 @@ def pricing(request):
     currencies = sale_currencies()
     asked = (request.GET.get("currency") or "").lower()
     currency = asked if asked in currencies else (currencies[0] if currencies else None)
-    user = request.user
+    holder = requester_holder(request, required=False)
 
     def offers(*tags):
         # Offers without a price in the chosen currency are left out: no conversion.
-        return services.load_offers(user, list(tags), currency=currency)
+        return services.load_offers(holder, list(tags), currency=currency)
 
     sections = [
         ("Plans", offers("subscription", cycle)),
@@ -93,7 +94,12 @@ def buy(request, offer_id):
             {"offer": offer, "currency": currency, "price": price, "stripe": _stripe_enabled()},
         )
     try:
-        order = services.create_order(request.user, int(offer_id), currency=currency or None)
+        order = services.create_order(
+            requester_holder(request),
+            int(offer_id),
+            currency=currency or None,
+            placed_by=request.user,
+        )
     except UserCreditsError as exc:
         messages.error(request, str(exc))
         return redirect("pricing")
@@ -107,7 +113,7 @@ def buy(request, offer_id):
 
 def _own_order(request, order_id):
     order = get_object_or_404(Order, pk=order_id)
-    if order.user_id != request.user.pk:
+    if order.holder != requester_holder(request):
         raise PermissionDenied
     return order
 
@@ -146,10 +152,11 @@ def balance_chart(points, width=600, height=120):
 
 @login_required
 def credits(request):
-    groups = services.get_user_credits(request.user)
+    holder = requester_holder(request)
+    groups = services.get_user_credits(holder)
     history = {}
     for entry in (
-        LedgerEntry.objects.filter(account__user=request.user)
+        LedgerEntry.objects.filter(account__holder=holder)
         .order_by("created_at", "id")
         .values_list("account__offer_group__key", "created_at", "balance_after")
     ):
@@ -171,7 +178,7 @@ def credits(request):
 
 @login_required
 def ledger(request):
-    entries = LedgerEntry.objects.filter(account__user=request.user).select_related(
+    entries = LedgerEntry.objects.filter(account__holder=requester_holder(request)).select_related(
         "account__offer_group"
     )
     lot = request.GET.get("lot")
@@ -216,7 +223,7 @@ def playground(request):
     It reserves the most the answer may use, then the task reports what it used
     (``request.credits.used``): that is charged and the rest freed. Without enough tokens the
     task never runs and the decorator answers 402 with a link to the pricing page."""
-    accounts = _ai_accounts(request.user)
+    accounts = _ai_accounts(requester_holder(request))
     choices = [(g.offer_group, g.name) for g in accounts] or [("Startup", "Startup (Standard)")]
     groups = [key for key, _ in choices]
     form = {
@@ -234,7 +241,7 @@ def playground(request):
         if form["group"] not in groups:
             errors["group"] = "Choose one of your plans."
         if not errors:
-            before = services.get_balance(request.user, form["group"])
+            before = services.get_balance(requester_holder(request), form["group"])
 
             def task(request):
                 answer, used = simulated_task(form["prompt"], form["length"])
@@ -255,7 +262,7 @@ def playground(request):
                 "remaining": response[REMAINING_HEADER],
                 "group": response[GROUP_HEADER],
             }
-            accounts = _ai_accounts(request.user)
+            accounts = _ai_accounts(requester_holder(request))
     page = render(
         request,
         "shop/playground.html",

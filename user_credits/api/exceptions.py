@@ -13,6 +13,7 @@ from ..errors import error_body
 
 STATUS_BY_ERROR = [
     (domain.InsufficientCredits, status.HTTP_402_PAYMENT_REQUIRED),
+    (domain.SpendingNotAllowed, status.HTTP_403_FORBIDDEN),
     (domain.IdempotencyConflict, status.HTTP_409_CONFLICT),
     (domain.InvalidTransition, status.HTTP_409_CONFLICT),
     (domain.UnknownOfferGroup, status.HTTP_400_BAD_REQUEST),
@@ -35,6 +36,8 @@ def _domain_response(exc):
             body = error_body(exc.code, str(exc), fields)
             if isinstance(exc, domain.InsufficientCredits):
                 body.update(requested=exc.requested, available=exc.available)
+            if isinstance(exc, domain.SpendingLimitExceeded):
+                body.update(limit=exc.limit, spent=exc.spent)
             headers = {"Retry-After": "1"} if isinstance(exc, domain.AccountBusy) else None
             return Response(body, status=http_status, headers=headers)
     return Response(error_body(exc.code, str(exc), fields), status=status.HTTP_400_BAD_REQUEST)

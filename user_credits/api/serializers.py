@@ -3,6 +3,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .. import money, services
+from ..holders import get_holder_model, holder_is_user
 from ..models import (
     BundleItem,
     CreditLot,
@@ -254,16 +255,41 @@ class ConsumedEntrySerializer(serializers.ModelSerializer):
         fields = ["id", "kind", "amount", "balance_after", "lot", "created_at"]
 
 
-class ConsumeSerializer(StrictSerializer):
-    user = StrictIntegerField(min_value=1)
+class HolderSerializer(StrictSerializer):
+    """``holder`` (its primary key); ``user`` is accepted for it when holders are users.
+    ``member``: the user spending for the holder (recorded, checked against their limit)."""
+
+    holder = StrictIntegerField(min_value=1, required=False)
+    user = StrictIntegerField(
+        min_value=1, required=False, help_text="Alias of holder when holders are users."
+    )
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        holder, user = attrs.pop("holder", None), attrs.pop("user", None)
+        name = "holder" if holder is not None or user is None else "user"
+        if user is not None:
+            if not holder_is_user():
+                raise serializers.ValidationError({"user": ["Use holder."]})
+            if holder is not None and holder != user:
+                raise serializers.ValidationError({"user": ["Give holder or user, not both."]})
+        value = holder if holder is not None else user
+        if value is None:
+            raise serializers.ValidationError({"holder": ["This field is required."]})
+        if not get_holder_model()._default_manager.filter(pk=value).exists():
+            raise serializers.ValidationError({name: [f"Unknown {name}."]})
+        attrs["holder"] = value
+        member = attrs.get("member")
+        if member is not None and not get_user_model().objects.filter(pk=member).exists():
+            raise serializers.ValidationError({"member": ["Unknown user."]})
+        return attrs
+
+
+class ConsumeSerializer(HolderSerializer):
     offer_group = serializers.SlugField(max_length=64)
     count = StrictIntegerField(min_value=1, max_value=10**12)
     metadata = serializers.DictField(required=False, default=dict)
-
-    def validate_user(self, value):
-        if not get_user_model().objects.filter(pk=value).exists():
-            raise serializers.ValidationError("Unknown user.")
-        return value
+    member = StrictIntegerField(min_value=1, required=False, allow_null=True, default=None)
 
 
 class ConsumptionSerializer(serializers.Serializer):
@@ -272,25 +298,26 @@ class ConsumptionSerializer(serializers.Serializer):
     entries = ConsumedEntrySerializer(many=True)
 
 
-class GrantSerializer(StrictSerializer):
-    user = StrictIntegerField(min_value=1)
+class GrantSerializer(HolderSerializer):
     offer_group = serializers.SlugField(max_length=64)
     tokens = StrictIntegerField(min_value=1, max_value=10**12)
     expires = serializers.DateTimeField(required=False, allow_null=True, default=None)
     category = serializers.ChoiceField(choices=LotCategory.choices, default=LotCategory.PROMOTIONAL)
     reason = serializers.CharField(max_length=200)
 
-    validate_user = ConsumeSerializer.validate_user
-
 
 class CreditLotSerializer(serializers.ModelSerializer):
     offer_group = serializers.CharField(source="account.offer_group.key", read_only=True)
-    user = serializers.IntegerField(source="account.user_id", read_only=True)
+    holder = serializers.IntegerField(source="account.holder_id", read_only=True)
+    user = serializers.IntegerField(
+        source="account.holder_id", read_only=True, help_text="Alias of holder."
+    )
 
     class Meta:
         model = CreditLot
         fields = [
             "id",
+            "holder",
             "user",
             "offer_group",
             "granted",
@@ -305,8 +332,7 @@ class CreditLotSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class HoldCreateSerializer(StrictSerializer):
-    user = StrictIntegerField(min_value=1)
+class HoldCreateSerializer(HolderSerializer):
     offer_group = serializers.SlugField(max_length=64)
     count = StrictIntegerField(min_value=1, max_value=10**12)
     ttl = StrictIntegerField(
@@ -316,8 +342,7 @@ class HoldCreateSerializer(StrictSerializer):
         help_text="Seconds before the hold is released automatically.",
     )
     metadata = serializers.DictField(required=False, default=dict)
-
-    validate_user = ConsumeSerializer.validate_user
+    member = StrictIntegerField(min_value=1, required=False, allow_null=True, default=None)
 
 
 class CaptureSerializer(StrictSerializer):
@@ -334,12 +359,17 @@ class CaptureSerializer(StrictSerializer):
 class HoldSerializer(serializers.ModelSerializer):
     offer_group = serializers.CharField(source="account.offer_group.key", read_only=True)
     held = serializers.SerializerMethodField()
+    user = serializers.IntegerField(
+        source="holder_id", read_only=True, help_text="Alias of holder."
+    )
 
     class Meta:
         model = Hold
         fields = [
             "id",
+            "holder",
             "user",
+            "member",
             "offer_group",
             "count",
             "held",

@@ -8,6 +8,7 @@ from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 
 from .. import services
+from ..holders import requester_holder
 from ..models import Offer, Subscription
 from .schema import extend_schema
 from .serializers import ErrorSerializer, PaymentStartSerializer
@@ -71,7 +72,7 @@ class SubscriptionViewSet(
 
     def get_queryset(self):
         return (
-            Subscription.objects.filter(holder_id=self.request.user.pk)
+            Subscription.objects.filter(holder=requester_holder(self.request))
             .select_related("offer__offer_group")
             .order_by("-created_at", "-id")
         )
@@ -84,7 +85,7 @@ class SubscriptionViewSet(
         data = SubscribeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         sub = services.subscribe(
-            request.user,
+            requester_holder(request),
             data.validated_data["offer"],
             quantity=data.validated_data["quantity"],
             member=request.user,

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import services
+from ..holders import requester_holder
 from ..models import Hold, LedgerEntry, Order
 from . import serializers as s
 from .exceptions import exception_handler
@@ -73,7 +74,8 @@ class OfferViewSet(CreditsAPIMixin, viewsets.ViewSet):
     def _offers(self, request):
         tags = [t for t in request.query_params.get("tags", "").split(",") if t.strip()]
         currency = request.query_params.get("currency") or None
-        return services.load_offers(request.user, [t.strip() for t in tags], currency=currency)
+        holder = requester_holder(request, required=False)
+        return services.load_offers(holder, [t.strip() for t in tags], currency=currency)
 
     def _serialize(self, request, offers, **kwargs):
         context = {"currency": request.query_params.get("currency") or None}
@@ -111,7 +113,7 @@ class OrderViewSet(
 
     def get_queryset(self):
         return (
-            Order.objects.filter(user_id=self.request.user.pk)
+            Order.objects.filter(holder=requester_holder(self.request))
             .select_related("offer_group")
             .prefetch_related("events")
             .order_by(*self.ordering)
@@ -123,7 +125,9 @@ class OrderViewSet(
     def create(self, request):
         data = s.OrderCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        order = services.create_order(request.user, **data.validated_data)
+        order = services.create_order(
+            requester_holder(request), placed_by=request.user, **data.validated_data
+        )
         order = self.get_queryset().get(pk=order.pk)
         return Response(s.OrderSerializer(order).data, status=status.HTTP_201_CREATED)
 
@@ -144,7 +148,7 @@ class CreditsView(CreditsAPIMixin, APIView):
 
     @extend_schema(responses={200: s.GroupCreditsSerializer(many=True), **errors(401, 403)})
     def get(self, request):
-        credits = services.get_user_credits(request.user)
+        credits = services.get_user_credits(requester_holder(request))
         return Response(s.GroupCreditsSerializer(credits, many=True).data)
 
 
@@ -159,7 +163,7 @@ class LedgerViewSet(CreditsAPIMixin, mixins.ListModelMixin, viewsets.GenericView
 
     def get_queryset(self):
         return (
-            LedgerEntry.objects.filter(account__user_id=self.request.user.pk)
+            LedgerEntry.objects.filter(account__holder=requester_holder(self.request))
             .select_related("account__offer_group")
             .order_by("-created_at", "-id")
         )
@@ -217,11 +221,12 @@ class ConsumeView(CreditsAPIMixin, APIView):
         data = s.ConsumeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = services.consume(
-            data.validated_data["user"],
+            data.validated_data["holder"],
             data.validated_data["offer_group"],
             data.validated_data["count"],
             idempotency_key=key,
             metadata=data.validated_data["metadata"],
+            member=data.validated_data["member"],
         )
         return Response(
             consumption_body(result),
@@ -243,7 +248,7 @@ class GrantView(CreditsAPIMixin, APIView):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         lot = services.grant(
-            values["user"],
+            values["holder"],
             values["offer_group"],
             values["tokens"],
             expires=values["expires"],
@@ -278,12 +283,13 @@ class HoldViewSet(CreditsAPIMixin, viewsets.ViewSet):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         hold = services.hold(
-            values["user"],
+            values["holder"],
             values["offer_group"],
             values["count"],
             ttl=values.get("ttl"),
             idempotency_key=key,
             metadata=values["metadata"],
+            member=values["member"],
         )
         return Response(
             s.HoldSerializer(self._hold(hold.pk)).data,

@@ -9,6 +9,7 @@ from .ledger import (
     LedgerEntry,
     LotCategory,
     LotStatus,
+    SpendingLimit,
 )
 from .offers import (
     Billing,
@@ -48,5 +49,6 @@ __all__ = [
     "Order",
     "OrderEvent",
     "OrderStatus",
+    "SpendingLimit",
     "Tag",
 ]

@@ -4,6 +4,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from .. import money
+from ..holders import holder_model_name
 from .offers import Cycle, Offer, OfferGroup, currency_validator, custom_cycle_constraint
 
 
@@ -34,14 +35,22 @@ class OrderStatus(models.TextChoices):
 
 
 class Order(models.Model):
-    """A user's intention to buy an offer, then its record.
+    """A holder's intention to buy an offer (placed by a user), then its record.
 
     The snapshot fields copy the offer at creation; after payment only the status (and the
     refunded amount) changes.
     """
 
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="credit_orders"
+    holder = models.ForeignKey(
+        holder_model_name(), on_delete=models.PROTECT, related_name="credit_orders"
+    )
+    placed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text=_("The user who placed the order for the holder."),
     )
     offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="orders")
     parent = models.ForeignKey(
@@ -93,8 +102,8 @@ class Order(models.Model):
         ordering = ("-created_at", "-id")
         indexes = [
             models.Index(
-                fields=["user", "offer_group", "status", "expires"],
-                name="order_user_group_status_idx",
+                fields=["holder", "offer_group", "status", "expires"],
+                name="order_holder_group_status_idx",
             ),
         ]
         constraints = [

@@ -3,6 +3,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from ..holders import holder_model_name
 from .offers import Offer
 
 
@@ -22,7 +23,7 @@ class Subscription(models.Model):
     """A holder's recurring plan: each paid period is an ``Order`` of it (``orders``)."""
 
     holder = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="credit_subscriptions"
+        holder_model_name(), on_delete=models.PROTECT, related_name="credit_subscriptions"
     )
     placed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -1,6 +1,7 @@
 """The public API: every write of the app goes through these functions.
 
-See DESIGN.md §4. ``user`` is a user instance or its primary key; ``offer_group`` an
+See DESIGN.md §4 and §6. ``holder`` is an instance of ``USER_CREDITS_HOLDER_MODEL`` (by
+default a user) or its primary key; ``member`` the user acting for the holder; ``offer_group`` an
 ``OfferGroup`` or its key. Other modules import from here, never the private names of the
 modules below.
 """
@@ -36,6 +37,7 @@ from .selectors import (
     get_user_credits,
     with_balances,
 )
+from .spending import remove_spending_limit, set_spending_limit
 from .subscriptions import (
     InvoiceNotification,
     SubscriptionNotification,
@@ -98,6 +100,8 @@ __all__ = [
     "release",
     "renew_subscription",
     "resume_subscription",
+    "remove_spending_limit",
+    "set_spending_limit",
     "start_payment",
     "subscribe",
     "subscription_updated",

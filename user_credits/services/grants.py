@@ -8,12 +8,12 @@ from django.utils import timezone
 
 from ..exceptions import InvalidArgument
 from ..models import CreditLot, LotCategory, OfferGroup
-from .common import acting_user, positive_int, resolve_group, user_pk
+from .common import acting_user, holder_pk, positive_int, resolve_group
 from .ledger import add_lot, lock_account
 
 
 def grant(
-    user: Any,
+    holder: Any,
     offer_group: OfferGroup | str,
     tokens: int,
     *,
@@ -35,7 +35,7 @@ def grant(
     now = timezone.now()
     if expires is not None and expires <= now:
         raise InvalidArgument("expires must be in the future.", field="expires")
-    uid = user_pk(user)
+    uid = holder_pk(holder)
     group = resolve_group(offer_group)
     with transaction.atomic():
         account = lock_account(uid, group)

@@ -25,14 +25,14 @@ from .reservations import drop_held_tokens
 def lock_account(user_id: Any, group: OfferGroup, *, create: bool = True) -> CreditAccount | None:
     """Lock (and with ``create`` make) the user's account in ``group``. Call inside atomic."""
     locked = CreditAccount.objects.select_for_update()
-    account = locked.filter(user_id=user_id, offer_group=group).first()
+    account = locked.filter(holder_id=user_id, offer_group=group).first()
     if account is None and create:
         try:
             with transaction.atomic():
                 # The new row stays locked by this transaction until it ends.
-                account = CreditAccount.objects.create(user_id=user_id, offer_group=group)
+                account = CreditAccount.objects.create(holder_id=user_id, offer_group=group)
         except IntegrityError:  # created meanwhile by another transaction: wait for it
-            account = locked.get(user_id=user_id, offer_group=group)
+            account = locked.get(holder_id=user_id, offer_group=group)
     if account is not None:
         account.offer_group = group
     return account
@@ -68,6 +68,7 @@ class LedgerWriter:
         lot_id: int | None = None,
         key: str | None = None,
         metadata: dict | None = None,
+        member_id: Any = None,
     ) -> LedgerEntry:
         account = self.account
         account.balance += amount
@@ -82,6 +83,7 @@ class LedgerWriter:
             metadata=metadata or {},
             created_at=self.now,
             seq=account.last_seq,
+            member_id=member_id,
         )
         entry.digest = account.last_digest = chain.link(account.last_digest, entry)
         self.entries.append(entry)
@@ -202,7 +204,7 @@ def add_lot(
     writer.save()
     send_on_commit(
         signals.credits_granted,
-        user_id=account.user_id,
+        user_id=account.holder_id,
         offer_group=account.offer_group.key,
         lot=lot,
     )

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from .. import money, signals
 from ..exceptions import InvalidArgument, InvalidOrder, InvalidTransition, PaymentMismatch
+from ..holders import holder_is_user
 from ..models import (
     Offer,
     Order,
@@ -16,7 +17,7 @@ from ..models import (
     OrderStatus,
 )
 from .catalog import current_orders_q
-from .common import acting_user, send_on_commit, user_pk
+from .common import acting_user, holder_pk, member_pk, send_on_commit
 from .fulfilment import grant_order
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def _check_unlocked(uid, offer, now):
         return
     owned = Order.objects.filter(
         current_orders_q(now),
-        user_id=uid,
+        holder_id=uid,
         offer_group_id__in=unlockers.values("offergroup_id"),
     )
     if not owned.exists():
@@ -97,12 +98,13 @@ def _price(offer, currency, quantity) -> tuple[str, Decimal, Decimal]:
 
 
 def create_order(
-    user: Any,
+    holder: Any,
     offer: Offer | int,
     *,
     quantity: int = 1,
     currency: str | None = None,
     starts: datetime | None = None,
+    placed_by: Any = None,
 ) -> Order:
     """Create a pending order for ``offer`` with a snapshot of it; a free order is paid at once.
 
@@ -110,8 +112,14 @@ def create_order(
     ``OfferPrice``; there is no conversion. Raises ``InvalidOrder`` (and writes nothing) for a
     bad quantity, a currency the offer has no price in, a price with more decimals than its
     currency has, a start in the past, or an offer that is inactive or not unlocked for the user.
+
+    ``placed_by``: the user who placed the order for the holder (default: the holder, when
+    holders are users).
     """
-    uid = user_pk(user)
+    uid = holder_pk(holder)
+    placed_by_id = member_pk(placed_by) if placed_by is not None else None
+    if placed_by_id is None and holder_is_user():
+        placed_by_id = uid
     offer = _resolve_offer(offer)
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
         raise InvalidOrder(
@@ -132,7 +140,8 @@ def create_order(
     _check_unlocked(uid, offer, now)
     with transaction.atomic():
         order = Order.objects.create(
-            user_id=uid,
+            holder_id=uid,
+            placed_by_id=placed_by_id,
             offer=offer,
             status=OrderStatus.PENDING,
             name=offer.name,

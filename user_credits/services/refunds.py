@@ -104,7 +104,7 @@ def _revoke(order, refunded, full) -> int:
     now = timezone.now()
     writers = {
         account.pk: LedgerWriter(account, now)
-        for account in lock_accounts(order.user_id, groups).values()
+        for account in lock_accounts(order.holder_id, groups).values()
     }
     already = dict(
         LedgerEntry.objects.filter(lot__order_id__in=order_ids, kind=EntryKind.REVOKE)

@@ -42,7 +42,7 @@ from ..models import (
     Subscription,
     SubscriptionStatus,
 )
-from .common import send_on_commit, user_pk
+from .common import holder_pk, member_pk, send_on_commit
 from .cycles import cycle_end
 from .ledger import LedgerWriter, lock_account, save_lots
 from .orders import _price, _resolve_offer, _snapshot_items, parse_money, set_status
@@ -67,7 +67,7 @@ def subscribe(
     (``offer``), a live subscription of the holder to the same offer (``offer``) or a bad
     ``quantity``; nothing is written then. ``member``: the user who subscribed for the holder.
     """
-    hid = user_pk(holder, "holder")
+    hid = holder_pk(holder)
     offer = _resolve_offer(offer)
     if not offer.is_recurring:
         raise InvalidOrder(
@@ -87,7 +87,7 @@ def subscribe(
         raise InvalidOrder(
             f"{offer.name!r} has no cycle: a recurring offer needs one.", field="offer"
         )
-    member_id = None if member is None else user_pk(member, "member")
+    member_id = None if member is None else member_pk(member)
     _price(offer, None, quantity)  # a price the currency can hold, or InvalidOrder
     try:
         with transaction.atomic():
@@ -191,7 +191,8 @@ def renew_subscription(
         priced = offer.price_in(code) is not None
         order_currency, unit_price, total = _price(offer, code if priced else None, sub.quantity)
         order = Order.objects.create(
-            user_id=sub.holder_id,
+            holder_id=sub.holder_id,
+            placed_by_id=sub.placed_by_id,
             offer=offer,
             subscription=sub,
             status=OrderStatus.PENDING,
@@ -309,7 +310,7 @@ def _grant_period(sub: Subscription, order: Order) -> int:
     writer.save()
     send_on_commit(
         signals.credits_granted,
-        user_id=account.user_id,
+        user_id=account.holder_id,
         offer_group=account.offer_group.key,
         lot=lot,
     )
@@ -470,7 +471,7 @@ def renew_due_subscriptions(now: datetime | None = None, *, holder: Any = None) 
         reference="",
     ).select_related("offer")
     if holder is not None:
-        due = due.filter(holder_id=user_pk(holder, "holder"))
+        due = due.filter(holder_id=holder_pk(holder))
     granted = 0
     for sub in due.order_by("pk").iterator():
         if sub.cancel_at_period_end:
@@ -654,7 +655,8 @@ def prorate_upgrade(
         code = str(currency).lower()
         paid = parse_money(amount, "amount", code)
         order = Order.objects.create(
-            user_id=sub.holder_id,
+            holder_id=sub.holder_id,
+            placed_by_id=sub.placed_by_id,
             offer=new,
             subscription=sub,
             status=OrderStatus.PENDING,
@@ -699,7 +701,7 @@ def prorate_upgrade(
         )
         send_on_commit(
             signals.credits_granted,
-            user_id=account.user_id,
+            user_id=account.holder_id,
             offer_group=account.offer_group.key,
             lot=lot,
         )

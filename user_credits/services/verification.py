@@ -64,7 +64,7 @@ def verify_ledger(
     last = 0
     while True:
         batch = list(
-            accounts.filter(pk__gt=last).select_related("user", "offer_group")[:batch_size]
+            accounts.filter(pk__gt=last).select_related("holder", "offer_group")[:batch_size]
         )
         if not batch:
             break
@@ -92,7 +92,7 @@ class _AccountCheck:
         self.report.problems.append(
             Problem(
                 account=self.account.pk,
-                holder=str(self.account.user),
+                holder=str(self.account.holder),
                 offer_group=self.account.offer_group.key,
                 entry=entry,
                 problem=what,

@@ -138,13 +138,13 @@ class Command(BaseCommand):
                 status=LotStatus.ACTIVE, remaining__gt=0, expires__lte=now
             )
             if user is not None:
-                due = due.filter(account__user=user)
+                due = due.filter(account__holder=user)
             total = due.count()
             if total > batch_size:  # more than one batch: show how far it is
                 progress = Progress(self.stderr, total)
         try:
             report = expire_credits(
-                user=user,
+                holder=user,
                 now=now,
                 warn_before=options["warn_before"],
                 low=low,
@@ -210,16 +210,16 @@ class Command(BaseCommand):
 
     def report(self, report, *, as_json):
         User = get_user_model()
-        user_ids = {lot.account.user_id for lot in report.expiring} | {
-            account.user_id for account in report.low
+        user_ids = {lot.account.holder_id for lot in report.expiring} | {
+            account.holder_id for account in report.low
         }
         names = dict(
             User._default_manager.filter(pk__in=user_ids).values_list("pk", User.USERNAME_FIELD)
         )
         expiring = [
             {
-                "user": names.get(lot.account.user_id),
-                "user_id": lot.account.user_id,
+                "user": names.get(lot.account.holder_id),
+                "user_id": lot.account.holder_id,
                 "offer_group": lot.account.offer_group.key,
                 "lot": lot.pk,
                 "remaining": lot.remaining,
@@ -229,8 +229,8 @@ class Command(BaseCommand):
         ]
         low = [
             {
-                "user": names.get(account.user_id),
-                "user_id": account.user_id,
+                "user": names.get(account.holder_id),
+                "user_id": account.holder_id,
                 "offer_group": account.offer_group.key,
                 "balance": account.balance,
                 "minimum": account.low_warned_threshold,

@@ -36,7 +36,7 @@ class StripeProvider(PaymentProvider):
         api_key = djstripe_settings.get_default_api_key(livemode=livemode)
         metadata = {ORDER_KEY: str(order.pk)}
         try:
-            customer, _ = Customer.get_or_create(subscriber=order.user, livemode=livemode)
+            customer, _ = Customer.get_or_create(subscriber=order.holder, livemode=livemode)
             if app_settings.STRIPE_FLOW == "payment_intent":
                 intent = stripe.PaymentIntent.create(
                     api_key=api_key,
