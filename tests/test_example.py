@@ -87,7 +87,7 @@ def test_buy_while_logged_out_comes_back_to_the_purchase(site):
     assert (
         site.python(
             "from user_credits.models import Order; "
-            "print(Order.objects.filter(user__username='anon').count())"
+            "print(Order.objects.filter(holder__username='anon').count())"
         )
         == "0"
     )
@@ -95,7 +95,7 @@ def test_buy_while_logged_out_comes_back_to_the_purchase(site):
     assert bought.status_code == 302 and "/simulate/" in bought.headers["Location"]
     order = site.python(
         "from user_credits.models import Order; "
-        "o = Order.objects.get(user__username='anon'); print(o.name, o.currency, o.total)"
+        "o = Order.objects.get(holder__username='anon'); print(o.name, o.currency, o.total)"
     )
     assert order == "1 Talk kwd 9.250"
 
@@ -145,7 +145,7 @@ def test_playground_spends_until_402_then_links_to_pricing(site):
     assert balance == "184"
     holds = site.python(
         "from user_credits.models import Hold; "
-        "holds = Hold.objects.filter(account__user__username='asker'); "
+        "holds = Hold.objects.filter(account__holder__username='asker'); "
         "print(sorted(set(holds.values_list('status', flat=True))))"
     )
     assert holds == "['captured']"  # every reservation settled; the refused one never made
