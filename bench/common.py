@@ -1,4 +1,10 @@
-"""Shared set-up for the benchmarks: Django on a throw-away PostgreSQL test database."""
+"""Shared set-up for the benchmarks: Django on a throw-away PostgreSQL test database.
+
+Each run creates its own database, ``test_user_credits_bench_<pid>``, so runs never clash with
+each other or with the test suite's ``test_…`` database. ``USER_CREDITS_BENCH_SMOKE=1`` (or a
+size argument) makes every script run at a tiny size: the test suite runs them so, to prove
+they still work (no timing is asserted).
+"""
 
 import os
 import platform
@@ -8,6 +14,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def smoke() -> bool:
+    """Whether to run at the tiny smoke-test size."""
+    return os.environ.get("USER_CREDITS_BENCH_SMOKE", "") not in ("", "0")
+
+
+def size(default: int, tiny: int) -> int:
+    """The first numeric argument, else ``tiny`` in a smoke run, else ``default``."""
+    for arg in sys.argv[1:]:
+        if arg.isdigit():
+            return int(arg)
+    return tiny if smoke() else default
 
 
 def setup():
@@ -29,7 +48,12 @@ def setup():
             return None
 
     settings.MIGRATION_MODULES = NoMigrations()
+    from django.db import connections
     from django.test.utils import setup_databases
+
+    # A database of this run's own: never the suite's, never another run's.
+    test = connections["default"].settings_dict.setdefault("TEST", {})
+    test["NAME"] = f"test_user_credits_bench_{os.getpid()}"
 
     return setup_databases(verbosity=0, interactive=False, keepdb=False)
 

@@ -1,6 +1,6 @@
 """One hot account: 8 processes consuming 1 token at a time; the row lock serialises them.
 
-    DATABASE_URL=postgres://… .venv/bin/python bench/hot_account.py
+    DATABASE_URL=postgres://… .venv/bin/python bench/hot_account.py [CONSUMES_PER_PROCESS]
 
 Consumes per second for services.consume and for the one-statement limit under the same
 concurrency, and their ratio. Errors other than InsufficientCredits fail the run.
@@ -12,7 +12,8 @@ import time
 import common
 from consume import LIMIT_SQL
 
-PROCESSES, PER_PROCESS = 8, 250
+PROCESSES = 2 if common.smoke() else 8
+PER_PROCESS = common.size(250, 5)
 
 
 def worker(kind, user_id, group_id, index, queue):
@@ -35,7 +36,8 @@ def worker(kind, user_id, group_id, index, queue):
                 services.consume(user_id, group_id, 1, idempotency_key=key)
             else:
                 with raw.cursor() as cursor:
-                    cursor.execute(LIMIT_SQL, {"user": user_id, "group": group_id, "key": key})
+                    params = {"user": user_id, "group": group_id, "key": key, "count": 1}
+                    cursor.execute(LIMIT_SQL, params)
             ok += 1
         except InsufficientCredits:
             pass
