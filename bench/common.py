@@ -9,6 +9,7 @@ they still work (no timing is asserted).
 import os
 import platform
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ def setup():
     """Configure Django with the test settings and create a fresh ``test_…`` database."""
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("Set DATABASE_URL=postgres://… (the benchmarks measure PostgreSQL).")
+    # A run stopped with SIGTERM (a timeout) still drops its database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     import django

@@ -1,5 +1,6 @@
 """Thin views: serializers validate, services write, ``api.exceptions`` maps errors."""
 
+from django.utils.dateparse import parse_datetime
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -36,6 +37,17 @@ class LedgerPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def decode_cursor(self, request):
+        cursor = super().decode_cursor(request)
+        if cursor and cursor.position is not None:
+            try:
+                valid = parse_datetime(cursor.position) is not None
+            except ValueError:  # well formed, out of range (month 13)
+                valid = False
+            if not valid:
+                raise NotFound(self.invalid_cursor_message)  # a forged position is not a 500
+        return cursor
 
 
 class CreditsAPIMixin:
