@@ -195,3 +195,19 @@ def test_ledger_list_estimates_its_count_above_the_threshold():
     with CaptureQueriesContext(connection) as captured:
         assert EstimatedCountPaginator(entries.filter(kind="grant"), 100).count == 12
     assert "COUNT(*)" in captured[-1]["sql"]  # few rows: counted exactly
+
+
+def test_ledger_search_by_username_or_key_exactly(staff, user, other_user):
+    group = make_group("g")
+    services.grant(user, group, 10)
+    services.grant(other_user, group, 10)
+    services.consume(other_user, group, 1, idempotency_key="req-42")
+
+    def listed(term):
+        response = staff.get(url("ledgerentry"), {"q": term})
+        return sorted((e.account.user.username, e.kind) for e in response.context["cl"].result_list)
+
+    assert listed("alice") == [("alice", "grant")]
+    assert listed("bob") == [("bob", "consume"), ("bob", "grant")]
+    assert listed("req-42") == [("bob", "consume")]
+    assert listed("ali") == []  # exact terms only

@@ -27,3 +27,10 @@ def test_app_tables_exist():
     tables = set(connection.introspection.table_names())
     for model in ("offer", "order", "creditaccount", "creditlot", "ledgerentry"):
         assert f"user_credits_{model}" in tables
+
+
+@pytest.mark.django_db
+def test_ledger_kind_index_exists():
+    with connection.cursor() as cursor:
+        indexes = connection.introspection.get_constraints(cursor, "user_credits_ledgerentry")
+    assert indexes["entry_kind_time_idx"]["columns"] == ["kind", "created_at", "id"]

@@ -428,10 +428,24 @@ class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "idempotency_key",
     )
     list_filter = ("kind", "account__offer_group", "created_at")
-    search_fields = ("account__user__username", "idempotency_key")
+    # Exact terms: a username (its accounts' entries, on the account index), else an
+    # idempotency key. A substring search would read the whole ledger on every search.
+    search_fields = ("=account__user__username", "=idempotency_key")
+    search_help_text = _("A username or an idempotency key, exactly.")
     list_select_related = ("account__user", "account__offer_group", "lot")
     # The ledger grows without bound: no COUNT(*) of the whole table on every page, and no
     # date hierarchy (its SELECT DISTINCT date_trunc(...) reads every row on every page; the
     # created_at filter narrows by date without a scan).
     paginator = EstimatedCountPaginator
     show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        accounts = list(
+            CreditAccount.objects.filter(user__username=term).values_list("pk", flat=True)
+        )
+        if accounts:
+            return queryset.filter(account_id__in=accounts), False
+        return queryset.filter(idempotency_key=term), False

@@ -164,16 +164,24 @@ class LedgerViewSet(CreditsAPIMixin, mixins.ListModelMixin, viewsets.GenericView
     filterset_class = LedgerEntryFilter
 
     def get_queryset(self):
-        # The user's account ids as literals, not a join: PostgreSQL then plans with each
-        # account's own row count, and walks the time index for an account with a long history.
-        accounts = list(
-            CreditAccount.objects.filter(user_id=self.request.user.pk).values_list("pk", flat=True)
+        # The user's account ids as literals, and no join: PostgreSQL then plans with each
+        # account's own row count (the time index for a long history, the account index for a
+        # short one); the accounts, read once, are attached to the page's entries.
+        self.accounts = {
+            account.pk: account
+            for account in CreditAccount.objects.filter(
+                user_id=self.request.user.pk
+            ).select_related("offer_group")
+        }
+        return LedgerEntry.objects.filter(account_id__in=list(self.accounts)).order_by(
+            "-created_at", "-id"
         )
-        return (
-            LedgerEntry.objects.filter(account_id__in=accounts)
-            .select_related("account__offer_group")
-            .order_by("-created_at", "-id")
-        )
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        for entry in page or ():
+            entry.account = self.accounts[entry.account_id]
+        return page
 
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
