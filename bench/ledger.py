@@ -44,7 +44,8 @@ SELECT u.id, g.id, 0, 0, now()
 -- One lot per account, granted enough for its history; n = the account's entry count.
 CREATE TEMP TABLE sizes AS
 SELECT a.id AS account_id,
-       CASE WHEN u.username = 'ledger1' THEN %(heavy)s ELSE %(ordinary)s END AS n
+       CASE WHEN u.username = 'ledger1' THEN %(heavy)s ELSE %(ordinary)s END AS n,
+       random() AS phase
   FROM user_credits_creditaccount a JOIN auth_user u ON u.id = a.user_id
  WHERE u.username LIKE 'ledger%%';
 
@@ -57,14 +58,15 @@ SELECT account_id, n + 1000, 1000 + 1, 0, now() - interval '366 days', NULL, 'pa
 UPDATE user_credits_creditaccount a SET balance = 1001 FROM sizes s WHERE s.account_id = a.id;
 
 -- A grant, then n - 1 consumptions of one token, spread over a year: entry i at a random
--- instant of the account's i-th slot, so accounts interleave and each stays in order.
+-- instant of the account's i-th slot, the slots of each account shifted by a random phase,
+-- so that accounts interleave evenly and each account's entries stay in order.
 INSERT INTO user_credits_ledgerentry
     (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
 SELECT s.account_id, l.id,
        CASE WHEN i = 0 THEN 'grant' ELSE 'consume' END,
        CASE WHEN i = 0 THEN l.granted ELSE -1 END,
        l.granted - i, NULL, '{}',
-       now() - interval '365 days' + (i + 0.9 * random()) * (interval '364 days' / s.n)
+       now() - interval '365 days' + (s.phase + i + 0.9 * random()) * (interval '360 days' / s.n)
   FROM sizes s JOIN user_credits_creditlot l ON l.account_id = s.account_id
  CROSS JOIN LATERAL generate_series(0, s.n - 1) i
 """
