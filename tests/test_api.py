@@ -2,6 +2,8 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -201,6 +203,11 @@ def test_ledger_cursor_walks_every_entry_once_both_ways(alice, user, other_user)
         url = page["previous"]
     assert back + [e["id"] for e in pages[-1]["results"]] == expected
     assert len(alice.get(API + "ledger/", {"page_size": 500}).json()["results"]) == 8
+    with CaptureQueriesContext(connection) as captured:
+        alice.get(API + "ledger/")
+    page_query = captured[-1]["sql"]
+    if connection.vendor == "postgresql":  # each account read from its own index, merged
+        assert page_query.count("UNION ALL") == 1 and "JOIN" not in page_query
 
 
 # --- consume -----------------------------------------------------------------------------
