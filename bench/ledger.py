@@ -309,7 +309,7 @@ def run():
     ]
     for title, fn in plans:
         for sql in last_queries(fn):
-            if sql.startswith("SELECT") and "user_credits_" in sql:
+            if sql.lstrip("(").startswith("SELECT") and "user_credits_" in sql:
                 explain(raw, title, sql)
     raw.close()
 

@@ -12,7 +12,7 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
+needs_postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="needs PostgreSQL: the benchmarks measure it (and its PL/pgSQL fast paths)",
 )
@@ -51,6 +51,7 @@ def run_bench(*args):
     return run.stdout
 
 
+@needs_postgresql
 @pytest.mark.parametrize("script", sorted(BENCHES))
 def test_bench_runs_at_smoke_size(script):
     output = run_bench(str(ROOT / "bench" / script))
@@ -58,6 +59,7 @@ def test_bench_runs_at_smoke_size(script):
         assert expected in output, output
 
 
+@needs_postgresql
 @pytest.mark.skipif(
     not (shutil.which("pgbouncer") or os.path.exists("/usr/sbin/pgbouncer")),
     reason="needs PgBouncer (apt-get install pgbouncer; .ci/run installs it)",
