@@ -12,30 +12,43 @@ user instance). ``--profile`` runs the README's call under pyinstrument (``pip i
 pyinstrument``) and prints where the time goes.
 """
 
+import itertools
 import sys
 from datetime import timedelta
 
 import common
 
-LIMIT_SQL = """
+BURN_ORDER = """l.priority, l.expires ASC NULLS LAST,
+         CASE WHEN l.category = 'promotional' THEN 0 ELSE 1 END, l.id"""
+NEXT_LOT = f"""
+    SELECT l.id FROM user_credits_creditlot l
+     WHERE l.account_id = a.id AND l.status = 'active' AND l.remaining >= %(count)s
+       AND (l.expires IS NULL OR l.expires > now())
+     ORDER BY {BURN_ORDER} LIMIT 1"""
+
+# The same effect as one statement: the balance, the chain end, the lot, the ledger row.
+LIMIT_SQL = f"""
 WITH account AS (
-    UPDATE user_credits_creditaccount SET balance = balance - %(count)s
-     WHERE user_id = %(user)s AND offer_group_id = %(group)s AND balance >= %(count)s
- RETURNING id, balance
+    UPDATE user_credits_creditaccount a
+       SET balance = balance - %(count)s, last_seq = last_seq + 1,
+           last_digest = user_credits_link(last_digest, user_credits_entry_content(
+               a.id, last_seq + 1, 'consume', -%(count)s, balance - %(count)s, ({NEXT_LOT}),
+               %(key)s, now()))
+     WHERE holder_id = %(user)s AND offer_group_id = %(group)s AND balance >= %(count)s
+ RETURNING id, balance, last_seq, last_digest
 ), lot AS (
     UPDATE user_credits_creditlot SET remaining = remaining - %(count)s
-     WHERE id = (
-        SELECT l.id FROM user_credits_creditlot l JOIN account a ON l.account_id = a.id
-         WHERE l.status = 'active' AND l.remaining >= %(count)s
-           AND (l.expires IS NULL OR l.expires > now())
-         ORDER BY l.priority, l.expires ASC NULLS LAST,
-                  CASE WHEN l.category = 'promotional' THEN 0 ELSE 1 END, l.id
-         LIMIT 1 FOR UPDATE)
+     WHERE id = (SELECT l.id FROM user_credits_creditlot l JOIN account a ON l.account_id = a.id
+                  WHERE l.status = 'active' AND l.remaining >= %(count)s
+                    AND (l.expires IS NULL OR l.expires > now())
+                  ORDER BY {BURN_ORDER} LIMIT 1 FOR UPDATE)
  RETURNING id
 )
 INSERT INTO user_credits_ledgerentry
-    (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
-SELECT account.id, lot.id, 'consume', -%(count)s, account.balance, %(key)s, '{}', now()
+    (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at, seq,
+     digest)
+SELECT account.id, lot.id, 'consume', -%(count)s, account.balance, %(key)s, '{{}}', now(),
+       account.last_seq, account.last_digest
   FROM account, lot
 """
 
@@ -92,13 +105,16 @@ def run_limit(raw, group, users, tag):
             assert cursor.rowcount == 1
 
 
+NAIVE_SEQ = itertools.count(10**9)
+
+
 def run_naive(group, users, tag):
     from django.db import transaction
     from django.db.models import F
 
     from user_credits.models import CreditAccount, LedgerEntry
 
-    accounts = {a.user_id: a.pk for a in CreditAccount.objects.filter(offer_group=group)}
+    accounts = {a.holder_id: a.pk for a in CreditAccount.objects.filter(offer_group=group)}
     for i in range(N_CONSUMES):
         account_id = accounts[users[i % N_USERS].pk]
         with transaction.atomic():
@@ -109,6 +125,7 @@ def run_naive(group, users, tag):
                 amount=-COUNT,
                 balance_after=0,
                 idempotency_key=f"{tag}-{i}",
+                seq=next(NAIVE_SEQ),  # a naive version keeps no chain: any unique number
             )
 
 

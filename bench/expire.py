@@ -19,14 +19,20 @@ WITH due AS (
     UPDATE user_credits_creditlot l SET remaining = 0, status = 'expired'
       FROM due WHERE l.id = due.id
 ), accounts AS (
-    UPDATE user_credits_creditaccount a SET balance = a.balance - s.total
-      FROM (SELECT account_id, sum(remaining) AS total FROM due GROUP BY account_id) s
-     WHERE a.id = s.account_id
- RETURNING a.id, a.balance
+    -- One due lot per account here, so one entry each: the chain moves one link.
+    UPDATE user_credits_creditaccount a
+       SET balance = a.balance - due.remaining, last_seq = a.last_seq + 1,
+           last_digest = user_credits_link(a.last_digest, user_credits_entry_content(
+               a.id, a.last_seq + 1, 'expire', -due.remaining, a.balance - due.remaining,
+               due.id, NULL, now()))
+      FROM due WHERE a.id = due.account_id
+ RETURNING a.id, a.balance, a.last_seq, a.last_digest
 )
 INSERT INTO user_credits_ledgerentry
-    (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
-SELECT due.account_id, due.id, 'expire', -due.remaining, accounts.balance, NULL, '{}', now()
+    (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at,
+     seq, digest)
+SELECT due.account_id, due.id, 'expire', -due.remaining, accounts.balance, NULL, '{}', now(),
+       accounts.last_seq, accounts.last_digest
   FROM due JOIN accounts ON accounts.id = due.account_id
 """
 
@@ -34,18 +40,23 @@ POPULATE_SQL = """
 INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,
                        is_staff, is_active, date_joined)
 SELECT '', false, 'bench' || g, '', '', '', false, true, now() FROM generate_series(1, %(n)s) g;
-INSERT INTO user_credits_creditaccount (user_id, offer_group_id, balance, overdraft, created_at)
-SELECT id, %(group)s, 10, 0, now() FROM auth_user WHERE username LIKE 'bench%%';
+INSERT INTO user_credits_creditaccount (holder_id, offer_group_id, balance, overdraft, last_seq,
+                                        last_digest, created_at)
+SELECT id, %(group)s, 10, 0, 0, '', now() FROM auth_user WHERE username LIKE 'bench%%';
 INSERT INTO user_credits_creditlot (account_id, granted, remaining, held, starts, expires,
                                     category, priority, status, reason, created_at)
 SELECT id, 10, 10, 0, now() - interval '2 days', now() - interval '1 day', 'paid', 50, 'active',
        '', now()
   FROM user_credits_creditaccount WHERE offer_group_id = %(group)s;
 INSERT INTO user_credits_ledgerentry (account_id, lot_id, kind, amount, balance_after, metadata,
-                                      created_at)
-SELECT account_id, id, 'grant', 10, 10, '{}', now() - interval '2 days'
+                                      created_at, seq, digest)
+SELECT account_id, id, 'grant', 10, 10, '{}', starts, 1,
+       user_credits_link('', user_credits_entry_content(account_id, 1, 'grant', 10, 10, id,
+                                                        NULL, starts))
   FROM user_credits_creditlot WHERE account_id IN (
       SELECT id FROM user_credits_creditaccount WHERE offer_group_id = %(group)s);
+UPDATE user_credits_creditaccount a SET last_seq = 1, last_digest = e.digest
+  FROM user_credits_ledgerentry e WHERE e.account_id = a.id AND a.offer_group_id = %(group)s;
 """
 
 CLEAN_SQL = """

@@ -36,8 +36,9 @@ INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, 
 SELECT '', false, 'ledger' || g, '', '', '', false, true, now()
   FROM generate_series(1, %(users)s) g;
 
-INSERT INTO user_credits_creditaccount (user_id, offer_group_id, balance, overdraft, created_at)
-SELECT u.id, g.id, 0, 0, now()
+INSERT INTO user_credits_creditaccount (holder_id, offer_group_id, balance, overdraft, last_seq,
+                                        last_digest, created_at)
+SELECT u.id, g.id, 0, 0, 0, '', now()
   FROM auth_user u CROSS JOIN user_credits_offergroup g
  WHERE u.username LIKE 'ledger%%' AND g.key IN ('api', 'storage');
 
@@ -46,7 +47,7 @@ CREATE TEMP TABLE sizes AS
 SELECT a.id AS account_id,
        CASE WHEN u.username = 'ledger1' THEN %(heavy)s ELSE %(ordinary)s END AS n,
        random() AS phase
-  FROM user_credits_creditaccount a JOIN auth_user u ON u.id = a.user_id
+  FROM user_credits_creditaccount a JOIN auth_user u ON u.id = a.holder_id
  WHERE u.username LIKE 'ledger%%';
 
 INSERT INTO user_credits_creditlot (account_id, granted, remaining, held, starts, expires,
@@ -55,18 +56,22 @@ SELECT account_id, n + 1000, 1000 + 1, 0, now() - interval '366 days', NULL, 'pa
        'active', '', now() - interval '366 days'
   FROM sizes;
 
-UPDATE user_credits_creditaccount a SET balance = 1001 FROM sizes s WHERE s.account_id = a.id;
+-- Reads are measured here, not the chain: entries are numbered, their digests left empty.
+UPDATE user_credits_creditaccount a SET balance = 1001, last_seq = s.n
+  FROM sizes s WHERE s.account_id = a.id;
 
 -- A grant, then n - 1 consumptions of one token, spread over a year: entry i at a random
 -- instant of the account's i-th slot, the slots of each account shifted by a random phase,
 -- so that accounts interleave evenly and each account's entries stay in order.
 INSERT INTO user_credits_ledgerentry
-    (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
+    (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at, seq,
+     digest)
 SELECT s.account_id, l.id,
        CASE WHEN i = 0 THEN 'grant' ELSE 'consume' END,
        CASE WHEN i = 0 THEN l.granted ELSE -1 END,
        l.granted - i, NULL, '{}',
-       now() - interval '365 days' + (s.phase + i + 0.9 * random()) * (interval '360 days' / s.n)
+       now() - interval '365 days' + (s.phase + i + 0.9 * random()) * (interval '360 days' / s.n),
+       i + 1, ''
   FROM sizes s JOIN user_credits_creditlot l ON l.account_id = s.account_id
  CROSS JOIN LATERAL generate_series(0, s.n - 1) i
 """
@@ -74,6 +79,7 @@ SELECT s.account_id, l.id,
 SECONDARY_INDEXES_SQL = """
 SELECT indexname, indexdef FROM pg_indexes
  WHERE tablename = 'user_credits_ledgerentry' AND indexname NOT LIKE '%%_pkey'
+   AND indexname NOT IN (SELECT conname FROM pg_constraint)  -- a constraint's index stays
 """
 
 
@@ -84,7 +90,7 @@ def add_migration_indexes():
 
     from django.db import connection
 
-    migration = importlib.import_module("user_credits.migrations.0004_ledger_indexes")
+    migration = importlib.import_module("user_credits.migrations.0007_ledger_indexes")
     with connection.schema_editor(atomic=False) as editor:
         migration.create(None, editor)
 
@@ -202,7 +208,7 @@ def run():
 
         return get
 
-    history = LedgerEntry.objects.filter(account__user=heavy).order_by("-created_at", "-id")
+    history = LedgerEntry.objects.filter(account__holder=heavy).order_by("-created_at", "-id")
     depth = int(history.count() * 0.9)
     deep = history.values_list("created_at", flat=True)[depth]
     deep_cursor = cursor_for(str(deep))

@@ -59,7 +59,7 @@ def main():
             " AND (l.expires IS NULL OR l.expires > now())), 0) - a.overdraft"
             " FROM user_credits_creditaccount a JOIN user_credits_offergroup g"
             " ON g.id = a.offer_group_id LEFT JOIN user_credits_creditlot l ON l.account_id = a.id"
-            " WHERE a.user_id = %s AND g.key = %s GROUP BY a.id"
+            " WHERE a.holder_id = %s AND g.key = %s GROUP BY a.id"
         )
 
         def raw_balance():

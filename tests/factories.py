@@ -152,13 +152,37 @@ def make_mobile_bundle():
     return offers
 
 
+#: The talks' prices in Kuwaiti dinars (three decimals).
+KWD_PRICES = {
+    "1 Talk": Decimal("9.250"),
+    "3 Talks": Decimal("24.625"),
+    "EventTalk": Decimal("15.375"),
+    "VIP EventTalk": Decimal("7.750"),
+}
+
+
+def make_prices(offers):
+    """Every offer also priced in EUR (90 % of its USD price), the talks in KWD too."""
+    from user_credits.models import OfferPrice
+
+    for name, offer in offers.items():
+        prices = {"eur": (offer.price * Decimal("0.9")).quantize(Decimal("0.01"))}
+        if name in KWD_PRICES:
+            prices["kwd"] = KWD_PRICES[name]
+        OfferPrice.objects.bulk_create(
+            OfferPrice(offer=offer, currency=currency, price=price)
+            for currency, price in prices.items()
+        )
+
+
 def make_catalog():
-    """The whole test catalog, ``{offer name: offer}``."""
+    """The whole test catalog, ``{offer name: offer}``, priced in USD, EUR and (talks) KWD."""
     offers = make_plans()
     offers["Free"] = make_free_tier()
     vip_unlockers = [make_group(key) for key in ("EbStartup", "EbBusiness", "EbScaleUp")]
     offers.update(make_talks(vip_unlocked_by=[*vip_unlockers, make_group("ScaleUp")]))
     offers.update(make_mobile_bundle())
+    make_prices(offers)
     return offers
 
 

@@ -14,4 +14,15 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     echo "chromium/chromedriver missing: the browser test will be skipped (apt-get install chromium chromium-driver)."
   fi
 fi
+# axe-core (the accessibility checks of the browser test), from the npm registry into
+# tests/.axe (not committed); without npm those checks are skipped.
+if [ ! -f tests/.axe/node_modules/axe-core/axe.min.js ]; then
+  if command -v npm >/dev/null; then
+    echo "Installing axe-core from npm for the accessibility checks…"
+    npm install --prefix tests/.axe --no-audit --no-fund --no-save --silent axe-core@4 >/dev/null 2>&1 \
+      || echo "npm install axe-core failed: the accessibility checks will be skipped."
+  else
+    echo "npm missing: the accessibility checks will be skipped (apt-get install npm)."
+  fi
+fi
 exec .venv/bin/pytest "$@"

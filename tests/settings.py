@@ -64,13 +64,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
-    ],
-}
+# No REST_FRAMEWORK setting: the API needs none (DRF's defaults authenticate by session and
+# basic auth; the API's views set their own schema class, permissions and pagination).
 
 STRIPE_LIVE_MODE = False
 STRIPE_TEST_SECRET_KEY = "sk_test_usercreditstests0000000000"

@@ -1,13 +1,15 @@
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
 from user_credits import services
-from user_credits.models import CreditAccount, LedgerEntry, Order, OrderStatus
+from user_credits.models import CreditAccount, LedgerEntry, OfferPrice, Order, OrderStatus
 
 from .factories import buy, make_group, make_offer, make_user, table_snapshot
 
@@ -35,6 +37,8 @@ def url(model, view="changelist", *args):
         ("creditaccount", "?q=alice"),
         ("creditlot", "?status__exact=active"),
         ("ledgerentry", "?kind__exact=consume"),
+        ("ledgerentry", "?q=alice"),
+        ("spendinglimit", "?q=alice"),
     ],
 )
 def test_changelists_and_filters(staff, catalog, user, model, query):
@@ -79,11 +83,16 @@ def test_mark_paid_action_asks_for_a_message_then_pays(staff, user):
     done = staff.post(
         url("order"), {**data, "apply": "1", "message": "Bank transfer 42"}, follow=True
     )
-    assert "1 order(s) marked paid." in done.text
+    assert "1 paid." in done.text
     order.refresh_from_db()
     assert order.status == OrderStatus.PAID
     assert order.events.get(status="paid").message.startswith("Bank transfer 42 (by root)")
     assert services.get_balance(user, order.offer_group) == 7
+    root = get_user_model().objects.get(username="root")
+    payload = order.events.get(status="paid").payload
+    assert (payload["by"], payload["by_name"]) == (root.pk, "root")
+    page = staff.get(url("order", "change", order.pk))
+    assert f"root (#{root.pk})" in page.text  # the history shows who did it
 
 
 def test_refund_action_and_its_failure(staff, user):
@@ -92,16 +101,19 @@ def test_refund_action_and_its_failure(staff, user):
     data = {"action": "refund", "apply": "1", "reason": "goodwill"}
     before = table_snapshot()
     failed = staff.post(url("order"), {**data, ACTION_CHECKBOX_NAME: [pending.pk]}, follow=True)
+    assert "0 refunded, 1 failed." in failed.text
     assert "only a paid order can be refunded" in failed.text
     assert table_snapshot() == before
     done = staff.post(url("order"), {**data, ACTION_CHECKBOX_NAME: [paid.pk]}, follow=True)
-    assert "1 order(s) refunded." in done.text
+    assert "1 refunded." in done.text
     assert Order.objects.get(pk=paid.pk).status == OrderStatus.REFUNDED
     assert services.get_balance(user, paid.offer_group) == 0
+    payload = Order.objects.get(pk=paid.pk).events.get(status="refunded").payload
+    assert (payload["by_name"], payload["reason"]) == ("root", "goodwill")
 
 
 def test_grant_action_with_its_form(staff, user):
-    account = CreditAccount.objects.create(user=user, offer_group=make_group("g"))
+    account = CreditAccount.objects.create(holder=user, offer_group=make_group("g"))
     data = {"action": "grant_tokens", ACTION_CHECKBOX_NAME: [account.pk], "apply": "1"}
     past = timezone.localtime() - timedelta(days=1)
     bad = staff.post(
@@ -117,9 +129,12 @@ def test_grant_action_with_its_form(staff, user):
     assert "The expiry must be in the future." in bad.text
     assert services.get_balance(user, "g") == 0
     done = staff.post(url("creditaccount"), {**data, "tokens": "5", "reason": "sorry"}, follow=True)
-    assert "Granted 5 token(s) to 1 account(s)." in done.text
+    assert "1 account(s) granted 5 token(s)." in done.text
     assert services.get_balance(user, "g") == 5
-    assert LedgerEntry.objects.get().metadata["reason"] == "sorry (by root)"
+    entry = LedgerEntry.objects.get()
+    assert entry.metadata["reason"] == "sorry (by root)"
+    assert entry.metadata["by_name"] == "root" and entry.metadata["by"] > 0
+    assert f"root (#{entry.metadata['by']})" in staff.get(url("ledgerentry")).text
 
 
 def test_expire_action(staff, user, travel):
@@ -205,9 +220,179 @@ def test_ledger_search_by_username_or_key_exactly(staff, user, other_user):
 
     def listed(term):
         response = staff.get(url("ledgerentry"), {"q": term})
-        return sorted((e.account.user.username, e.kind) for e in response.context["cl"].result_list)
+        return sorted((e.account.holder.username, e.kind) for e in response.context["cl"].result_list)
 
     assert listed("alice") == [("alice", "grant")]
     assert listed("bob") == [("bob", "consume"), ("bob", "grant")]
     assert listed("req-42") == [("bob", "consume")]
     assert listed("ali") == []  # exact terms only
+
+
+def test_offer_prices_inline(staff):
+    offer = make_offer("Inline", price=Decimal("20"), currency="usd")
+    change = url("offer", "change", offer.pk)
+    page = staff.get(change)
+    assert "Prices in other currencies (no conversion)" in page.text
+    form = {
+        "name": offer.name,
+        "kind": offer.kind,
+        "offer_group": offer.offer_group_id,
+        "is_active": "on",
+        "price": "20",
+        "currency": "usd",
+        "cycle": offer.cycle,
+        "billing": "one_time",
+        "rollover": "none",
+        "weight": "0",
+        "prices-TOTAL_FORMS": "1",
+        "prices-INITIAL_FORMS": "0",
+        "prices-0-currency": "usd",
+        "prices-0-price": "18",
+        "bundle_items-TOTAL_FORMS": "0",
+        "bundle_items-INITIAL_FORMS": "0",
+    }
+    refused = staff.post(change, form)
+    assert refused.status_code == 200 and "own currency" in refused.text
+    assert not OfferPrice.objects.exists()
+    refused = staff.post(change, {**form, "prices-0-currency": "kwd", "prices-0-price": "5.1255"})
+    assert refused.status_code == 200 and not OfferPrice.objects.exists()
+    saved = staff.post(change, {**form, "prices-0-currency": "kwd", "prices-0-price": "5.125"})
+    assert saved.status_code == 302
+    assert list(OfferPrice.objects.values_list("currency", "price")) == [("kwd", Decimal("5.125"))]
+    listed = staff.get(url("offer") + "?q=Inline")
+    assert "5.125 KWD" in listed.text and "20.00" in listed.text
+
+
+def messages_of(response):
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_mark_paid_reports_what_it_skipped_and_why(staff, user):
+    offer = make_offer(price=5, token_count=7)
+    pending = [services.create_order(user, offer) for _ in range(2)]
+    paid = buy(user, offer)
+    refunded = buy(user, offer)
+    services.refund(refunded)
+    before = {o.pk: Order.objects.get(pk=o.pk).status for o in (paid, refunded)}
+    events = {o.pk: o.events.count() for o in (paid, refunded)}
+    chosen = [o.pk for o in (*pending, paid, refunded)]
+    done = staff.post(
+        url("order"),
+        {"action": "mark_paid", "apply": "1", "message": "x", ACTION_CHECKBOX_NAME: chosen},
+        follow=True,
+    )
+    assert messages_of(done) == ["2 paid, 2 skipped: 1 already paid, 1 already refunded."]
+    assert "marked paid" not in done.text
+    for order in pending:
+        assert Order.objects.get(pk=order.pk).status == OrderStatus.PAID
+    for order in (paid, refunded):  # nothing written for the skipped orders
+        assert Order.objects.get(pk=order.pk).status == before[order.pk]
+        assert order.events.count() == events[order.pk]
+    assert services.get_balance(user, offer.offer_group) == 7 * 3
+
+
+def test_mark_paid_on_a_refunded_order_alone_says_nothing_was_paid(staff, user):
+    refunded = buy(user, make_offer(price=5, token_count=7))
+    services.refund(refunded)
+    before = table_snapshot()
+    done = staff.post(
+        url("order"),
+        {"action": "mark_paid", "apply": "1", "message": "x", ACTION_CHECKBOX_NAME: [refunded.pk]},
+        follow=True,
+    )
+    assert messages_of(done) == ["0 paid, 1 skipped: already refunded."]
+    assert [m.level_tag for m in done.context["messages"]] == ["warning"]
+    assert table_snapshot() == before
+
+
+def test_refund_reports_skipped_and_failed(staff, user):
+    offer = make_offer(price=5, token_count=7)
+    paid, refunded = buy(user, offer), buy(user, offer)
+    services.refund(refunded)
+    pending = services.create_order(user, offer)
+    done = staff.post(
+        url("order"),
+        {
+            "action": "refund",
+            "apply": "1",
+            "reason": "",
+            ACTION_CHECKBOX_NAME: [paid.pk, refunded.pk, pending.pk],
+        },
+        follow=True,
+    )
+    shown = messages_of(done)
+    assert shown[0] == "1 refunded, 1 skipped: already refunded, 1 failed."
+    assert shown[1] == (
+        f"{Order.objects.get(pk=pending.pk)}: Order #{pending.pk} is pending; "
+        "only a paid order can be refunded."
+    )
+    assert Order.objects.get(pk=paid.pk).status == OrderStatus.REFUNDED
+    assert Order.objects.get(pk=pending.pk).status == OrderStatus.PENDING
+
+
+def test_grant_form_has_the_admin_date_time_widget(staff, user):
+    account = CreditAccount.objects.create(holder=user, offer_group=make_group("g"))
+    form = staff.post(
+        url("creditaccount"), {"action": "grant_tokens", ACTION_CHECKBOX_NAME: [account.pk]}
+    )
+    assert form.status_code == 200
+    # The split widget (a date box and a time box, classed for the calendar and the clock)
+    # and the scripts that draw them.
+    assert 'name="expires_0"' in form.text and 'class="vDateField"' in form.text
+    assert 'name="expires_1"' in form.text and 'class="vTimeField"' in form.text
+    for script in ("admin/js/core.js", "admin/js/calendar.js", "DateTimeShortcuts.js", "jsi18n"):
+        assert script in form.text
+
+
+def test_currencies_are_upper_case_in_the_admin_lists(staff, user):
+    offer = make_offer("Priced", price=Decimal("20"), currency="eur")
+    services.create_order(user, offer)
+    offers = staff.get(url("offer") + "?q=Priced")
+    orders = staff.get(url("order"))
+    for page in (offers, orders):
+        assert '<td class="field-currency_code">EUR</td>' in page.text
+        assert ">eur<" not in page.text
+
+
+def test_account_page_shows_its_spending_limits(staff, user, other_user):
+    group = make_group("g")
+    services.grant(user, group, 10)
+    services.set_spending_limit(user, other_user, group, 7, period="weekly")
+    account = CreditAccount.objects.get(holder=user)
+    page = staff.get(url("creditaccount", "change", account.pk))
+    assert page.status_code == 200
+    assert "bob: 7 / weekly" in page.text
+    assert f"?holder={user.pk}&amp;offer_group={group.pk}" in page.text
+    found = staff.get(url("spendinglimit"), {"q": "alice"})
+    assert found.status_code == 200 and "bob" in found.text
+    assert staff.get(url("order"), {"q": "alice"}).status_code == 200
+
+
+def test_grant_form_picks_a_holder(staff, user):
+    group = make_group("g")
+    page = staff.get(url("creditaccount"))
+    assert "Grant tokens to a holder" in page.text
+    form = staff.get(reverse("admin:user_credits_creditaccount_grant"))
+    assert form.status_code == 200 and 'name="holder"' in form.text
+    bad = staff.post(
+        reverse("admin:user_credits_creditaccount_grant"),
+        {"holder": "999999", "offer_group": group.pk, "tokens": "5", "reason": "r"},
+    )
+    assert bad.status_code == 200 and not CreditAccount.objects.exists()
+    done = staff.post(
+        reverse("admin:user_credits_creditaccount_grant"),
+        {"holder": user.pk, "offer_group": group.pk, "tokens": "5", "reason": "welcome"},
+        follow=True,
+    )
+    assert "Granted 5 token(s) to alice in g." in done.text
+    assert services.get_balance(user, "g") == 5
+    entry = LedgerEntry.objects.get(kind="grant")
+    assert entry.metadata["by_name"] == "root"
+
+
+def test_grant_form_needs_the_grant_permission(client, user):
+    clerk = make_user("clerk", is_staff=True)
+    clerk.user_permissions.add(Permission.objects.get(codename="view_creditaccount"))
+    client.force_login(clerk)
+    assert "Grant tokens to a holder" not in client.get(url("creditaccount")).text
+    assert client.get(reverse("admin:user_credits_creditaccount_grant")).status_code == 403

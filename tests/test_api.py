@@ -1,14 +1,19 @@
+import json
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+import user_credits
+from user_credits import exceptions as domain
 from user_credits import services
-from user_credits.models import LedgerEntry, Order
+from user_credits.api.exceptions import exception_handler
+from user_credits.models import LedgerEntry, OfferPrice, Order
 
 from .factories import buy, make_group, make_offer, make_user, table_snapshot
 
@@ -79,6 +84,42 @@ def test_offer_detail_hides_locked_offers(api, alice, user, catalog):
     assert alice.get(f"{API}offers/999999/").status_code == 404
 
 
+def test_offers_in_a_currency(api, alice, catalog):
+    """The demo prices every offer in USD and EUR, and the talks in KWD too."""
+    talk = catalog["3 Talks"]
+    listed = api.get(API + "offers/", {"tags": "tokens"}).json()
+    three = next(o for o in listed if o["name"] == "3 Talks")
+    assert (three["price"], three["currency"]) == ("80.00", "usd")
+    assert three["prices"] == [
+        {"currency": "usd", "price": "80.00"},
+        {"currency": "eur", "price": "72.00"},
+        {"currency": "kwd", "price": "24.625"},
+    ]
+    OfferPrice.objects.filter(offer=catalog["1 Talk"], currency="kwd").delete()
+    in_kwd = api.get(API + "offers/", {"tags": "tokens", "currency": "KWD"}).json()
+    assert [(o["name"], o["price"], o["currency"]) for o in in_kwd] == [
+        ("3 Talks", "24.625", "kwd")
+    ]  # 1 Talk has no KWD price any more: left out, never converted
+    detail = api.get(f"{API}offers/{talk.pk}/", {"currency": "eur"}).json()
+    assert (detail["price"], detail["currency"]) == ("72.00", "eur")
+    one = catalog["1 Talk"].pk
+    assert api.get(f"{API}offers/{one}/", {"currency": "kwd"}).status_code == 404
+    assert api.get(f"{API}offers/{one}/", {"currency": "eur"}).status_code == 200
+    bad = api.get(API + "offers/", {"currency": "zzz"})
+    assert bad.status_code == 400 and list(bad.json()["fields"]) == ["currency"]
+
+
+def test_order_in_another_currency(alice, catalog):
+    body = {"offer": catalog["3 Talks"].pk, "quantity": 2, "currency": "kwd"}
+    order = alice.post(API + "orders/", body, format="json").json()
+    assert (order["unit_price"], order["total"], order["currency"]) == ("24.625", "49.250", "kwd")
+    assert order["amount_refunded"] == "0.000"
+    before = table_snapshot()
+    refused = alice.post(API + "orders/", {**body, "currency": "gbp"}, format="json")
+    assert refused.status_code == 400 and list(refused.json()["fields"]) == ["currency"]
+    assert table_snapshot() == before
+
+
 # --- orders ------------------------------------------------------------------------------
 
 
@@ -89,7 +130,7 @@ def test_create_list_and_pay_an_order(alice, user, catalog):
     order = response.json()
     assert (order["status"], order["total"], order["quantity"]) == ("pending", "160.00", 2)
     assert order["events"][0]["status"] == "pending"
-    assert Order.objects.get(pk=order["id"]).user == user
+    assert Order.objects.get(pk=order["id"]).holder == user
     pay = alice.post(f"{API}orders/{order['id']}/pay/")
     assert pay.status_code == 200 and pay.json()["provider"] == "manual"
     services.mark_paid(order["id"])
@@ -184,7 +225,7 @@ def test_ledger_cursor_walks_every_entry_once_both_ways(alice, user, other_user)
     services.grant(other_user, group, 4)  # never listed for alice
     services.consume(user, group, 1)
     expected = list(
-        LedgerEntry.objects.filter(account__user=user)
+        LedgerEntry.objects.filter(account__holder=user)
         .order_by("-created_at", "-id")
         .values_list("pk", flat=True)
     )
@@ -307,7 +348,30 @@ def test_grants(staff_granter, alice, user):
     past = (timezone.now() - timedelta(days=1)).isoformat()
     bad = staff_granter.post(API + "grants/", {**body, "expires": past}, format="json")
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_argument"
+    assert bad.json()["fields"] == {"expires": ["expires must be in the future."]}
     assert services.get_balance(user, "g") == 25
+    boss = get_user_model().objects.get(username="boss")
+    entry = LedgerEntry.objects.get(kind="grant")
+    assert (entry.metadata["by"], entry.metadata["by_name"]) == (boss.pk, "boss")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        domain.InvalidArgument("bad", field="expires"),
+        domain.InvalidOrder("bad", field="currency"),
+        domain.PaymentMismatch("bad", field="amount"),
+        domain.InvalidTransition("bad", field="order"),
+        domain.IdempotencyConflict("bad", field="key"),
+        domain.InvalidCount("bad", field="tokens"),
+        domain.PaymentProviderError("bad", field="card"),
+        domain.ConfigurationError("bad", field="setting"),
+    ],
+)
+def test_every_domain_error_about_a_field_names_it(error):
+    response = exception_handler(error, {})
+    assert response.data["fields"] == {error.field: ["bad"]}
+    assert response.data["code"] == error.code
 
 
 # --- isolation and budgets ---------------------------------------------------------------
@@ -357,6 +421,11 @@ def test_schema_documents_every_endpoint(api):
     consume = schema["paths"][API + "consume/"]["post"]
     assert {"201", "400", "402", "409"} <= set(consume["responses"])
     assert any(p["name"] == "Idempotency-Key" for p in consume["parameters"])
+    # The documentation's REST API reference is generated from api_schema(): the same schema.
+    from user_credits.api.schema import api_schema
+
+    assert json.loads(json.dumps(api_schema(API.lstrip("/")), default=str)) == schema
+    assert schema["info"]["version"] == user_credits.__version__
 
 
 # --- holds -------------------------------------------------------------------------------
@@ -403,3 +472,12 @@ def test_holds_need_the_consume_permission(alice, user):
         alice.post(API + "holds/", body, format="json", HTTP_IDEMPOTENCY_KEY="x").status_code == 403
     )
     assert services.get_balance_detail(user, "ai").held == 0
+
+
+def test_account_busy_is_503_with_retry_after():
+    from user_credits.api.exceptions import exception_handler
+    from user_credits.exceptions import AccountBusy
+
+    response = exception_handler(AccountBusy("The hot account is busy."), {})
+    assert response.status_code == 503 and response["Retry-After"] == "1"
+    assert response.data["code"] == "account_busy"

@@ -25,6 +25,7 @@ BENCHES = {
     "reads.py": ["× raw SQL balance"],
     "metering.py": ["× consume"],
     "ledger.py": ["deep/page 1", "at=/now", "estimated/exact"],
+    "verify.py": ["× reference"],
 }
 
 

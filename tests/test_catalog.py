@@ -1,12 +1,14 @@
 import logging
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
 from user_credits import services
-from user_credits.models import OrderStatus
+from user_credits.exceptions import InvalidArgument
+from user_credits.models import OfferPrice, OrderStatus
 
 from .factories import buy, make_group, make_offer, make_user
 
@@ -154,3 +156,39 @@ def test_is_user_subscribed(catalog, user):
     services.mark_paid(order)
     assert services.is_user_subscribed(user.pk, offer.pk) == order
     assert services.is_user_subscribed(user, catalog["Business Standard Yearly"]) is None
+
+
+# --- prices in other currencies -----------------------------------------------------------
+
+
+def test_currency_keeps_only_offers_priced_in_it(user):
+    euro_native = make_offer("Euro native", currency="eur", price=Decimal("9"))
+    dollars = make_offer("Dollars", currency="usd", price=Decimal("10"))
+    both = make_offer("Both", currency="usd", price=Decimal("10"))
+    OfferPrice.objects.create(offer=both, currency="eur", price=Decimal("9.50"))
+    assert names(services.load_offers(user)) == ["Euro native", "Dollars", "Both"]
+    eur = services.load_offers(user, currency="EUR")
+    assert names(eur) == ["Euro native", "Both"]
+    assert [o.price_in("eur") for o in eur] == [Decimal("9"), Decimal("9.50")]
+    assert names(services.load_offers(user, currency="usd")) == ["Dollars", "Both"]
+    assert names(services.load_offers(user, currency="jpy")) == []
+    assert dollars.price_in("eur") is None and euro_native.price_in("usd") is None
+
+
+def test_unknown_currency_is_refused_with_its_field(user):
+    make_offer()
+    with pytest.raises(InvalidArgument) as caught:
+        services.load_offers(user, currency="zzz")
+    assert caught.value.field == "currency"
+
+
+def test_currency_filter_applies_after_the_unlocked_offer_replaced_its_twin(user):
+    """The VIP offer replaces the regular one whatever the currency: a buyer who unlocked it
+    never sees the regular offer again, even when only the regular offer is priced in EUR."""
+    regular = make_offer("Regular", overriding_key="talk", tags=["t"])
+    OfferPrice.objects.create(offer=regular, currency="eur", price=Decimal("9"))
+    make_offer("VIP", overriding_key="talk", weight=5, tags=["t"], unlocked_by=["vipgroup"])
+    buy(user, make_offer(group="vipgroup"))
+    assert names(services.load_offers(user, ["t"])) == ["VIP"]
+    assert names(services.load_offers(user, ["t"], currency="eur")) == []
+    assert names(services.load_offers(None, ["t"], currency="eur")) == ["Regular"]

@@ -1,9 +1,12 @@
 import json
 from datetime import UTC, datetime, timedelta
 from io import StringIO
+from unittest import mock
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError, call_command, load_command_class
+from django.core.management.base import OutputWrapper
+from django.db import connections
 
 from user_credits import services, signals
 from user_credits.exceptions import InvalidArgument, UnknownOfferGroup
@@ -130,7 +133,7 @@ def test_low_balance_warnings_fire_once_per_threshold_and_rearm(
         services.consume(user, calls, 12)  # 8 left
         report = services.expire_credits(low={"calls": 10})
         again = services.expire_credits(low=[("calls", 10)])
-    assert [a.user_id for a in report.low] == [user.pk]
+    assert [a.holder_id for a in report.low] == [user.pk]
     assert again.low == []
     assert received["low"] == [("calls", 8, 10)]
     # A lower threshold is a new warning; a refill re-arms it.
@@ -177,7 +180,7 @@ def test_a_crash_in_a_batch_keeps_finished_batches(travel):
     with travel(T0):
         for u in users:
             services.grant(u, group, 3, expires=T0 + timedelta(hours=1))
-    third = CreditAccount.objects.get(user=users[2])
+    third = CreditAccount.objects.get(holder=users[2])
     with travel(T0 + timedelta(hours=2)):
         with failing_ledger_insert("expire", from_account=third.pk) as error:
             with pytest.raises(error):
@@ -192,9 +195,9 @@ def test_a_crash_in_a_batch_keeps_finished_batches(travel):
 # --- the command -------------------------------------------------------------------------
 
 
-def run(*args):
+def run(*args, stderr=None):
     out = StringIO()
-    call_command("user_credits_expire", *args, stdout=out)
+    call_command("user_credits_expire", *args, stdout=out, stderr=stderr or StringIO())
     return out.getvalue()
 
 
@@ -209,8 +212,9 @@ def test_command_expires_and_warns(user, travel):
         assert CreditLot.objects.filter(status=LotStatus.EXPIRED).count() == 0
         text = run("--warn-before", "7d", "--low", "calls=2", "--batch-size", "10")
         assert "Expired 1 lot(s), 5 token(s)" in text
-        assert f"expiring: user {user.pk} calls: 2 token(s)" in text
-        assert f"low: user {user.pk} calls: 2 token(s), minimum 2" in text
+        assert "expiring: user alice calls: 2 token(s)" in text  # users by natural key
+        assert "on 2026-03-05 08:00:00+00:00" in text
+        assert "low: user alice calls: 2 token(s), minimum 2" in text
         data = json.loads(
             run("--json", "--warn-before", "7d", "--low", "calls=2", "--user", str(user.pk))
         )
@@ -225,3 +229,99 @@ def test_command_rejects_bad_arguments(args):
     make_group("calls")
     with pytest.raises(CommandError):
         run(*args)
+
+
+def test_unknown_low_group_is_a_usage_error_listing_the_groups_and_nothing_is_done(user, travel):
+    group = make_group("calls")
+    make_group("talks")
+    with travel(T0):
+        services.grant(user, group, 5, expires=T0 + timedelta(days=1))
+    with travel(T0 + timedelta(days=2)):
+        before = table_snapshot()
+        with pytest.raises(CommandError) as exc:
+            run("--low", "calls=1", "--low", "api-calls=100")
+        assert exc.value.returncode == 2
+        assert str(exc.value) == (
+            "--low: unknown offer group(s) api-calls; nothing was done. Offer groups: calls, talks."
+        )
+        assert table_snapshot() == before  # the due lot was not expired either
+        # From the command line: exit status 2, the message on stderr.
+        command = load_command_class("user_credits", "user_credits_expire")
+        err = StringIO()
+        command.stderr = OutputWrapper(err)
+        # (run_from_argv closes the connections when done; the test's must stay open.)
+        with pytest.raises(SystemExit) as exit_, mock.patch.object(connections, "close_all"):
+            command.run_from_argv(["manage.py", "user_credits_expire", "--low", "nope=1"])
+        assert exit_.value.code == 2 and "unknown offer group(s) nope" in err.getvalue()
+        assert table_snapshot() == before
+
+
+def test_user_by_primary_key_or_username_and_unknown_users_listed(user, travel):
+    bob = make_user("bob")
+    group = make_group("calls")
+    with travel(T0):
+        services.grant(user, group, 5, expires=T0 + timedelta(days=1))
+        services.grant(bob, group, 7, expires=T0 + timedelta(days=1))
+    with travel(T0 + timedelta(days=2)):
+        before = table_snapshot()
+        with pytest.raises(CommandError) as exc:
+            run("--user", "carol")
+        assert exc.value.returncode == 2
+        assert str(exc.value) == (
+            "--user carol: no user has this primary key or username. Users: alice, bob."
+        )
+        assert table_snapshot() == before
+        assert "Expired 1 lot(s), 7 token(s)" in run("--user", "bob")
+        assert "Expired 1 lot(s), 5 token(s)" in run("--user", str(user.pk))
+        for n in range(25):
+            make_user(f"user{n}")
+        with pytest.raises(CommandError) as exc:
+            run("--user", "user9x")
+        assert "27 users; no username contains 'user9x'." in str(exc.value)
+        with pytest.raises(CommandError) as exc:
+            run("--user", "ser2")
+        assert "27 users; usernames containing 'ser2': user2, user20, user21" in str(exc.value)
+
+
+def test_times_are_rounded_to_the_second(user, travel):
+    group = make_group("calls")
+    with travel(T0):
+        services.grant(user, group, 2, expires=T0 + timedelta(days=3, microseconds=600_000))
+        data = json.loads(run("--json", "--warn-before", "7d"))
+    assert data["expiring"][0]["expires"] == "2026-03-04T08:00:01+00:00"
+    assert data["expiring"][0]["user"] == "alice"
+    assert data["expiring"][0]["user_id"] == user.pk
+
+
+class Terminal(StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_on_a_large_sweep_lines_or_a_bar(travel):
+    group = make_group("g")
+    users = [make_user() for _ in range(10)]
+    with travel(T0):
+        for u in users:
+            services.grant(u, group, 1, expires=T0 + timedelta(hours=1))
+    with travel(T0 + timedelta(hours=2)):
+        err = StringIO()  # not a terminal (cron, a log file): a line at each tenth
+        run("--dry-run", "--batch-size", "4", stderr=err)
+        assert err.getvalue().splitlines() == [
+            "10 due lot(s) to expire.",
+            "4/10 lots expired (40%).",
+            "8/10 lots expired (80%).",
+            "10/10 lots expired (100%).",
+        ]
+        terminal = Terminal()  # a bar redrawn in place
+        text = run("--batch-size", "4", stderr=terminal)
+        assert "Expired 10 lot(s)" in text
+        assert terminal.getvalue() == (
+            "\r[############------------------] 4/10 lots 40%"
+            "\r[########################------] 8/10 lots 80%"
+            "\r[##############################] 10/10 lots 100%\n"
+        )
+        quiet = StringIO()  # one batch, or -v 0: no progress
+        run("--batch-size", "4", "--verbosity", "0", stderr=quiet)
+        run(stderr=quiet)
+        assert quiet.getvalue() == ""

@@ -2,11 +2,13 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from user_credits import services
 from user_credits.exceptions import InvalidOrder, UserCreditsError
-from user_credits.models import Cycle, Order, OrderStatus
+from user_credits.models import Cycle, OfferPrice, Order, OrderStatus
 
 from .factories import make_offer, table_snapshot
 
@@ -90,11 +92,11 @@ def test_quantity_limit(user):
     assert table_snapshot() == before
 
 
-def test_currency_must_match_the_offer(user):
+def test_currency_must_be_one_the_offer_has_a_price_in(user):
     offer = make_offer(currency="eur")
     assert services.create_order(user, offer, currency="EUR").currency == "eur"
     before = table_snapshot()
-    with pytest.raises(InvalidOrder, match="sold in EUR, not USD") as exc:
+    with pytest.raises(InvalidOrder, match=r"no price in USD \(sold in EUR\)") as exc:
         services.create_order(user, offer, currency="usd")
     assert exc.value.field == "currency"
     assert table_snapshot() == before
@@ -133,4 +135,76 @@ def test_free_order_is_paid_at_once(catalog, user):
 
 def test_user_may_be_given_by_primary_key(user):
     order = services.create_order(user.pk, make_offer())
-    assert order.user == user
+    assert order.holder == user
+
+
+# --- prices in several currencies ------------------------------------------------------------
+
+
+@pytest.fixture
+def priced(db):
+    """20 USD, also sold at 18.50 EUR and 3000 JPY."""
+    offer = make_offer("Multi", price=Decimal("20"), currency="usd", token_count=10)
+    OfferPrice.objects.create(offer=offer, currency="eur", price=Decimal("18.50"))
+    OfferPrice.objects.create(offer=offer, currency="jpy", price=Decimal("3000"))
+    return offer
+
+
+@pytest.mark.parametrize(
+    "currency, unit_price, total",
+    [
+        (None, Decimal("20.00"), Decimal("40.00")),
+        ("usd", Decimal("20.00"), Decimal("40.00")),
+        ("EUR", Decimal("18.50"), Decimal("37.00")),
+        ("jpy", Decimal("3000"), Decimal("6000")),
+    ],
+)
+def test_order_takes_the_price_of_its_currency_without_conversion(
+    user, priced, currency, unit_price, total
+):
+    order = services.create_order(user, priced, quantity=2, currency=currency)
+    order.refresh_from_db()
+    assert (order.currency, order.unit_price, order.total) == (
+        (currency or "usd").lower(),
+        unit_price,
+        total,
+    )
+
+
+def test_order_in_a_currency_without_a_price_is_refused(user, priced):
+    before = table_snapshot()
+    with pytest.raises(InvalidOrder, match=r"no price in GBP \(sold in USD, EUR, JPY\)") as exc:
+        services.create_order(user, priced, currency="gbp")
+    assert exc.value.field == "currency"
+    with pytest.raises(InvalidOrder) as exc:
+        services.create_order(user, priced, currency="euro")
+    assert exc.value.field == "currency"
+    assert table_snapshot() == before
+
+
+def test_the_snapshot_keeps_the_price_when_the_offer_price_changes(user, priced):
+    order = services.create_order(user, priced, currency="eur")
+    OfferPrice.objects.filter(offer=priced, currency="eur").update(price=Decimal("99"))
+    order = services.mark_paid(order, amount="18.50", currency="eur")
+    assert order.status == OrderStatus.PAID and order.total == Decimal("18.50")
+
+
+def test_one_price_per_currency_never_the_offer_own(priced):
+    with pytest.raises(ValidationError) as caught:
+        OfferPrice(offer=priced, currency="usd", price=Decimal("1")).full_clean()
+    assert "own currency" in caught.value.message_dict["currency"][0]
+    with pytest.raises(ValidationError) as caught:
+        OfferPrice(offer=priced, currency="eur", price=Decimal("1")).full_clean()
+    assert "Offer and Currency already exists" in str(caught.value)  # one per currency
+    with transaction.atomic(), pytest.raises(IntegrityError):
+        OfferPrice.objects.create(offer=priced, currency="eur", price=Decimal("1"))
+    priced.currency = "eur"  # the offer cannot take a currency it already has a price in
+    with pytest.raises(ValidationError) as caught:
+        priced.full_clean()
+    assert "also has a price in EUR" in caught.value.message_dict["currency"][0]
+
+
+def test_a_free_price_in_another_currency_is_paid_at_once(user, priced):
+    OfferPrice.objects.create(offer=priced, currency="chf", price=Decimal("0"))
+    order = services.create_order(user, priced, currency="chf")
+    assert order.status == OrderStatus.PAID

@@ -5,11 +5,12 @@ import time
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.test import override_settings
 
 from user_credits import services
-from user_credits.exceptions import PaymentProviderError
-from user_credits.models import CreditLot, EntryKind, LedgerEntry, OrderStatus
+from user_credits.exceptions import InvalidArgument
+from user_credits.models import CreditLot, EntryKind, LedgerEntry, OfferPrice, OrderStatus
 from user_credits.payments.stripe import ORDER_KEY, StripeProvider, from_minor, to_minor
 
 from . import stripe_fake as fake
@@ -34,7 +35,7 @@ def succeeded(order, **overrides):
 
 
 def balance(order):
-    return services.get_balance(order.user, order.offer_group)
+    return services.get_balance(order.holder, order.offer_group)
 
 
 # --- amounts -------------------------------------------------------------------------------
@@ -42,7 +43,18 @@ def balance(order):
 
 @pytest.mark.parametrize(
     "amount, currency, minor",
-    [("12.34", "usd", 1234), ("500", "jpy", 500), ("1.234", "kwd", 1234), ("0", "eur", 0)],
+    [
+        ("12.34", "usd", 1234),
+        ("500", "jpy", 500),
+        ("1.234", "kwd", 1234),
+        ("3.375", "kwd", 3375),
+        ("0", "eur", 0),
+        # Stripe's special cases: whole units, sent with two decimals.
+        ("5", "isk", 500),
+        ("5", "ugx", 500),
+        ("1500", "huf", 150000),
+        ("12.30", "twd", 1230),
+    ],
 )
 def test_minor_units(amount, currency, minor):
     assert to_minor(Decimal(amount), currency) == minor
@@ -50,8 +62,9 @@ def test_minor_units(amount, currency, minor):
 
 
 def test_amount_finer_than_the_currency_is_refused():
-    with pytest.raises(PaymentProviderError):
+    with pytest.raises(InvalidArgument) as caught:
         to_minor(Decimal("10.5"), "jpy")
+    assert caught.value.field == "amount"
 
 
 # --- webhooks ------------------------------------------------------------------------------
@@ -183,7 +196,7 @@ def test_partial_then_full_refund_replayed_and_reordered(deliver, order):
     evt = succeeded(order)
     deliver(evt)
     intent = evt["data"]["object"]["id"]
-    services.consume(order.user, order.offer_group, 10)
+    services.consume(order.holder, order.offer_group, 10)
     base = fake.charge(amount=2500, currency="usd", metadata={}, payment_intent=intent)
     partial = fake.event("charge.refunded", {**base, "amount_refunded": 1250})
     full = fake.event("charge.refunded", {**base, "amount_refunded": 2500, "refunded": True})
@@ -265,6 +278,67 @@ def test_concurrent_duplicate_deliveries_grant_once(deliver, user):
     assert balance(order) == 3
 
 
+# --- three-decimal money, exact on every database ---------------------------------------------
+
+
+def stored_text(order, column):
+    """The column as the database itself holds it, cast to text by the database."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT CAST({column} AS TEXT) FROM user_credits_order WHERE id = %s", [order.pk]
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db
+def test_kwd_order_pays_and_refunds_to_the_fils(deliver, user):
+    """1.125 KWD × 3 pays 3.375 through signed events; a refund of 2,125 fils is 2.125 KWD
+    exactly (at two decimals SQLite stored 2.12 and PostgreSQL 2.13)."""
+    offer = make_offer(price=Decimal("1.125"), currency="kwd", token_count=100)
+    order = services.create_order(user, offer, quantity=3)
+    assert (order.unit_price, order.total) == (Decimal("1.125"), Decimal("3.375"))
+    evt = succeeded(order)
+    assert evt["data"]["object"]["amount"] == 3375
+    assert deliver(evt).status_code == 200
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PAID and order.total == Decimal("3.375")
+    assert order.events.get(status=OrderStatus.PAID).payload["amount"] == "3.375"
+    assert balance(order) == 300
+
+    intent = evt["data"]["object"]["id"]
+    base = fake.charge(amount=3375, currency="kwd", metadata={}, payment_intent=intent)
+    deliver(fake.event("charge.refunded", {**base, "amount_refunded": 2125}))
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PARTIAL
+    assert order.amount_refunded == Decimal("2.125")
+    assert Decimal(stored_text(order, "amount_refunded")) == Decimal("2.125")
+    assert Decimal(stored_text(order, "total")) == Decimal("3.375")
+    refund = order.events.get(status=OrderStatus.PARTIAL)
+    assert refund.payload["amount"] == "2.125" and "Refunded 2.125 KWD" in refund.message
+    assert balance(order) == 300 - 188  # 300 × 2.125 / 3.375 = 188.9, rounded down
+
+    deliver(fake.event("charge.refunded", {**base, "amount_refunded": 3375, "refunded": True}))
+    order.refresh_from_db()
+    assert order.status == OrderStatus.REFUNDED and order.amount_refunded == Decimal("3.375")
+    assert balance(order) == 0
+
+
+@pytest.mark.django_db
+def test_payment_finer_than_the_currency_is_refused_not_rounded(deliver, user):
+    """ISK has no decimals but Stripe counts it in hundredths (5 ISK is 500): a payment of
+    50050 (500.50 ISK) is recorded as ignored, never rounded; 50000 pays the 500 ISK order."""
+    order = services.create_order(user, make_offer(price=Decimal("500"), currency="isk"))
+    evt = succeeded(order, amount=50050)
+    assert deliver(evt).status_code == 200
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PENDING
+    assert "more decimals than ISK allows" in order.events.last().message
+    deliver(succeeded(order))
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PAID
+    assert order.events.get(status=OrderStatus.PAID).payload["amount"] == "500"
+
+
 # --- starting payments -----------------------------------------------------------------------
 
 
@@ -288,6 +362,28 @@ def test_payment_intent_flow(stripe_api, endpoint, order):
     again = StripeProvider().start_payment(order)
     order.refresh_from_db()
     assert order.payment_reference == again.reference != start.reference
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("flow", ["payment_intent", "checkout"])
+def test_stripe_is_charged_in_the_order_currency(stripe_api, endpoint, user, flow, settings):
+    """An order in the offer's second currency is charged in that currency, at that price."""
+    settings.USER_CREDITS = {"STRIPE_FLOW": flow}
+    offer = make_offer(price=Decimal("20"), currency="usd")
+    OfferPrice.objects.create(offer=offer, currency="kwd", price=Decimal("6.125"))
+    order = services.create_order(user, offer, quantity=2, currency="kwd")
+    StripeProvider().start_payment(order)
+    path = "/v1/payment_intents" if flow == "payment_intent" else "/v1/checkout/sessions"
+    ((_, _, form),) = [r for r in stripe_api.requests if r[:2] == ("POST", path)]
+    if flow == "payment_intent":
+        assert (form["amount"], form["currency"]) == ("12250", "kwd")
+    else:
+        item = form["line_items"]["0"]
+        assert (item["price_data"]["unit_amount"], item["price_data"]["currency"]) == (
+            "6125",
+            "kwd",
+        )
+        assert item["quantity"] == "2"
 
 
 @pytest.mark.django_db
@@ -320,7 +416,7 @@ def test_pay_endpoint_returns_the_client_secret(stripe_api, endpoint, order):
     from rest_framework.test import APIClient
 
     client = APIClient()
-    client.force_authenticate(order.user)
+    client.force_authenticate(order.holder)
     body = client.post(f"/api/credits/orders/{order.pk}/pay/").json()
     assert body["provider"] == "stripe" and body["client_secret"].startswith("pi_secret_")
 
@@ -333,7 +429,7 @@ def test_stripe_refusal_is_a_502_and_changes_nothing(endpoint, order):
     with fake.FakeStripe() as api:
         api.make_checkout_session = lambda form: (_ for _ in ()).throw(RuntimeError("down"))
         client = APIClient()
-        client.force_authenticate(order.user)
+        client.force_authenticate(order.holder)
         before = table_snapshot()
         response = client.post(f"/api/credits/orders/{order.pk}/pay/")
     assert response.status_code == 502 and response.json()["code"] == "payment_provider_error"

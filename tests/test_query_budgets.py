@@ -4,12 +4,14 @@ Tests run inside a transaction, so each service's ``atomic`` adds a SAVEPOINT an
 """
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
 from user_credits import services
+from user_credits.models import OfferPrice
 
 from .factories import make_group, make_offer
 
@@ -65,3 +67,19 @@ def test_reads(user, group, django_assert_max_num_queries):
         services.get_user_credits(user)
     with django_assert_max_num_queries(4):
         services.load_offers(user, ["x"])
+
+
+@pytest.mark.parametrize("offers", [2, 30])
+def test_offers_with_prices_in_several_currencies(user, offers, django_assert_num_queries):
+    """One query per prefetched relation, whatever the number of offers and prices."""
+    for i in range(offers):
+        offer = make_offer(tags=["shop"])
+        OfferPrice.objects.create(offer=offer, currency="eur", price=Decimal(i))
+        if i % 2:
+            OfferPrice.objects.create(offer=offer, currency="kwd", price=Decimal("1.125"))
+    # offers, tags, prices, bundle items
+    with django_assert_num_queries(4):
+        assert len(services.load_offers(user, ["shop"], currency="kwd")) == offers // 2
+    with django_assert_num_queries(4):
+        loaded = services.load_offers(None, ["shop"])
+        assert sum(len(o.prices.all()) for o in loaded) == offers + offers // 2

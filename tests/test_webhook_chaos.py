@@ -98,7 +98,7 @@ def test_replayed_shuffled_concurrent_events_grant_and_revoke_once(deliver):
         assert order.status == status, order
         assert revokes.get(order.pk, (0, 0)) == ((1, revoked) if revoked else (0, 0)), order
     for user in users:
-        mine = [o for o in orders if o.user_id == user.pk]
+        mine = [o for o in orders if o.holder_id == user.pk]
         assert services.get_balance(user, offer.offer_group) == sum(
             10 + expected[o.pk][1] for o in mine
         )

@@ -1,20 +1,26 @@
 """The admin an operator runs the business with. Every action calls one service."""
 
 import json
+from collections import Counter
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import EmptyResultSet
+from django.core.exceptions import EmptyResultSet, PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
+from django.db.models import Q
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from . import services
+from . import money, services
 from .exceptions import UserCreditsError
+from .holders import get_holder_model, holder_is_user
 from .models import (
     BundleItem,
     CreditAccount,
@@ -22,11 +28,27 @@ from .models import (
     LedgerEntry,
     Offer,
     OfferGroup,
+    OfferPrice,
     Order,
     OrderEvent,
     OrderStatus,
+    SpendingLimit,
+    Subscription,
     Tag,
 )
+
+
+def holder_search_fields(prefix: str = "") -> tuple[str, ...]:
+    """Search lookups of the holder: a user's username and email; another model's text fields
+    (``name``, ``slug``, ``email``, ``username`` when it has them)."""
+    model = get_holder_model()
+    names = {field.name for field in model._meta.get_fields() if field.concrete}
+    if holder_is_user():
+        wanted = [model.USERNAME_FIELD, model.get_email_field_name()]
+    else:
+        wanted = ["name", "slug", "email", "username"]
+    return tuple(f"{prefix}holder__{name}" for name in dict.fromkeys(wanted) if name in names)
+
 
 STATUS_COLOURS = {
     OrderStatus.PENDING: "#8a6d3b",
@@ -53,17 +75,39 @@ class ReadOnlyMixin:
         return False
 
 
-def run_action(modeladmin, request, queryset, service, done, **kwargs):
-    """Call ``service`` for each object; report what changed and each error, in messages."""
-    ok = 0
+def run_action(modeladmin, request, queryset, service, verb, *, skip=None, **kwargs):
+    """Call ``service`` for each object and report exactly what happened, in one message:
+    "2 paid, 1 skipped: already refunded, 1 failed." (then each failure's error); with
+    several reasons "3 skipped: 1 already paid, 2 already refunded".
+
+    ``skip(obj)``: why ``obj`` is left as it is (a reason), or ``None`` to call the service.
+    """
+    done, skipped, failed = 0, Counter(), []
     for obj in queryset:
+        reason = skip(obj) if skip else None
+        if reason:
+            skipped[str(reason)] += 1
+            continue
         try:
             service(obj, **kwargs)
-            ok += 1
+            done += 1
         except UserCreditsError as exc:
-            modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
-    if ok:
-        modeladmin.message_user(request, done.format(count=ok), messages.SUCCESS)
+            failed.append(f"{obj}: {exc}")
+    parts = [f"{done} {verb}"]
+    if len(skipped) == 1:
+        ((reason, count),) = skipped.items()
+        parts.append(f"{count} skipped: {reason}")
+    elif skipped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+        parts.append(f"{skipped.total()} skipped: {reasons}")
+    if failed:
+        parts.append(f"{len(failed)} failed")
+    level = messages.SUCCESS if not (skipped or failed) else messages.WARNING
+    if not done:
+        level = messages.ERROR if failed else messages.WARNING
+    modeladmin.message_user(request, ", ".join(parts) + ".", level)
+    for error in failed:
+        modeladmin.message_user(request, error, messages.ERROR)
 
 
 def action_form(modeladmin, request, queryset, form_class, title, action):
@@ -79,6 +123,8 @@ def action_form(modeladmin, request, queryset, form_class, title, action):
         "action": action,
         "opts": modeladmin.model._meta,
         "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+        # The admin's scripts and the form's (the grant form's calendar and clock).
+        "media": modeladmin.media + form.media,
     }
     return TemplateResponse(request, "user_credits/admin/action_form.html", context)
 
@@ -111,14 +157,23 @@ class BundleItemInline(admin.TabularInline):
     autocomplete_fields = ("offer", "offer_group")
 
 
+class OfferPriceInline(admin.TabularInline):
+    model = OfferPrice
+    extra = 0
+    fields = ("currency", "price")
+    verbose_name = _("price in another currency")
+    verbose_name_plural = _("prices in other currencies (no conversion)")
+
+
 @admin.register(Offer)
 class OfferAdmin(admin.ModelAdmin):
     list_display = (
         "name",
         "offer_group",
         "kind",
-        "price",
-        "currency",
+        "price_display",
+        "currency_code",
+        "other_prices",
         "cycle",
         "token_count",
         "tag_list",
@@ -131,10 +186,15 @@ class OfferAdmin(admin.ModelAdmin):
     search_fields = ("name", "overriding_key")
     filter_horizontal = ("tags", "unlocked_by")
     list_select_related = ("offer_group",)
-    inlines = [BundleItemInline]
+    inlines = [OfferPriceInline, BundleItemInline]
+    actions = ["sync_prices"]
     fieldsets = (
         (None, {"fields": ("name", "kind", "offer_group", "is_active", "popular")}),
         (_("Price"), {"fields": ("price", "currency", "quantity_limit")}),
+        (
+            _("Recurring plan"),
+            {"fields": ("billing", "rollover", "rollover_cap", "stripe_price_id")},
+        ),
         (
             _("Tokens and period"),
             {"fields": ("token_count", "cycle", "custom_cycle", "append_date")},
@@ -146,7 +206,36 @@ class OfferAdmin(admin.ModelAdmin):
     )
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("tags", "unlocked_by")
+        return super().get_queryset(request).prefetch_related("tags", "unlocked_by", "prices")
+
+    @admin.action(description=_("Create or update the Stripe price of recurring offers"))
+    def sync_prices(self, request, queryset):
+        try:
+            results = services.sync_prices(queryset)
+        except UserCreditsError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        counts = {}
+        for result in results.values():
+            counts[result] = counts.get(result, 0) + 1
+        summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "none"
+        self.message_user(request, f"Recurring offers synced: {summary}.", messages.SUCCESS)
+
+    @admin.display(description=_("price"), ordering="price")
+    def price_display(self, obj):
+        return money.quantize(obj.price, obj.currency)
+
+    @admin.display(description=_("currency"), ordering="currency")
+    def currency_code(self, obj):
+        return obj.currency.upper()
+
+    @admin.display(description=_("other prices"))
+    def other_prices(self, obj):
+        prices = sorted(obj.prices.all(), key=lambda p: p.currency)
+        return (
+            ", ".join(f"{money.quantize(p.price, p.currency)} {p.currency.upper()}" for p in prices)
+            or "—"
+        )
 
     @admin.display(description=_("tags"))
     def tag_list(self, obj):
@@ -166,11 +255,44 @@ class OfferAdmin(admin.ModelAdmin):
 # --- orders ------------------------------------------------------------------------------
 
 
+def acting_user(metadata):
+    """Who made a manual write, as the services record it (``by``, ``by_name``)."""
+    metadata = metadata or {}
+    if "by" not in metadata:
+        return "—"
+    return f"{metadata.get('by_name') or '?'} (#{metadata['by']})"
+
+
 class OrderEventInline(ReadOnlyMixin, admin.TabularInline):
     model = OrderEvent
     extra = 0
-    fields = ("created_at", "status", "message", "payload")
+    fields = ("created_at", "status", "message", "done_by", "payload")
     readonly_fields = fields
+
+    @admin.display(description=_("by"))
+    def done_by(self, obj):
+        return acting_user(obj.payload)
+
+
+#: Why *Mark paid* leaves an order as it is.
+NOT_PAYABLE = {
+    OrderStatus.PAID: _("already paid"),
+    OrderStatus.PARTIAL: _("already paid and partly refunded"),
+    OrderStatus.REFUNDED: _("already refunded"),
+    OrderStatus.EXPIRED: _("already paid (expired)"),
+}
+
+
+def not_payable(order):
+    """Why *Mark paid* skips ``order`` (paid once already, or a bundle's item), or ``None``."""
+    if order.parent_id is not None:
+        return _("a bundle item (mark its bundle order paid)")
+    return NOT_PAYABLE.get(order.status)
+
+
+def not_refundable(order):
+    """Why *Refund in full* skips ``order``: refunded already. The service refuses the rest."""
+    return _("already refunded") if order.status == OrderStatus.REFUNDED else None
 
 
 class MarkPaidForm(forms.Form):
@@ -187,19 +309,20 @@ class RefundForm(forms.Form):
 class OrderAdmin(admin.ModelAdmin):
     list_display = (
         "id",
-        "user",
+        "holder",
+        "placed_by",
         "name",
         "coloured_status",
-        "total",
-        "currency",
+        "total_display",
+        "currency_code",
         "created_at",
         "starts",
         "expires",
     )
     list_filter = ("status", "offer_group", "created_at")
     date_hierarchy = "created_at"
-    search_fields = ("user__username", "user__email", "payment_reference", "name")
-    list_select_related = ("user", "offer_group")
+    search_fields = (*holder_search_fields(), "payment_reference", "name")
+    list_select_related = ("holder", "placed_by", "offer_group")
     inlines = [OrderEventInline]
     actions = ["mark_paid", "refund"]
 
@@ -211,6 +334,14 @@ class OrderAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False  # a snapshot: viewed here, changed only by the actions' services
+
+    @admin.display(description=_("total"), ordering="total")
+    def total_display(self, obj):
+        return money.quantize(obj.total, obj.currency)
+
+    @admin.display(description=_("currency"), ordering="currency")
+    def currency_code(self, obj):
+        return obj.currency.upper()
 
     @admin.display(description=_("status"), ordering="status")
     def coloured_status(self, obj):
@@ -233,8 +364,10 @@ class OrderAdmin(admin.ModelAdmin):
             request,
             queryset,
             services.mark_paid,
-            "{count} order(s) marked paid.",
+            "paid",
+            skip=not_payable,
             message=message,
+            by=request.user,
         )
         return None
 
@@ -250,8 +383,10 @@ class OrderAdmin(admin.ModelAdmin):
             request,
             queryset,
             services.refund,
-            "{count} order(s) refunded.",
-            payload={"reason": form.cleaned_data["reason"], "by": str(request.user)},
+            "refunded",
+            skip=not_refundable,
+            payload={"reason": form.cleaned_data["reason"]},
+            by=request.user,
         )
         return None
 
@@ -283,10 +418,24 @@ class CreditLotInline(ReadOnlyMixin, admin.TabularInline):
 class LedgerEntryInline(ReadOnlyMixin, admin.TabularInline):
     model = LedgerEntry
     extra = 0
-    fields = ("created_at", "kind", "amount", "balance_after", "lot", "idempotency_key", "metadata")
+    fields = (
+        "created_at",
+        "kind",
+        "amount",
+        "balance_after",
+        "lot",
+        "idempotency_key",
+        "member",
+        "done_by",
+        "metadata",
+    )
     readonly_fields = fields
     ordering = ("-created_at", "-id")
     max_num = 0
+
+    @admin.display(description=_("by"))
+    def done_by(self, obj):
+        return acting_user(obj.metadata)
 
 
 class GrantForm(forms.Form):
@@ -303,15 +452,70 @@ class GrantForm(forms.Form):
         return expires
 
 
+class HolderGrantForm(GrantForm):
+    """Grant tokens to any holder, with or without an account yet."""
+
+    field_order = ("holder", "offer_group", "tokens", "expires", "reason")
+
+    def __init__(self, *args, admin_site, **kwargs):
+        super().__init__(*args, **kwargs)
+        relation = CreditAccount._meta.get_field("holder").remote_field
+        self.fields["holder"] = forms.ModelChoiceField(
+            queryset=get_holder_model()._default_manager.all(),
+            widget=admin.widgets.ForeignKeyRawIdWidget(relation, admin_site),
+            label=_("Holder"),
+        )
+        self.fields["offer_group"] = forms.ModelChoiceField(
+            queryset=OfferGroup.objects.order_by("key"), label=_("Offer group")
+        )
+        self.order_fields(self.field_order)
+
+
 @admin.register(CreditAccount)
 class CreditAccountAdmin(admin.ModelAdmin):
-    list_display = ("user", "offer_group", "available", "held", "total", "overdraft", "created_at")
+    change_list_template = "user_credits/admin/account_change_list.html"
+    list_display = (
+        "holder",
+        "offer_group",
+        "available",
+        "held",
+        "total",
+        "overdraft",
+        "created_at",
+    )
     list_filter = ("offer_group",)
-    search_fields = ("user__username", "user__email", "offer_group__key")
-    list_select_related = ("user", "offer_group")
-    readonly_fields = ("available", "held", "total")
+    search_fields = (*holder_search_fields(), "offer_group__key")
+    list_select_related = ("holder", "offer_group")
+    readonly_fields = ("available", "held", "total", "spending_limits")
     inlines = [CreditLotInline, LedgerEntryInline]
     actions = ["grant_tokens", "expire_due_lots"]
+
+    @admin.display(description=_("spending limits"))
+    def spending_limits(self, obj):
+        """The members' limits in this account's holder and group, each linked to its form,
+        and a link to add one."""
+        limits = SpendingLimit.objects.filter(
+            holder_id=obj.holder_id, offer_group_id=obj.offer_group_id
+        ).select_related("member")
+        items = format_html_join(
+            "",
+            '<li><a href="{}">{}: {} / {}</a></li>',
+            (
+                (
+                    reverse("admin:user_credits_spendinglimit_change", args=[limit.pk]),
+                    limit.member,
+                    limit.tokens,
+                    limit.period,
+                )
+                for limit in limits
+            ),
+        )
+        add = (
+            reverse("admin:user_credits_spendinglimit_add")
+            + "?"
+            + urlencode({"holder": obj.holder_id, "offer_group": obj.offer_group_id})
+        )
+        return format_html('<ul>{}</ul><a href="{}">{}</a>', items, add, _("Add a limit"))
 
     def has_add_permission(self, request):
         return False
@@ -345,24 +549,72 @@ class CreditAccountAdmin(admin.ModelAdmin):
         data = form.cleaned_data
 
         def grant(account, **kwargs):
-            return services.grant(account.user_id, account.offer_group, data["tokens"], **kwargs)
+            return services.grant(account.holder_id, account.offer_group, data["tokens"], **kwargs)
 
         run_action(
             self,
             request,
             queryset,
             grant,
-            f"Granted {data['tokens']} token(s) to {{count}} account(s).",
+            f"account(s) granted {data['tokens']} token(s)",
             expires=data["expires"],
             reason=f"{data['reason']} (by {request.user})",
+            by=request.user,
         )
         return None
+
+    def get_urls(self):
+        grant = self.admin_site.admin_view(self.grant_to_holder)
+        return [
+            path("grant/", grant, name="user_credits_creditaccount_grant"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"can_grant": self.has_grant_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def grant_to_holder(self, request):
+        """The grant form that picks a holder (and a group) rather than existing accounts."""
+        if not self.has_grant_permission(request):
+            raise PermissionDenied
+        form = HolderGrantForm(
+            request.POST if request.method == "POST" else None, admin_site=self.admin_site
+        )
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.grant(
+                    data["holder"],
+                    data["offer_group"],
+                    data["tokens"],
+                    expires=data["expires"],
+                    reason=f"{data['reason']} (by {request.user})",
+                    by=request.user,
+                )
+            except UserCreditsError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(
+                    request,
+                    f"Granted {data['tokens']} token(s) to {data['holder']} "
+                    f"in {data['offer_group'].key}.",
+                    messages.SUCCESS,
+                )
+                return redirect("admin:user_credits_creditaccount_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Grant tokens to a holder"),
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "user_credits/admin/grant_to_holder.html", context)
 
     @admin.action(description=_("Expire due lots now"), permissions=["grant"])
     def expire_due_lots(self, request, queryset):
         expired = tokens = 0
-        for user_id in sorted(set(queryset.values_list("user_id", flat=True))):
-            report = services.expire_credits(user=user_id, collect=False)
+        for holder_id in sorted(set(queryset.values_list("holder_id", flat=True))):
+            report = services.expire_credits(holder=holder_id, collect=False)
             expired += report.expired_lots
             tokens += report.expired_tokens
         self.message_user(
@@ -387,8 +639,8 @@ class CreditLotAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "status",
     )
     list_filter = ("status", "category", "account__offer_group")
-    search_fields = ("account__user__username", "reason")
-    list_select_related = ("account__user", "account__offer_group", "order")
+    search_fields = (*holder_search_fields("account__"), "reason")
+    list_select_related = ("account__holder", "account__offer_group", "order")
 
 
 class EstimatedCountPaginator(Paginator):
@@ -430,13 +682,15 @@ class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "balance_after",
         "lot",
         "idempotency_key",
+        "member",
+        "done_by",
     )
     list_filter = ("kind", "account__offer_group", "created_at")
-    # Exact terms: a username (its accounts' entries, on the account index), else an
+    # Exact terms: a holder's name (its accounts' entries, on the account index), else an
     # idempotency key. A substring search would read the whole ledger on every search.
-    search_fields = ("=account__user__username", "=idempotency_key")
-    search_help_text = _("A username or an idempotency key, exactly.")
-    list_select_related = ("account__user", "account__offer_group", "lot")
+    search_fields = tuple(f"={field}" for field in holder_search_fields("account__"))
+    search_help_text = _("A holder's username (or name) or an idempotency key, exactly.")
+    list_select_related = ("account__holder", "account__offer_group", "lot", "member")
     # The ledger grows without bound: no COUNT(*) of the whole table on every page, and no
     # date hierarchy (its SELECT DISTINCT date_trunc(...) reads every row on every page; the
     # created_at filter narrows by date without a scan).
@@ -447,9 +701,100 @@ class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        accounts = list(
-            CreditAccount.objects.filter(user__username=term).values_list("pk", flat=True)
-        )
+        holder = Q()
+        for field in holder_search_fields():
+            holder |= Q(**{field: term})
+        accounts = list(CreditAccount.objects.filter(holder).values_list("pk", flat=True))
         if accounts:
             return queryset.filter(account_id__in=accounts), False
         return queryset.filter(idempotency_key=term), False
+
+    @admin.display(description=_("by"))
+    def done_by(self, obj):
+        return acting_user(obj.metadata)
+
+
+# --- subscriptions -----------------------------------------------------------------------
+
+
+class PeriodOrderInline(ReadOnlyMixin, admin.TabularInline):
+    model = Order
+    fk_name = "subscription"
+    extra = 0
+    fields = ("id", "status", "starts", "expires", "total", "currency", "payment_reference")
+    readonly_fields = fields
+    ordering = ("-starts",)
+    verbose_name = _("paid period")
+    verbose_name_plural = _("periods")
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "holder",
+        "offer",
+        "quantity",
+        "status",
+        "cancel_at_period_end",
+        "current_period_end",
+        "reference",
+    )
+    list_filter = ("status", "cancel_at_period_end", "offer")
+    search_fields = ("holder__username", "holder__email", "reference")
+    list_select_related = ("holder", "offer")
+    readonly_fields = (
+        "holder",
+        "placed_by",
+        "offer",
+        "quantity",
+        "status",
+        "cancel_at_period_end",
+        "current_period_start",
+        "current_period_end",
+        "reference",
+        "canceled_at",
+        "created_at",
+        "updated_at",
+    )
+    inlines = [PeriodOrderInline]
+    actions = ["cancel_at_period_end_action", "cancel_now"]
+
+    def has_add_permission(self, request):
+        return False  # subscriptions are made by services.subscribe
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description=_("Cancel at the period end"), permissions=["change"])
+    def cancel_at_period_end_action(self, request, queryset):
+        run_action(
+            self,
+            request,
+            queryset,
+            services.cancel_subscription,
+            "{count} subscription(s) set to cancel at their period end.",
+            at_period_end=True,
+        )
+
+    @admin.action(description=_("Cancel now (keeps the current tokens)"), permissions=["change"])
+    def cancel_now(self, request, queryset):
+        run_action(
+            self,
+            request,
+            queryset,
+            services.cancel_subscription,
+            "{count} subscription(s) canceled.",
+            at_period_end=False,
+        )
+
+
+@admin.register(SpendingLimit)
+class SpendingLimitAdmin(admin.ModelAdmin):
+    """What each member may spend of a holder's credits per period."""
+
+    list_display = ("holder", "member", "offer_group", "tokens", "period", "updated_at")
+    list_filter = ("offer_group", "period")
+    search_fields = (*holder_search_fields(), "member__username")
+    list_select_related = ("holder", "member", "offer_group")
+    raw_id_fields = ("holder", "member")

@@ -34,6 +34,9 @@ DEFAULTS = {
     "CAN_SPEND": "user_credits.holders.user_is_holder",
     # Where a 402 from a metered view sends the buyer (a URL or path; None: nowhere).
     "UPGRADE_URL": None,
+    # Seconds a subscription period's tokens outlive the period: a renewal paid within this
+    # grace finds the previous period's lot alive (its rollover still applies).
+    "RENEWAL_GRACE": 3600,
     # Charge metered responses with a 4xx status too (a 5xx or an exception never is).
     "CHARGE_CLIENT_ERRORS": False,
 }

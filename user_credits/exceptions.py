@@ -3,7 +3,7 @@
 Leaves mix in a standard type so that code unaware of this app still handles them sensibly.
 """
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 
 
 class UserCreditsError(Exception):
@@ -20,6 +20,8 @@ class UserCreditsError(Exception):
 
 
 class ConfigurationError(UserCreditsError, ImproperlyConfigured):
+    """The ``USER_CREDITS`` setting is wrong (an unknown key, a bad value)."""
+
     code = "configuration_error"
 
 
@@ -48,6 +50,8 @@ class InvalidCount(InvalidArgument):
 
 
 class UnknownOfferGroup(UserCreditsError, LookupError):
+    """No offer group has this key."""
+
     code = "unknown_offer_group"
 
     def __init__(self, message, *, field="offer_group"):
@@ -55,12 +59,46 @@ class UnknownOfferGroup(UserCreditsError, LookupError):
 
 
 class InsufficientCredits(UserCreditsError, ValueError):
+    """Not enough available tokens (and no overdraft allowed): nothing was written.
+    ``requested`` and ``available`` tell by how much."""
+
     code = "insufficient_credits"
 
     def __init__(self, message, *, requested=0, available=0):
         super().__init__(message, field=None)
         self.requested = requested
         self.available = available
+
+
+class SpendingLimitExceeded(InsufficientCredits):
+    """The member's spending limit for the period would be exceeded: nothing was written.
+    ``limit``, ``spent`` (consumed this period plus held by the member's active holds) and
+    ``requested`` tell by how much."""
+
+    code = "spending_limit_exceeded"
+
+    def __init__(self, message, *, limit, spent, requested):
+        super().__init__(message, requested=requested, available=max(limit - spent, 0))
+        self.limit = limit
+        self.spent = spent
+
+
+class SpendingNotAllowed(UserCreditsError, PermissionDenied):
+    """``CAN_SPEND`` refused this member the holder's credits: nothing was written."""
+
+    code = "spending_not_allowed"
+
+    def __init__(self, message, *, field="member"):
+        super().__init__(message, field=field)
+
+
+class AccountBusy(UserCreditsError):
+    """The account stayed locked by other writes longer than the database allows a wait
+    (PostgreSQL's ``lock_timeout`` or ``statement_timeout``). Nothing was written: retry
+    later, with the same idempotency key."""
+
+    code = "account_busy"
+    retryable = True
 
 
 class IdempotencyConflict(UserCreditsError, ValueError):

@@ -15,10 +15,32 @@ only, so a site that makes teams or API keys pay changes two settings, not its v
 
 from functools import lru_cache
 
+from django.apps import apps
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db.models import Model
 from django.utils.module_loading import import_string
 
 from .conf import app_settings
+
+
+def holder_model_name() -> str:
+    """``settings.USER_CREDITS_HOLDER_MODEL`` (``"app_label.Model"``), default the user model.
+
+    The model that owns accounts, orders, holds and consumption records. Set it before the
+    first ``migrate``: the foreign keys are created to it (with the default, to the user
+    model, as before).
+    """
+    return getattr(settings, "USER_CREDITS_HOLDER_MODEL", None) or settings.AUTH_USER_MODEL
+
+
+def get_holder_model() -> type[Model]:
+    return apps.get_model(holder_model_name(), require_ready=False)
+
+
+def holder_is_user() -> bool:
+    """Whether holders are users (the default): a user is then their own holder."""
+    return get_holder_model() is apps.get_model(settings.AUTH_USER_MODEL, require_ready=False)
 
 
 def request_user(request):
@@ -61,3 +83,19 @@ def member_from_request(request):
 
 def can_spend(user, holder) -> bool:
     return bool(_hook(app_settings.CAN_SPEND)(user, holder))
+
+
+def requester_holder(request, *, required: bool = True):
+    """The holder whose own data ``request`` reads or spends: ``HOLDER_FROM_REQUEST``'s answer,
+    once ``CAN_SPEND`` allows the authenticated user. ``None`` for no holder when not
+    ``required``; else a refused user gets ``PermissionDenied`` (403) and no holder
+    ``NotAuthenticated``-like ``PermissionDenied``."""
+    holder = holder_from_request(request)
+    if holder is None:
+        if required:
+            raise PermissionDenied("This request has no credits holder.")
+        return None
+    user = member_from_request(request)
+    if user is not None and not can_spend(user, holder):
+        raise PermissionDenied("You may not use these credits.")
+    return holder

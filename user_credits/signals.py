@@ -29,3 +29,13 @@ credits_expiring = Signal()
 #: An account is at or under a minimum (sent once per threshold). provides args:
 #: user_id, offer_group, account, balance, threshold
 credits_low = Signal()
+
+#: A subscription's period was paid and granted. provides args: subscription, order
+subscription_renewed = Signal()
+
+#: A subscription's renewal payment failed. provides args: subscription
+subscription_past_due = Signal()
+
+#: A subscription's status became ``canceled`` (at once, or at its period end).
+#: provides args: subscription
+subscription_canceled = Signal()

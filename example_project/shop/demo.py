@@ -1,10 +1,14 @@
-"""The demo catalog: the WonderAI case of the original library, plus talks and a mobile bundle."""
+"""The demo catalog: the WonderAI case of the original library, plus talks and a mobile bundle.
+
+Every offer is priced in USD and also in EUR (list prices, not conversions); the talks also
+in KWD, a three-decimal currency.
+"""
 
 from decimal import Decimal
 
 from django.db import transaction
 
-from user_credits.models import BundleItem, Cycle, Offer, OfferGroup, OfferKind, Tag
+from user_credits.models import BundleItem, Cycle, Offer, OfferGroup, OfferKind, OfferPrice, Tag
 
 PLANS = [  # (group, standard monthly price, tokens a month)
     ("Startup", Decimal("20"), 1_000),
@@ -12,6 +16,14 @@ PLANS = [  # (group, standard monthly price, tokens a month)
     ("ScaleUp", Decimal("100"), 20_000),
 ]
 EARLY_BIRD_DISCOUNT = Decimal("0.8")
+EUR_LIST_PRICE = Decimal("0.9")  # of the USD price, rounded to the cent once, here
+#: The talks' prices in Kuwaiti dinars (three decimals), set by hand.
+KWD_PRICES = {
+    "1 Talk": Decimal("9.250"),
+    "3 Talks": Decimal("24.625"),
+    "EventTalk": Decimal("15.375"),
+    "VIP EventTalk": Decimal("7.750"),
+}
 
 
 def _group(key, name=None):
@@ -119,4 +131,12 @@ def load_demo_catalog() -> dict[str, Offer]:
         BundleItem.objects.update_or_create(
             bundle=bundle, offer=item_offer, defaults={"quantity": 1}
         )
+    for name, offer in offers.items():
+        prices = {"eur": (offer.price * EUR_LIST_PRICE).quantize(Decimal("0.01"))}
+        if name in KWD_PRICES:
+            prices["kwd"] = KWD_PRICES[name]
+        for currency, price in prices.items():
+            OfferPrice.objects.update_or_create(
+                offer=offer, currency=currency, defaults={"price": price}
+            )
     return offers

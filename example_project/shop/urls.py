@@ -9,12 +9,18 @@ urlpatterns = [
     path("pricing/", views.pricing, name="pricing"),
     path("buy/<int:offer_id>/", views.buy, name="buy"),
     path("orders/<int:order_id>/simulate/", views.simulate_payment, name="simulate_payment"),
+    path(
+        "demo/orders/<int:order_id>/simulate-payment/",
+        views.SimulatePaymentAPI.as_view(),
+        name="simulate_payment_api",
+    ),
     path("credits/", views.credits, name="credits"),
     path("credits/ledger/", views.ledger, name="ledger"),
+    path("playground/", views.playground, name="playground"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(template_name="shop/login.html"),
         name="login",
     ),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(next_page="pricing"), name="logout"),
 ]

@@ -1,37 +1,75 @@
-"""The example shop: a pricing page, a buy button, a simulated payment and a credits page."""
+"""The example shop: a pricing page, a buy button, a simulated payment, a credits page and a
+playground that spends credits through the metering decorator."""
+
+import json
+import re
+from collections import Counter
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from user_credits import services
+from user_credits import money, services
 from user_credits.exceptions import UserCreditsError
-from user_credits.models import LedgerEntry, Order, OrderStatus
+from user_credits.holders import requester_holder
+from user_credits.metering import GROUP_HEADER, REMAINING_HEADER, meters
+from user_credits.models import LedgerEntry, Offer, OfferPrice, Order, OrderStatus
 from user_credits.payments import get_provider
 from user_credits.payments.manual import ManualProvider
 
 CYCLES = ("monthly", "yearly")
 
 
+def sale_currencies() -> list[str]:
+    """Every currency an active offer has a price in: the offers' own currencies first (the
+    most common is the page's default), then those of their other prices."""
+    own = Counter(Offer.objects.filter(is_active=True).values_list("currency", flat=True))
+    other = Counter(
+        OfferPrice.objects.filter(offer__is_active=True).values_list("currency", flat=True)
+    )
+    return sorted(own.keys() | other.keys(), key=lambda code: (-own[code], -other[code], code))
+
+
 def pricing(request):
     cycle = request.GET.get("cycle") if request.GET.get("cycle") in CYCLES else "monthly"
-    user = request.user
+    currencies = sale_currencies()
+    asked = (request.GET.get("currency") or "").lower()
+    currency = asked if asked in currencies else (currencies[0] if currencies else None)
+    holder = requester_holder(request, required=False)
+
+    def offers(*tags):
+        # Offers without a price in the chosen currency are left out: no conversion.
+        return services.load_offers(holder, list(tags), currency=currency)
+
     sections = [
-        ("Plans", services.load_offers(user, ["subscription", cycle])),
-        (
-            "Event talks",
-            services.load_offers(user, ["EventTalk"]) + services.load_offers(user, ["tokens"]),
-        ),
-        ("Mobile", services.load_offers(user, ["mobile"])),
+        ("Plans", offers("subscription", cycle)),
+        ("Event talks", offers("EventTalk") + offers("tokens")),
+        ("Mobile", offers("mobile")),
     ]
+    if currency:
+        for _, listed in sections:
+            for offer in listed:
+                offer.shown_price = money.quantize(offer.price_in(currency), currency)
     return render(
         request,
         "shop/pricing.html",
-        {"cycle": cycle, "cycles": CYCLES, "sections": sections, "stripe": _stripe_enabled()},
+        {
+            "cycle": cycle,
+            "cycles": [(c, urlencode({"cycle": c, "currency": currency or ""})) for c in CYCLES],
+            "currency": currency,
+            "currencies": [(c, urlencode({"cycle": cycle, "currency": c})) for c in currencies],
+            "sections": sections,
+            "stripe": _stripe_enabled(),
+        },
     )
 
 
@@ -40,10 +78,28 @@ def _stripe_enabled():
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def buy(request, offer_id):
+    """``POST`` buys; ``GET`` (where the login page sends a visitor who clicked *Buy* logged
+    out) shows the offer and the same button, so that nothing is bought without a click."""
+    currency = (request.POST.get("currency") or request.GET.get("currency") or "").lower()
+    if request.method == "GET":
+        offer = get_object_or_404(Offer, pk=offer_id, is_active=True)
+        if not currency or offer.price_in(currency) is None:
+            currency = offer.currency
+        price = money.quantize(offer.price_in(currency), currency)
+        return render(
+            request,
+            "shop/buy.html",
+            {"offer": offer, "currency": currency, "price": price, "stripe": _stripe_enabled()},
+        )
     try:
-        order = services.create_order(request.user, int(offer_id))
+        order = services.create_order(
+            requester_holder(request),
+            int(offer_id),
+            currency=currency or None,
+            placed_by=request.user,
+        )
     except UserCreditsError as exc:
         messages.error(request, str(exc))
         return redirect("pricing")
@@ -57,7 +113,7 @@ def buy(request, offer_id):
 
 def _own_order(request, order_id):
     order = get_object_or_404(Order, pk=order_id)
-    if order.user_id != request.user.pk:
+    if order.holder != requester_holder(request):
         raise PermissionDenied
     return order
 
@@ -70,7 +126,8 @@ def simulate_payment(request, order_id):
         ManualProvider().validate(order, message="Simulated payment on the example site.")
         messages.success(request, f"Payment simulated: {order.name} is paid.")
         return redirect("credits")
-    return render(request, "shop/simulate.html", {"order": order})
+    total = money.quantize(order.total, order.currency)
+    return render(request, "shop/simulate.html", {"order": order, "total": total})
 
 
 def balance_chart(points, width=600, height=120):
@@ -95,10 +152,11 @@ def balance_chart(points, width=600, height=120):
 
 @login_required
 def credits(request):
-    groups = services.get_user_credits(request.user)
+    holder = requester_holder(request)
+    groups = services.get_user_credits(holder)
     history = {}
     for entry in (
-        LedgerEntry.objects.filter(account__user=request.user)
+        LedgerEntry.objects.filter(account__holder=holder)
         .order_by("created_at", "id")
         .values_list("account__offer_group__key", "created_at", "balance_after")
     ):
@@ -108,16 +166,134 @@ def credits(request):
         key: balance_chart([*points[-200:], (max(now, points[-1][0]), points[-1][1])])
         for key, points in history.items()
     }
-    rows = [(group, charts.get(group.offer_group)) for group in groups]
+    # A group without lots or tokens (a bundle's own group: its items carry the tokens) says
+    # nothing: left out.
+    rows = [
+        (group, charts.get(group.offer_group))
+        for group in groups
+        if group.lots or group.total or group.overdraft
+    ]
     return render(request, "shop/credits.html", {"rows": rows})
 
 
 @login_required
 def ledger(request):
-    entries = LedgerEntry.objects.filter(account__user=request.user).select_related(
+    entries = LedgerEntry.objects.filter(account__holder=requester_holder(request)).select_related(
         "account__offer_group"
     )
     lot = request.GET.get("lot")
     if lot and lot.isdigit():
         entries = entries.filter(lot_id=int(lot))
     return render(request, "shop/ledger.html", {"entries": entries[:200], "lot": lot})
+
+
+#: The AI plans' groups (see ``demo.PLANS``), in the order the playground offers them.
+AI_GROUPS = ("EbStartup", "Startup", "EbBusiness", "Business", "EbScaleUp", "ScaleUp", "Free")
+#: The most tokens an answer of each length may use: what is reserved before the task runs.
+LENGTHS = {"short": 100, "medium": 250, "long": 500}
+WORDS = (
+    "credits tokens ledger plan model answer draft summary insight data forecast customer "
+    "report idea list result quarter growth budget team"
+).split()
+
+
+def simulated_task(prompt, length):
+    """A stand-in for a language model: a deterministic answer and the tokens it used (one
+    per word of the prompt and of the answer, four fifths of the length's reservation)."""
+    prompt_words = re.findall(r"\w+", prompt)
+    answer_words = LENGTHS[length] * 4 // 5
+    seed = sum(map(ord, prompt))
+    words = [WORDS[(seed + i * 7) % len(WORDS)] for i in range(answer_words)]
+    answer = f"Here is a {length} answer about “{prompt.strip()}”: " + " ".join(words[:40])
+    if answer_words > 40:
+        answer += " …"
+    return answer, min(len(prompt_words) + answer_words, LENGTHS[length])
+
+
+def _ai_accounts(user):
+    """The user's AI plan groups with what is available in each, the fullest first."""
+    credits = {g.offer_group: g for g in services.get_user_credits(user)}
+    owned = [credits[key] for key in AI_GROUPS if key in credits]
+    return sorted(owned, key=lambda g: -g.available)
+
+
+@login_required
+def playground(request):
+    """*Ask WonderAI*: each question runs a simulated AI task through the metering decorator.
+    It reserves the most the answer may use, then the task reports what it used
+    (``request.credits.used``): that is charged and the rest freed. Without enough tokens the
+    task never runs and the decorator answers 402 with a link to the pricing page."""
+    accounts = _ai_accounts(requester_holder(request))
+    choices = [(g.offer_group, g.name) for g in accounts] or [("Startup", "Startup (Standard)")]
+    groups = [key for key, _ in choices]
+    form = {
+        "prompt": request.POST.get("prompt", "").strip(),
+        "length": request.POST.get("length", "medium"),
+        "group": request.POST.get("group", groups[0]),
+    }
+    errors = {}
+    result = None
+    if request.method == "POST":
+        if not form["prompt"] or len(form["prompt"]) > 500:
+            errors["prompt"] = "Ask a question (at most 500 characters)."
+        if form["length"] not in LENGTHS:
+            errors["length"] = f"Choose one of {', '.join(LENGTHS)}."
+        if form["group"] not in groups:
+            errors["group"] = "Choose one of your plans."
+        if not errors:
+            before = services.get_balance(requester_holder(request), form["group"])
+
+            def task(request):
+                answer, used = simulated_task(form["prompt"], form["length"])
+                request.credits.used = used
+                return JsonResponse({"answer": answer, "used": used})
+
+            reserve = LENGTHS[form["length"]]
+            response = meters(form["group"], reserve=reserve)(task)(request)
+            if response.status_code == 402:
+                return response  # the decorator's own page, with its upgrade link
+            charged = request.credits.charged
+            result = {
+                "answer": json.loads(response.content)["answer"],
+                "reserved": reserve,
+                "charged": charged,
+                "freed": reserve - charged,
+                "before": before,
+                "remaining": response[REMAINING_HEADER],
+                "group": response[GROUP_HEADER],
+            }
+            accounts = _ai_accounts(requester_holder(request))
+    page = render(
+        request,
+        "shop/playground.html",
+        {
+            "form": form,
+            "errors": errors,
+            "result": result,
+            "accounts": accounts,
+            "choices": choices,
+            "lengths": LENGTHS,
+        },
+        status=400 if errors else 200,
+    )
+    if result:
+        page[REMAINING_HEADER], page[GROUP_HEADER] = result["remaining"], result["group"]
+    return page
+
+
+class SimulatePaymentAPI(APIView):
+    """``POST``: the simulated payment for API clients (the README's curl calls), manual provider
+    only. It validates the requesting user's order as an admin's *Mark paid* would."""
+
+    permission_classes = [IsAuthenticated]
+
+    def post(self, request, order_id):
+        if _stripe_enabled():
+            return Response(
+                {"code": "stripe_enabled", "detail": "Stripe keys are set: pay through Stripe."},
+                status=409,
+            )
+        order = ManualProvider().validate(
+            _own_order(request, order_id), message="Simulated payment on the example site (API)."
+        )
+        return Response({"id": order.pk, "status": order.status})

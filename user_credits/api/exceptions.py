@@ -13,6 +13,7 @@ from ..errors import error_body
 
 STATUS_BY_ERROR = [
     (domain.InsufficientCredits, status.HTTP_402_PAYMENT_REQUIRED),
+    (domain.SpendingNotAllowed, status.HTTP_403_FORBIDDEN),
     (domain.IdempotencyConflict, status.HTTP_409_CONFLICT),
     (domain.InvalidTransition, status.HTTP_409_CONFLICT),
     (domain.UnknownOfferGroup, status.HTTP_400_BAD_REQUEST),
@@ -20,21 +21,26 @@ STATUS_BY_ERROR = [
     (domain.InvalidArgument, status.HTTP_400_BAD_REQUEST),
     (domain.PaymentMismatch, status.HTTP_400_BAD_REQUEST),
     (domain.PaymentProviderError, status.HTTP_502_BAD_GATEWAY),
+    (domain.AccountBusy, status.HTTP_503_SERVICE_UNAVAILABLE),
 ]
 
 FIELD_OF_ERROR = {domain.UnknownOfferGroup: "offer_group", domain.InvalidCount: "count"}
 
 
 def _domain_response(exc):
+    # Every error about one field names it under ``fields``, whatever its class.
+    field = getattr(exc, "field", None) or FIELD_OF_ERROR.get(type(exc))
+    fields = {field: [str(exc)]} if field else None
     for error_class, http_status in STATUS_BY_ERROR:
         if isinstance(exc, error_class):
-            field = getattr(exc, "field", None) or FIELD_OF_ERROR.get(type(exc))
-            fields = {field: [str(exc)]} if field else None
             body = error_body(exc.code, str(exc), fields)
             if isinstance(exc, domain.InsufficientCredits):
                 body.update(requested=exc.requested, available=exc.available)
-            return Response(body, status=http_status)
-    return Response(error_body(exc.code, str(exc)), status=status.HTTP_400_BAD_REQUEST)
+            if isinstance(exc, domain.SpendingLimitExceeded):
+                body.update(limit=exc.limit, spent=exc.spent)
+            headers = {"Retry-After": "1"} if isinstance(exc, domain.AccountBusy) else None
+            return Response(body, status=http_status, headers=headers)
+    return Response(error_body(exc.code, str(exc), fields), status=status.HTTP_400_BAD_REQUEST)
 
 
 def exception_handler(exc, context):

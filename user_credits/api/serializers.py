@@ -1,7 +1,9 @@
 from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .. import services
+from .. import money, services
+from ..holders import get_holder_model, holder_is_user
 from ..models import (
     BundleItem,
     CreditLot,
@@ -41,6 +43,25 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class MoneyField(serializers.DecimalField):
+    """An amount at its currency's decimals, as a string: "12.50" USD, "500" JPY, "1.125" KWD.
+
+    The currency is the instance's ``currency_field``. Read-only: the API takes no amounts.
+    """
+
+    def __init__(self, *, currency_field="currency", **kwargs):
+        self.currency_field = currency_field
+        kwargs.setdefault("max_digits", 15)
+        super().__init__(decimal_places=money.STORED_DECIMALS, read_only=True, **kwargs)
+
+    def get_attribute(self, instance):
+        return super().get_attribute(instance), getattr(instance, self.currency_field)
+
+    def to_representation(self, value):
+        amount, currency = value
+        return str(money.quantize(amount, currency))
+
+
 class ErrorSerializer(serializers.Serializer):
     """The shape of every error response."""
 
@@ -64,9 +85,21 @@ class BundleItemSerializer(serializers.ModelSerializer):
         return (item.offer_group or item.offer.offer_group).key
 
 
+class OfferPriceSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    price = serializers.CharField(help_text="At the currency's decimals.")
+
+
 class OfferSerializer(serializers.ModelSerializer):
+    """An offer; with ``context["currency"]``, ``price`` and ``currency`` are the offer's price in
+    that currency (the offers are loaded for it, so each has one)."""
+
     offer_group = serializers.SlugRelatedField(slug_field="key", read_only=True)
     offer_group_name = serializers.CharField(source="offer_group.name", read_only=True)
+    price = MoneyField()
+    prices = serializers.SerializerMethodField(
+        help_text="Every price of the offer: its own currency first, then its other currencies."
+    )
     tags = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
     bundle_items = BundleItemSerializer(many=True, read_only=True)
 
@@ -80,6 +113,7 @@ class OfferSerializer(serializers.ModelSerializer):
             "offer_group_name",
             "price",
             "currency",
+            "prices",
             "token_count",
             "cycle",
             "custom_cycle",
@@ -92,6 +126,24 @@ class OfferSerializer(serializers.ModelSerializer):
             "quantity_limit",
         ]
 
+    @extend_schema_field(OfferPriceSerializer(many=True))
+    def get_prices(self, offer) -> list[dict]:
+        own = [(offer.currency, offer.price)]
+        others = sorted((p.currency, p.price) for p in offer.prices.all())
+        return [
+            {"currency": currency, "price": str(money.quantize(price, currency))}
+            for currency, price in own + others
+        ]
+
+    def to_representation(self, offer):
+        data = super().to_representation(offer)
+        currency = self.context.get("currency")
+        if currency:
+            code = str(currency).strip().lower()
+            data["price"] = str(money.quantize(offer.price_in(code), code))
+            data["currency"] = code
+        return data
+
 
 class OrderEventSerializer(serializers.ModelSerializer):
     class Meta:
@@ -101,6 +153,9 @@ class OrderEventSerializer(serializers.ModelSerializer):
 
 class OrderSerializer(serializers.ModelSerializer):
     offer_group = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    unit_price = MoneyField(max_digits=13)
+    total = MoneyField()
+    amount_refunded = MoneyField()
     events = OrderEventSerializer(many=True, read_only=True)
 
     class Meta:
@@ -133,7 +188,12 @@ class OrderSerializer(serializers.ModelSerializer):
 class OrderCreateSerializer(StrictSerializer):
     offer = StrictIntegerField(min_value=1)
     quantity = StrictIntegerField(min_value=1, max_value=1_000_000, default=1)
-    currency = serializers.CharField(min_length=3, max_length=3, required=False)
+    currency = serializers.CharField(
+        min_length=3,
+        max_length=3,
+        required=False,
+        help_text="The offer's currency (default) or one of its other prices' currencies.",
+    )
     starts = serializers.DateTimeField(required=False)
 
 
@@ -195,16 +255,41 @@ class ConsumedEntrySerializer(serializers.ModelSerializer):
         fields = ["id", "kind", "amount", "balance_after", "lot", "created_at"]
 
 
-class ConsumeSerializer(StrictSerializer):
-    user = StrictIntegerField(min_value=1)
+class HolderSerializer(StrictSerializer):
+    """``holder`` (its primary key); ``user`` is accepted for it when holders are users.
+    ``member``: the user spending for the holder (recorded, checked against their limit)."""
+
+    holder = StrictIntegerField(min_value=1, required=False)
+    user = StrictIntegerField(
+        min_value=1, required=False, help_text="Alias of holder when holders are users."
+    )
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        holder, user = attrs.pop("holder", None), attrs.pop("user", None)
+        name = "holder" if holder is not None or user is None else "user"
+        if user is not None:
+            if not holder_is_user():
+                raise serializers.ValidationError({"user": ["Use holder."]})
+            if holder is not None and holder != user:
+                raise serializers.ValidationError({"user": ["Give holder or user, not both."]})
+        value = holder if holder is not None else user
+        if value is None:
+            raise serializers.ValidationError({"holder": ["This field is required."]})
+        if not get_holder_model()._default_manager.filter(pk=value).exists():
+            raise serializers.ValidationError({name: [f"Unknown {name}."]})
+        attrs["holder"] = value
+        member = attrs.get("member")
+        if member is not None and not get_user_model().objects.filter(pk=member).exists():
+            raise serializers.ValidationError({"member": ["Unknown user."]})
+        return attrs
+
+
+class ConsumeSerializer(HolderSerializer):
     offer_group = serializers.SlugField(max_length=64)
     count = StrictIntegerField(min_value=1, max_value=10**12)
     metadata = serializers.DictField(required=False, default=dict)
-
-    def validate_user(self, value):
-        if not get_user_model().objects.filter(pk=value).exists():
-            raise serializers.ValidationError("Unknown user.")
-        return value
+    member = StrictIntegerField(min_value=1, required=False, allow_null=True, default=None)
 
 
 class ConsumptionSerializer(serializers.Serializer):
@@ -213,25 +298,26 @@ class ConsumptionSerializer(serializers.Serializer):
     entries = ConsumedEntrySerializer(many=True)
 
 
-class GrantSerializer(StrictSerializer):
-    user = StrictIntegerField(min_value=1)
+class GrantSerializer(HolderSerializer):
     offer_group = serializers.SlugField(max_length=64)
     tokens = StrictIntegerField(min_value=1, max_value=10**12)
     expires = serializers.DateTimeField(required=False, allow_null=True, default=None)
     category = serializers.ChoiceField(choices=LotCategory.choices, default=LotCategory.PROMOTIONAL)
     reason = serializers.CharField(max_length=200)
 
-    validate_user = ConsumeSerializer.validate_user
-
 
 class CreditLotSerializer(serializers.ModelSerializer):
     offer_group = serializers.CharField(source="account.offer_group.key", read_only=True)
-    user = serializers.IntegerField(source="account.user_id", read_only=True)
+    holder = serializers.IntegerField(source="account.holder_id", read_only=True)
+    user = serializers.IntegerField(
+        source="account.holder_id", read_only=True, help_text="Alias of holder."
+    )
 
     class Meta:
         model = CreditLot
         fields = [
             "id",
+            "holder",
             "user",
             "offer_group",
             "granted",
@@ -246,8 +332,7 @@ class CreditLotSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class HoldCreateSerializer(StrictSerializer):
-    user = StrictIntegerField(min_value=1)
+class HoldCreateSerializer(HolderSerializer):
     offer_group = serializers.SlugField(max_length=64)
     count = StrictIntegerField(min_value=1, max_value=10**12)
     ttl = StrictIntegerField(
@@ -257,8 +342,7 @@ class HoldCreateSerializer(StrictSerializer):
         help_text="Seconds before the hold is released automatically.",
     )
     metadata = serializers.DictField(required=False, default=dict)
-
-    validate_user = ConsumeSerializer.validate_user
+    member = StrictIntegerField(min_value=1, required=False, allow_null=True, default=None)
 
 
 class CaptureSerializer(StrictSerializer):
@@ -275,12 +359,17 @@ class CaptureSerializer(StrictSerializer):
 class HoldSerializer(serializers.ModelSerializer):
     offer_group = serializers.CharField(source="account.offer_group.key", read_only=True)
     held = serializers.SerializerMethodField()
+    user = serializers.IntegerField(
+        source="holder_id", read_only=True, help_text="Alias of holder."
+    )
 
     class Meta:
         model = Hold
         fields = [
             "id",
+            "holder",
             "user",
+            "member",
             "offer_group",
             "count",
             "held",

@@ -1,10 +1,11 @@
 """Mount with ``path("api/credits/", include("user_credits.api.urls"))``."""
 
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from . import views
+from .schema import SchemaView
+from .subscriptions import SubscriptionViewSet
 
 app_name = "user_credits_api"
 
@@ -14,11 +15,12 @@ router.register("offers", views.OfferViewSet, basename="offer")
 router.register("orders", views.OrderViewSet, basename="order")
 router.register("ledger", views.LedgerViewSet, basename="ledger")
 router.register("holds", views.HoldViewSet, basename="hold")
+router.register("subscriptions", SubscriptionViewSet, basename="subscription")
 
 urlpatterns = [
     *router.urls,
     path("credits/", views.CreditsView.as_view(), name="credits"),
     path("consume/", views.ConsumeView.as_view(), name="consume"),
     path("grants/", views.GrantView.as_view(), name="grants"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", SchemaView.as_view(), name="schema"),
 ]

@@ -2,7 +2,7 @@
 
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound
@@ -12,11 +12,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import services
+from ..holders import requester_holder
 from ..models import CreditAccount, Hold, LedgerEntry, Order
 from . import serializers as s
 from .exceptions import exception_handler
 from .filters import LedgerEntryFilter, OrderFilter
 from .pagination import LedgerPagination, per_account
+from .schema import extend_schema
 
 
 def errors(*codes):
@@ -57,6 +59,13 @@ TAGS_PARAMETER = OpenApiParameter(
     "tags", str, description="Comma-separated tags; an offer must carry all of them."
 )
 
+CURRENCY_PARAMETER = OpenApiParameter(
+    "currency",
+    str,
+    description="Show prices in this currency (ISO 4217, e.g. eur). Offers without a price in "
+    "it are left out: prices are never converted.",
+)
+
 
 class OfferViewSet(CreditsAPIMixin, viewsets.ViewSet):
     """The offers the requesting user may buy (anonymous users: regular offers only)."""
@@ -65,21 +74,30 @@ class OfferViewSet(CreditsAPIMixin, viewsets.ViewSet):
 
     def _offers(self, request):
         tags = [t for t in request.query_params.get("tags", "").split(",") if t.strip()]
-        return services.load_offers(request.user, [t.strip() for t in tags])
+        currency = request.query_params.get("currency") or None
+        holder = requester_holder(request, required=False)
+        return services.load_offers(holder, [t.strip() for t in tags], currency=currency)
 
-    @extend_schema(parameters=[TAGS_PARAMETER], responses=s.OfferSerializer(many=True))
-    def list(self, request):
-        return Response(s.OfferSerializer(self._offers(request), many=True).data)
+    def _serialize(self, request, offers, **kwargs):
+        context = {"currency": request.query_params.get("currency") or None}
+        return s.OfferSerializer(offers, context=context, **kwargs).data
 
     @extend_schema(
-        parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],
-        responses={200: s.OfferSerializer, **errors(404)},
+        parameters=[TAGS_PARAMETER, CURRENCY_PARAMETER],
+        responses={200: s.OfferSerializer(many=True), **errors(400)},
+    )
+    def list(self, request):
+        return Response(self._serialize(request, self._offers(request), many=True))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH), CURRENCY_PARAMETER],
+        responses={200: s.OfferSerializer, **errors(400, 404)},
     )
     def retrieve(self, request, pk=None):
         offer = next((o for o in self._offers(request) if str(o.pk) == str(pk)), None)
         if offer is None:
             raise NotFound("No such offer.")
-        return Response(s.OfferSerializer(offer).data)
+        return Response(self._serialize(request, offer))
 
 
 class OrderViewSet(
@@ -96,7 +114,7 @@ class OrderViewSet(
 
     def get_queryset(self):
         return (
-            Order.objects.filter(user_id=self.request.user.pk)
+            Order.objects.filter(holder=requester_holder(self.request))
             .select_related("offer_group")
             .prefetch_related("events")
             .order_by(*self.ordering)
@@ -108,7 +126,9 @@ class OrderViewSet(
     def create(self, request):
         data = s.OrderCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        order = services.create_order(request.user, **data.validated_data)
+        order = services.create_order(
+            requester_holder(request), placed_by=request.user, **data.validated_data
+        )
         order = self.get_queryset().get(pk=order.pk)
         return Response(s.OrderSerializer(order).data, status=status.HTTP_201_CREATED)
 
@@ -129,7 +149,7 @@ class CreditsView(CreditsAPIMixin, APIView):
 
     @extend_schema(responses={200: s.GroupCreditsSerializer(many=True), **errors(401, 403)})
     def get(self, request):
-        credits = services.get_user_credits(request.user)
+        credits = services.get_user_credits(requester_holder(request))
         return Response(s.GroupCreditsSerializer(credits, many=True).data)
 
 
@@ -148,7 +168,7 @@ class LedgerViewSet(CreditsAPIMixin, mixins.ListModelMixin, viewsets.GenericView
         self.accounts = {
             account.pk: account
             for account in CreditAccount.objects.filter(
-                user_id=self.request.user.pk
+                holder=requester_holder(self.request)
             ).select_related("offer_group")
         }
         return per_account(LedgerEntry.objects.order_by("-created_at", "-id"), self.accounts)
@@ -212,11 +232,12 @@ class ConsumeView(CreditsAPIMixin, APIView):
         data = s.ConsumeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = services.consume(
-            data.validated_data["user"],
+            data.validated_data["holder"],
             data.validated_data["offer_group"],
             data.validated_data["count"],
             idempotency_key=key,
             metadata=data.validated_data["metadata"],
+            member=data.validated_data["member"],
         )
         return Response(
             consumption_body(result),
@@ -238,12 +259,13 @@ class GrantView(CreditsAPIMixin, APIView):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         lot = services.grant(
-            values["user"],
+            values["holder"],
             values["offer_group"],
             values["tokens"],
             expires=values["expires"],
             category=values["category"],
             reason=f"{values['reason']} (by {request.user})",
+            by=request.user,
         )
         return Response(s.CreditLotSerializer(lot).data, status=status.HTTP_201_CREATED)
 
@@ -272,12 +294,13 @@ class HoldViewSet(CreditsAPIMixin, viewsets.ViewSet):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         hold = services.hold(
-            values["user"],
+            values["holder"],
             values["offer_group"],
             values["count"],
             ttl=values.get("ttl"),
             idempotency_key=key,
             metadata=values["metadata"],
+            member=values["member"],
         )
         return Response(
             s.HoldSerializer(self._hold(hold.pk)).data,

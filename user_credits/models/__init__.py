@@ -9,11 +9,27 @@ from .ledger import (
     LedgerEntry,
     LotCategory,
     LotStatus,
+    SpendingLimit,
 )
-from .offers import BundleItem, Cycle, Offer, OfferGroup, OfferKind, Tag
+from .offers import (
+    Billing,
+    BundleItem,
+    Cycle,
+    Offer,
+    OfferGroup,
+    OfferKind,
+    OfferPrice,
+    Rollover,
+    Tag,
+)
 from .orders import Order, OrderEvent, OrderStatus
+from .subscriptions import Subscription, SubscriptionStatus
 
 __all__ = [
+    "Billing",
+    "Rollover",
+    "Subscription",
+    "SubscriptionStatus",
     "BundleItem",
     "ConsumptionRecord",
     "CreditAccount",
@@ -29,8 +45,10 @@ __all__ = [
     "Offer",
     "OfferGroup",
     "OfferKind",
+    "OfferPrice",
     "Order",
     "OrderEvent",
     "OrderStatus",
+    "SpendingLimit",
     "Tag",
 ]

@@ -4,7 +4,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .offers import OfferGroup
+from ..holders import holder_model_name
+from .offers import Cycle, OfferGroup
 from .orders import Order
 
 
@@ -14,15 +15,15 @@ def now():
 
 
 class CreditAccount(models.Model):
-    """One row per (user, offer group): the row every write locks.
+    """One row per (holder, offer group): the row every write locks.
 
     ``balance`` is the sum of the account's ledger amounts. Lots past their expiry still count
     in it until they are expired (lazily by the next write, or by the expiry command); reads go
     through the services, which never count them.
     """
 
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="credit_accounts"
+    holder = models.ForeignKey(
+        holder_model_name(), on_delete=models.PROTECT, related_name="credit_accounts"
     )
     offer_group = models.ForeignKey(OfferGroup, on_delete=models.PROTECT, related_name="accounts")
     balance = models.BigIntegerField(_("balance"), default=0)
@@ -31,6 +32,10 @@ class CreditAccount(models.Model):
         default=0,
         help_text=_("Tokens consumed on credit, settled by the next grant."),
     )
+    # The end of the account's ledger chain (``user_credits.chain``): the last entry's
+    # sequence number and digest, so that a write continues the chain without reading it.
+    last_seq = models.BigIntegerField(default=0, editable=False)
+    last_digest = models.CharField(max_length=64, blank=True, default="", editable=False)
     # The low-balance threshold already warned about; cleared when the balance rises above it.
     low_warned_threshold = models.BigIntegerField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -39,7 +44,7 @@ class CreditAccount(models.Model):
         verbose_name = _("credit account")
         constraints = [
             models.UniqueConstraint(
-                fields=["user", "offer_group"], name="account_user_group_unique"
+                fields=["holder", "offer_group"], name="account_holder_group_unique"
             ),
             models.CheckConstraint(
                 condition=Q(overdraft__gte=0), name="account_overdraft_not_negative"
@@ -47,7 +52,7 @@ class CreditAccount(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.user} · {self.offer_group.key}: {self.balance}"
+        return f"{self.holder} · {self.offer_group.key}: {self.balance}"
 
 
 class LotCategory(models.TextChoices):
@@ -130,16 +135,22 @@ class EntryKind(models.TextChoices):
     OVERDRAFT = "overdraft", _("overdraft")
     EXPIRE = "expire", _("expire")
     REVOKE = "revoke", _("revoke")
+    ROLLOVER = "rollover", _("rollover")
+
+    # A rollover moves unused tokens of a subscription's previous period to its new one: two
+    # entries of kind ``rollover`` written together, negative on the old lot (out) and positive
+    # on the new lot (in), so the account's balance does not move. It is therefore both a
+    # credit and a debit kind: its sign says the direction, its lot says which end.
 
     @classmethod
     def credits(cls):
         """Kinds that add tokens (a positive amount)."""
-        return (cls.GRANT,)
+        return (cls.GRANT, cls.ROLLOVER)
 
     @classmethod
     def debits(cls):
         """Kinds that take tokens (a negative amount)."""
-        return (cls.CONSUME, cls.OVERDRAFT, cls.EXPIRE, cls.REVOKE)
+        return (cls.CONSUME, cls.OVERDRAFT, cls.EXPIRE, cls.REVOKE, cls.ROLLOVER)
 
 
 class LedgerEntry(models.Model):
@@ -155,6 +166,18 @@ class LedgerEntry(models.Model):
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=now, db_index=True)
+    # Position in the account's ledger (1, 2, 3…) and the chained digest sealing it and every
+    # entry before it (``user_credits.chain``); ``user_credits_verify`` recomputes both.
+    seq = models.BigIntegerField(_("sequence"), editable=False)
+    digest = models.CharField(max_length=64, blank=True, default="", editable=False)
+    # The user who spent for the holder (``member=`` of consume, hold and capture).
+    member = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ("-created_at", "-id")
@@ -168,9 +191,16 @@ class LedgerEntry(models.Model):
                 name="entry_idempotency_idx",
                 condition=Q(idempotency_key__isnull=False),
             ),
+            # A member's spend in the current period (spending limits).
+            models.Index(
+                fields=["account", "member", "created_at"],
+                name="entry_member_spend_idx",
+                condition=Q(member__isnull=False),
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=~Q(amount=0), name="entry_amount_not_zero"),
+            models.UniqueConstraint(fields=["account", "seq"], name="entry_account_seq_unique"),
             models.CheckConstraint(
                 condition=(
                     Q(kind__in=EntryKind.credits(), amount__gt=0)
@@ -187,7 +217,7 @@ class LedgerEntry(models.Model):
 class ConsumptionRecord(models.Model):
     """The first result of a consumption made with an idempotency key, to answer replays."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    holder = models.ForeignKey(holder_model_name(), on_delete=models.PROTECT, related_name="+")
     account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="+")
     idempotency_key = models.CharField(max_length=255)
     count = models.BigIntegerField()
@@ -197,7 +227,7 @@ class ConsumptionRecord(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["user", "idempotency_key"], name="consumption_user_key_unique"
+                fields=["holder", "idempotency_key"], name="consumption_holder_key_unique"
             ),
         ]
 
@@ -220,8 +250,16 @@ class Hold(models.Model):
     held tokens (balance = available + held) until the capture consumes them.
     """
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    holder = models.ForeignKey(holder_model_name(), on_delete=models.PROTECT, related_name="+")
     account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="holds")
+    # The user who placed the hold for the holder; its capture is spent by them.
+    member = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
     count = models.BigIntegerField(_("tokens requested"))
     status = models.CharField(max_length=16, choices=HoldStatus.choices, default=HoldStatus.ACTIVE)
     expires_at = models.DateTimeField(_("released automatically at"))
@@ -246,8 +284,8 @@ class Hold(models.Model):
             models.CheckConstraint(condition=Q(count__gt=0), name="hold_count_positive"),
             models.CheckConstraint(condition=Q(captured__gte=0), name="hold_captured_not_negative"),
             models.UniqueConstraint(
-                fields=["user", "idempotency_key"],
-                name="hold_user_key_unique",
+                fields=["holder", "idempotency_key"],
+                name="hold_holder_key_unique",
                 condition=Q(idempotency_key__isnull=False),
             ),
         ]
@@ -275,3 +313,36 @@ class HoldLine(models.Model):
 
     def __str__(self):
         return f"{self.count} of lot #{self.lot_id}"
+
+
+class SpendingLimit(models.Model):
+    """At most ``tokens`` of a holder's ``offer_group`` spent by one member per ``period``.
+
+    The period is the calendar period of the cycle (this month, this week…) in the site's time
+    zone. Consumptions by the member and the tokens of their active holds count against it;
+    the check is made under the account lock, with the spend.
+    """
+
+    holder = models.ForeignKey(
+        holder_model_name(), on_delete=models.CASCADE, related_name="credit_spending_limits"
+    )
+    member = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    offer_group = models.ForeignKey(
+        OfferGroup, on_delete=models.CASCADE, related_name="spending_limits"
+    )
+    tokens = models.BigIntegerField(_("tokens per period"))
+    period = models.CharField(_("period"), max_length=16, default=Cycle.MONTHLY)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("spending limit")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["holder", "member", "offer_group"], name="spending_limit_unique"
+            ),
+            models.CheckConstraint(condition=Q(tokens__gt=0), name="spending_limit_positive"),
+        ]
+
+    def __str__(self):
+        return f"{self.member} · {self.offer_group_id}: {self.tokens}/{self.period}"

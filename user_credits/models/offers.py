@@ -4,6 +4,7 @@ from django.db import models, router
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from .. import money
 from ..exceptions import InvalidArgument
 
 currency_validator = RegexValidator(
@@ -50,6 +51,15 @@ KEY_IN_USE = _(
     "The key of a group with credit accounts cannot change: code and running processes refer "
     "to the group by it. Create a new group instead."
 )
+class Billing(models.TextChoices):
+    ONE_TIME = "one_time", _("one-time purchase")
+    RECURRING = "recurring", _("recurring (a subscription that renews)")
+
+
+class Rollover(models.TextChoices):
+    NONE = "none", _("none: unused tokens expire with their period")
+    ALL = "all", _("all unused tokens move to the next period")
+    CAPPED = "capped", _("unused tokens move to the next period, up to a cap")
 
 
 class OfferGroup(models.Model):
@@ -104,7 +114,11 @@ class Offer(models.Model):
         OfferGroup, on_delete=models.PROTECT, related_name="offers", verbose_name=_("offer group")
     )
     price = models.DecimalField(
-        _("price"), max_digits=12, decimal_places=2, validators=[MinValueValidator(0)]
+        _("price"),
+        max_digits=13,
+        decimal_places=money.STORED_DECIMALS,
+        validators=[MinValueValidator(0)],
+        help_text=_("In the currency's major unit, with at most the currency's decimals."),
     )
     currency = models.CharField(
         _("currency"), max_length=3, default="usd", validators=[currency_validator]
@@ -131,12 +145,44 @@ class Offer(models.Model):
         _("quantity limit"), null=True, blank=True, validators=[MinValueValidator(1)]
     )
     is_active = models.BooleanField(_("active"), default=True)
+    billing = models.CharField(
+        _("billing"), max_length=16, choices=Billing.choices, default=Billing.ONE_TIME
+    )
+    rollover = models.CharField(
+        _("rollover"),
+        max_length=16,
+        choices=Rollover.choices,
+        default=Rollover.NONE,
+        help_text=_("Recurring offers: what happens to a period's unused tokens at renewal."),
+    )
+    rollover_cap = models.PositiveIntegerField(
+        _("rollover cap"),
+        null=True,
+        blank=True,
+        help_text=_("Most tokens moved to the next period (required with a capped rollover)."),
+    )
+    stripe_price_id = models.CharField(
+        _("Stripe price"),
+        max_length=255,
+        blank=True,
+        help_text=_("price_… of a recurring offer, set by user_credits_sync_prices."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ("id",)
         constraints = [
             models.CheckConstraint(condition=Q(price__gte=0), name="offer_price_not_negative"),
+            models.CheckConstraint(
+                condition=(
+                    Q(rollover=Rollover.CAPPED, rollover_cap__isnull=False)
+                    | (~Q(rollover=Rollover.CAPPED) & Q(rollover_cap__isnull=True))
+                ),
+                name="offer_rollover_cap_only_with_capped",
+                violation_error_message=_(
+                    "Set a rollover cap exactly when the rollover is capped."
+                ),
+            ),
             models.CheckConstraint(
                 condition=Q(currency__regex=r"^[a-z]{3}$"), name="offer_currency_iso_lower"
             ),
@@ -149,6 +195,84 @@ class Offer(models.Model):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        super().clean()
+        errors = money.validation_errors({"price": self.price}, self.currency)
+        if (
+            self.pk
+            and "currency" not in errors
+            and self.currency
+            and self.prices.filter(currency=self.currency).exists()
+        ):
+            errors["currency"] = [
+                _("This offer also has a price in %(currency)s: remove it first.")
+                % {"currency": self.currency.upper()}
+            ]
+        if self.rollover == Rollover.CAPPED and self.rollover_cap is None:
+            errors["rollover_cap"] = [_("A capped rollover needs a cap (in tokens).")]
+        elif self.rollover != Rollover.CAPPED and self.rollover_cap is not None:
+            errors["rollover_cap"] = [_("Only a capped rollover takes a cap.")]
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def is_recurring(self) -> bool:
+        return self.billing == Billing.RECURRING
+
+    def price_in(self, currency: str):
+        """The price in ``currency``: the offer's own, or an ``OfferPrice``; else ``None``.
+
+        No conversion. Reads ``prices`` through the prefetch cache when there is one.
+        """
+        code = str(currency or "").lower()
+        if code == self.currency:
+            return self.price
+        return next((p.price for p in self.prices.all() if p.currency == code), None)
+
+
+class OfferPrice(models.Model):
+    """An offer's price in another currency; an order in that currency pays this price."""
+
+    offer = models.ForeignKey(
+        Offer, on_delete=models.CASCADE, related_name="prices", verbose_name=_("offer")
+    )
+    currency = models.CharField(_("currency"), max_length=3, validators=[currency_validator])
+    price = models.DecimalField(
+        _("price"),
+        max_digits=13,
+        decimal_places=money.STORED_DECIMALS,
+        validators=[MinValueValidator(0)],
+    )
+
+    class Meta:
+        ordering = ("offer", "currency")
+        verbose_name = _("price in another currency")
+        verbose_name_plural = _("prices in other currencies")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["offer", "currency"], name="offerprice_one_per_offer_currency"
+            ),
+            models.CheckConstraint(condition=Q(price__gte=0), name="offerprice_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[a-z]{3}$"), name="offerprice_currency_iso_lower"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.offer}: {self.price} {self.currency.upper()}"
+
+    def clean(self):
+        super().clean()
+        errors = money.validation_errors({"price": self.price}, self.currency)
+        offer = self.offer if self.offer_id else None
+        if offer is not None and self.currency and self.currency == offer.currency:
+            errors.setdefault("currency", []).append(
+                _("%(currency)s is the offer's own currency: set its price on the offer.")
+                % {"currency": self.currency.upper()}
+            )
+        if errors:
+            raise ValidationError(errors)
 
 
 class BundleItem(models.Model):

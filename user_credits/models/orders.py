@@ -3,6 +3,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from .. import money
+from ..holders import holder_model_name
 from .offers import Cycle, Offer, OfferGroup, currency_validator, custom_cycle_constraint
 
 
@@ -33,14 +35,22 @@ class OrderStatus(models.TextChoices):
 
 
 class Order(models.Model):
-    """A user's intention to buy an offer, then its record.
+    """A holder's intention to buy an offer (placed by a user), then its record.
 
     The snapshot fields copy the offer at creation; after payment only the status (and the
     refunded amount) changes.
     """
 
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="credit_orders"
+    holder = models.ForeignKey(
+        holder_model_name(), on_delete=models.PROTECT, related_name="credit_orders"
+    )
+    placed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text=_("The user who placed the order for the holder."),
     )
     offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="orders")
     parent = models.ForeignKey(
@@ -50,6 +60,14 @@ class Order(models.Model):
         blank=True,
         related_name="children",
         help_text=_("The bundle order that created this order."),
+    )
+    subscription = models.ForeignKey(
+        "user_credits.Subscription",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="orders",
+        help_text=_("The subscription this order is one paid period of."),
     )
     status = models.CharField(
         _("status"), max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING
@@ -61,9 +79,9 @@ class Order(models.Model):
     custom_cycle = models.PositiveIntegerField(null=True, blank=True)
     append_date = models.BooleanField(default=False)
     token_count = models.PositiveIntegerField(null=True, blank=True)
-    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
+    unit_price = models.DecimalField(max_digits=13, decimal_places=money.STORED_DECIMALS)
     quantity = models.PositiveIntegerField(default=1)
-    total = models.DecimalField(max_digits=14, decimal_places=2)
+    total = models.DecimalField(max_digits=15, decimal_places=money.STORED_DECIMALS)
     currency = models.CharField(max_length=3, validators=[currency_validator])
     bundle_items = models.JSONField(
         default=list, blank=True, help_text=_("Snapshot of the bundle's items at creation.")
@@ -71,7 +89,9 @@ class Order(models.Model):
     # Period, set when paid (or requested at creation).
     starts = models.DateTimeField(_("starts"), null=True, blank=True)
     expires = models.DateTimeField(_("expires"), null=True, blank=True)
-    amount_refunded = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    amount_refunded = models.DecimalField(
+        max_digits=15, decimal_places=money.STORED_DECIMALS, default=0
+    )
     payment_reference = models.CharField(
         _("payment reference"), max_length=255, blank=True, db_index=True
     )
@@ -82,8 +102,8 @@ class Order(models.Model):
         ordering = ("-created_at", "-id")
         indexes = [
             models.Index(
-                fields=["user", "offer_group", "status", "expires"],
-                name="order_user_group_status_idx",
+                fields=["holder", "offer_group", "status", "expires"],
+                name="order_holder_group_status_idx",
             ),
         ]
         constraints = [
@@ -100,10 +120,26 @@ class Order(models.Model):
                 condition=Q(currency__regex=r"^[a-z]{3}$"), name="order_currency_iso_lower"
             ),
             custom_cycle_constraint("order"),
+            models.UniqueConstraint(
+                fields=["subscription", "payment_reference"],
+                condition=Q(subscription__isnull=False),
+                name="order_one_per_subscription_payment",
+            ),
         ]
 
     def __str__(self):
         return f"#{self.pk} {self.name} × {self.quantity} ({self.get_status_display()})"
+
+    def clean(self):
+        super().clean()
+        money.clean_amounts(
+            {
+                "unit_price": self.unit_price,
+                "total": self.total,
+                "amount_refunded": self.amount_refunded,
+            },
+            self.currency,
+        )
 
 
 class OrderEvent(models.Model):

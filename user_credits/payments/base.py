@@ -19,3 +19,19 @@ class PaymentProvider:
 
     def start_payment(self, order, *, request=None) -> PaymentStart:
         raise NotImplementedError
+
+    def start_subscription(self, subscription, *, request=None) -> PaymentStart | None:
+        """Start the first payment of a paid subscription. The default (manual payments)
+        starts nothing: its periods are renewed by hand (``services.renew_subscription``)."""
+        return None
+
+    def cancel_subscription(self, subscription, *, at_period_end: bool) -> None:
+        """Tell the provider; the default has nothing to tell."""
+
+    def resume_subscription(self, subscription) -> None:
+        """Tell the provider that a cancel at period end is withdrawn."""
+
+    def sync_price(self, offer) -> str:
+        """Create or update the provider's price of a recurring offer; returns ``created``,
+        ``updated`` or ``unchanged``. The default (manual payments) has no prices."""
+        return "unchanged"

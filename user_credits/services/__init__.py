@@ -1,6 +1,7 @@
 """The public API: every write of the app goes through these functions.
 
-See DESIGN.md §4. ``user`` is a user instance or its primary key; ``offer_group`` an
+See DESIGN.md §4 and §6. ``holder`` is an instance of ``USER_CREDITS_HOLDER_MODEL`` (by
+default a user) or its primary key; ``member`` the user acting for the holder; ``offer_group`` an
 ``OfferGroup`` or its key. Other modules import from here, never the private names of the
 modules below.
 """
@@ -36,15 +37,39 @@ from .selectors import (
     get_user_credits,
     with_balances,
 )
+from .spending import remove_spending_limit, set_spending_limit
+from .subscriptions import (
+    InvoiceNotification,
+    SubscriptionNotification,
+    cancel_subscription,
+    change_offer,
+    invoice_failed,
+    invoice_paid,
+    invoice_prorated,
+    mark_past_due,
+    prorate_upgrade,
+    renew_subscription,
+    resume_subscription,
+    subscribe,
+    subscription_updated,
+    sync_prices,
+)
+from .verification import Problem, VerifyReport, verify_ledger
 
 __all__ = [
     "BalanceDetail",
     "Consumption",
     "ExpiryReport",
     "GroupCredits",
+    "InvoiceNotification",
     "LotCredits",
     "PaymentNotification",
+    "Problem",
+    "SubscriptionNotification",
+    "VerifyReport",
+    "cancel_subscription",
     "capture",
+    "change_offer",
     "consume",
     "create_order",
     "current_orders_q",
@@ -56,18 +81,31 @@ __all__ = [
     "grant",
     "held_tokens",
     "hold",
+    "invoice_failed",
+    "invoice_paid",
+    "invoice_prorated",
     "is_user_subscribed",
     "live_lots_q",
     "load_offers",
     "mark_failed",
     "mark_paid",
+    "mark_past_due",
     "payment_failed",
     "payment_pending",
     "payment_refunded",
     "payment_succeeded",
+    "prorate_upgrade",
     "record_payment_event",
     "refund",
     "release",
+    "renew_subscription",
+    "resume_subscription",
+    "remove_spending_limit",
+    "set_spending_limit",
     "start_payment",
+    "subscribe",
+    "subscription_updated",
+    "sync_prices",
+    "verify_ledger",
     "with_balances",
 ]

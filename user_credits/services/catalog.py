@@ -7,8 +7,9 @@ from typing import Any
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Value
 from django.utils import timezone
 
+from .. import money
 from ..models import BundleItem, Offer, Order, OrderStatus
-from .common import logger, user_pk
+from .common import holder_pk, logger
 
 
 def current_orders_q(now: datetime) -> Q:
@@ -16,10 +17,10 @@ def current_orders_q(now: datetime) -> Q:
     return Q(status__in=OrderStatus.active()) & (Q(expires__isnull=True) | Q(expires__gt=now))
 
 
-def _user_or_none(user):
-    if user is None or getattr(user, "is_anonymous", False):
+def _holder_or_none(holder):
+    if holder is None or getattr(holder, "is_anonymous", False):
         return None
-    return user_pk(user)
+    return holder_pk(holder)
 
 
 def offers_queryset() -> QuerySet:
@@ -29,6 +30,7 @@ def offers_queryset() -> QuerySet:
         .select_related("offer_group")
         .prefetch_related(
             "tags",
+            "prices",
             Prefetch(
                 "bundle_items",
                 queryset=BundleItem.objects.select_related(
@@ -39,21 +41,30 @@ def offers_queryset() -> QuerySet:
     )
 
 
-def load_offers(user: Any = None, env_tags: Iterable[str] | None = None) -> list[Offer]:
+def load_offers(
+    holder: Any = None, env_tags: Iterable[str] | None = None, *, currency: str | None = None
+) -> list[Offer]:
     """The offers ``user`` may buy, as DESIGN §3 "Offer loading" says.
 
     Regular offers (no ``unlocked_by``) plus the offers unlocked by a group in which the user
     has a paid, unexpired order, all carrying every one of ``env_tags``; for each
     ``overriding_key`` the heaviest unlocked offer replaces the regular offers with that key.
+    With ``currency``, only the offers that have a price in it (``Offer.price_in``) are kept:
+    an offer is never shown at a converted price. An unknown currency raises
+    ``InvalidArgument(field="currency")``.
     """
+    code = None
+    if currency is not None:
+        code = str(currency).strip().lower()
+        money.currency_decimals(code)
     tags = sorted({str(t) for t in (env_tags or []) if str(t)})
-    uid = _user_or_none(user)
+    uid = _holder_or_none(holder)
 
     has_unlockers = Exists(Offer.unlocked_by.through.objects.filter(offer_id=OuterRef("pk")))
     wanted = Q(has_unlockers=False)
     if uid is not None:
         now = timezone.now()
-        owned_groups = Order.objects.filter(current_orders_q(now), user_id=uid).values(
+        owned_groups = Order.objects.filter(current_orders_q(now), holder_id=uid).values(
             "offer_group_id"
         )
         unlocked = Exists(
@@ -77,7 +88,12 @@ def load_offers(user: Any = None, env_tags: Iterable[str] | None = None) -> list
     offers = list(
         offers_queryset().annotate(has_unlockers=has_unlockers, is_unlocked=unlocked).filter(wanted)
     )
-    return _merge(offers)
+    merged = _merge(offers)
+    if code is not None:
+        # After the merge: an unlocked offer replaces its twin even if only the twin has a
+        # price in this currency (the buyer sees what they would see in any currency).
+        merged = [offer for offer in merged if offer.price_in(code) is not None]
+    return merged
 
 
 def _merge(offers):
@@ -122,12 +138,12 @@ def _merge(offers):
     return result
 
 
-def is_user_subscribed(user: Any, offer: Offer | int) -> Order | None:
+def is_user_subscribed(holder: Any, offer: Offer | int) -> Order | None:
     """The user's current paid order for ``offer`` (the one ending last), or ``None``."""
     offer_id = offer.pk if isinstance(offer, Offer) else offer
     return (
         Order.objects.filter(
-            current_orders_q(timezone.now()), user_id=user_pk(user), offer_id=offer_id
+            current_orders_q(timezone.now()), holder_id=holder_pk(holder), offer_id=offer_id
         )
         .order_by(F("expires").desc(nulls_first=True), "-id")
         .first()

@@ -1,30 +1,61 @@
 """Argument resolution shared by the services, and after-commit signals."""
 
 import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import router, transaction
-from django.db.models import Exists, OuterRef
+from django.db import OperationalError, router, transaction
+from django.db.models import Exists, Model, OuterRef
 from django.dispatch import Signal
 
-from ..exceptions import InvalidArgument, InvalidCount, UnknownOfferGroup
+from ..exceptions import AccountBusy, InvalidArgument, InvalidCount, UnknownOfferGroup
+from ..holders import get_holder_model
 from ..models import LedgerEntry, OfferGroup
 
 logger = logging.getLogger("user_credits")
 
 
-def user_pk(user: Any, field: str = "user") -> Any:
-    """Accept a user instance or its primary key."""
-    if user is None:
+def holder_pk(holder: Any, field: str = "holder") -> Any:
+    """Accept a holder (an instance of ``USER_CREDITS_HOLDER_MODEL``; a user when holders are
+    users) or its primary key. An instance of another model raises ``InvalidArgument``."""
+    if holder is None:
         raise InvalidArgument(f"{field} is required.", field=field)
-    if isinstance(user, get_user_model()):
-        if user.pk is None:
-            raise InvalidArgument(f"{field} is not saved.", field=field)
-        return user.pk
-    if getattr(user, "is_anonymous", False):
+    if getattr(holder, "is_anonymous", False):
         raise InvalidArgument("An anonymous user has no credits.", field=field)
-    return user
+    if isinstance(holder, Model):
+        model = get_holder_model()
+        if not isinstance(holder, model):
+            raise InvalidArgument(
+                f"{field} must be a {model._meta.label} (USER_CREDITS_HOLDER_MODEL), "
+                f"not a {type(holder)._meta.label}.",
+                field=field,
+            )
+        if holder.pk is None:
+            raise InvalidArgument(f"{field} is not saved.", field=field)
+        return holder.pk
+    if isinstance(holder, bool) or not isinstance(holder, int | str | uuid.UUID):
+        raise InvalidArgument(f"{field} must be a holder or its primary key.", field=field)
+    return holder
+
+
+def member_pk(member: Any) -> Any:
+    """A member (a user acting for the holder) or its primary key; ``None`` stays ``None``."""
+    if member is None:
+        return None
+    if getattr(member, "is_anonymous", False):
+        raise InvalidArgument("An anonymous user cannot spend credits.", field="member")
+    if isinstance(member, Model):
+        if not isinstance(member, get_user_model()):
+            raise InvalidArgument("member must be a user.", field="member")
+        if member.pk is None:
+            raise InvalidArgument("member is not saved.", field="member")
+        return member.pk
+    if isinstance(member, bool) or not isinstance(member, int | str | uuid.UUID):
+        raise InvalidArgument("member must be a user or its primary key.", field="member")
+    return member
 
 
 #: ``(database alias, key) → id`` of the groups whose key can no longer mean another row.
@@ -98,3 +129,29 @@ def send_on_commit(signal: Signal, **kwargs: Any) -> None:
                 )
 
     transaction.on_commit(send)
+
+
+def acting_user(by: Any) -> dict:
+    """``{"by": pk, "by_name": str(user)}`` for the record of a manual write; ``{}`` if none."""
+    if by is None:
+        return {}
+    return {"by": by.pk, "by_name": str(by)}
+
+
+#: SQLSTATEs of a wait that ran out of time: lock_not_available (``lock_timeout``) and
+#: query_canceled (``statement_timeout``).
+WAIT_TIMEOUTS = frozenset({"55P03", "57014"})
+
+
+@contextmanager
+def waits_as_busy(what: str) -> Iterator[None]:
+    """Turn a lock or statement timeout while writing ``what`` (an account) into
+    ``AccountBusy``."""
+    try:
+        yield
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) not in WAIT_TIMEOUTS:
+            raise
+        raise AccountBusy(
+            f"{what} is busy; nothing was written. Retry with the same idempotency key."
+        ) from exc

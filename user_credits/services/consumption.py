@@ -17,9 +17,17 @@ from ..exceptions import IdempotencyConflict, InsufficientCredits
 from ..models import ConsumptionRecord, CreditAccount, EntryKind, LedgerEntry, OfferGroup
 from . import sql
 from .allocation import allocate
-from .common import clean_key, positive_int, resolve_group, send_on_commit, user_pk
+from .common import (
+    clean_key,
+    holder_pk,
+    positive_int,
+    resolve_group,
+    send_on_commit,
+    waits_as_busy,
+)
 from .ledger import LedgerWriter, active_lots, expire_due_lots, lock_account, save_lots
 from .reservations import release_expired_holds
+from .spending import authorize, check_limit, exceeded, period_starts
 
 
 @dataclass(frozen=True)
@@ -48,28 +56,35 @@ def conflict(key: str, first_count: int) -> IdempotencyConflict:
 
 
 def consume(
-    user: Any,
+    holder: Any,
     offer_group: OfferGroup | str,
     count: int,
     *,
     idempotency_key: str | None = None,
     metadata: dict | None = None,
+    member: Any = None,
 ) -> Consumption:
-    """Burn ``count`` tokens of the user's account in ``offer_group``, atomically.
+    """Burn ``count`` tokens of the holder's account in ``offer_group``, atomically.
 
     Due lots are expired first; tokens are then taken in burn order, one ledger entry per
     lot touched. Not enough tokens raises ``InsufficientCredits`` and writes nothing, unless
     overdraft is allowed for the group. A repeated ``idempotency_key`` returns the first result
     (``replayed=True``); the same key with another group or count raises
     ``IdempotencyConflict``.
+
+    ``member``: the user spending for the holder, recorded on the entries. ``CAN_SPEND``
+    refusing them raises ``SpendingNotAllowed``; their ``SpendingLimit`` in the group, if any,
+    raises ``SpendingLimitExceeded`` rather than let them spend past it this period.
     """
     count = positive_int(count)
     key = clean_key(idempotency_key)
-    uid = user_pk(user)
+    uid = holder_pk(holder)
     group = resolve_group(offer_group)
+    mid = authorize(member, holder)
     metadata = metadata or {}
     try:
-        return _consume(uid, group, count, key, metadata)
+        with waits_as_busy(f"The {group.key} account"):
+            return _consume(uid, group, count, key, metadata, mid)
     except IntegrityError:
         if key is None:
             raise
@@ -81,11 +96,11 @@ def consume(
         return replay
 
 
-def _consume(uid, group, count, key, metadata) -> Consumption:
+def _consume(uid, group, count, key, metadata, mid=None) -> Consumption:
     overdraft_allowed = app_settings.overdraft_allowed(group.key)
     connection = connections[router.db_for_write(CreditAccount)]
     if sql.fast_path(connection):
-        args = (connection, uid, group, count, key, metadata, overdraft_allowed)
+        args = (connection, uid, group, count, key, metadata, overdraft_allowed, mid)
         if connection.in_atomic_block:
             # A savepoint keeps the caller's transaction usable if the call fails.
             with transaction.atomic(using=connection.alias):
@@ -96,24 +111,29 @@ def _consume(uid, group, count, key, metadata) -> Consumption:
         if result is not None:
             return result
     with transaction.atomic(using=connection.alias):
-        return consume_portable(uid, group, count, key, metadata, overdraft_allowed)
+        return consume_portable(uid, group, count, key, metadata, overdraft_allowed, mid)
 
 
-def _consume_postgresql(connection, uid, group, count, key, metadata, overdraft_allowed):
+def _consume_postgresql(connection, uid, group, count, key, metadata, overdraft_allowed, mid):
     """One round trip; ``None`` leaves holds or a new overdraft account to the portable path."""
+    now = timezone.now()
     result = sql.consume(
         connection,
-        user_id=uid,
+        holder_id=uid,
         group_id=group.pk,
         count=count,
         key=key,
         metadata=metadata,
-        now=timezone.now(),
+        now=now,
         overdraft=overdraft_allowed,
+        member_id=mid,
+        period_starts=None if mid is None else period_starts(now),
     )
     status = result["status"]
     if status == "insufficient":
         raise insufficient(group, count, result["available"])
+    if status == "limit":
+        raise exceeded(group, result["limit"], result["spent"], count)
     if status == "conflict":
         raise conflict(key, result["count"])
     if status not in ("ok", "replay"):
@@ -124,7 +144,7 @@ def _consume_postgresql(connection, uid, group, count, key, metadata, overdraft_
     return _consumed(uid, group, count, result["balance"], entries)
 
 
-def consume_portable(uid, group, count, key, metadata, overdraft_allowed) -> Consumption:
+def consume_portable(uid, group, count, key, metadata, overdraft_allowed, mid=None) -> Consumption:
     """The ORM path, inside a transaction."""
     account = lock_account(uid, group, create=overdraft_allowed)
     if key is not None:
@@ -140,6 +160,7 @@ def consume_portable(uid, group, count, key, metadata, overdraft_allowed) -> Con
         lots = active_lots(account)
     writer = LedgerWriter(account, now)
     burnable, changed = expire_due_lots(writer, lots)
+    check_limit(account, mid, count, now)
     takes, shortfall = allocate(burnable, count)
     if shortfall and not overdraft_allowed:
         raise insufficient(group, count, count - shortfall)
@@ -147,16 +168,18 @@ def consume_portable(uid, group, count, key, metadata, overdraft_allowed) -> Con
     for lot, take in takes:
         lot.remaining -= take
         changed.append(lot)
-        writer.add(EntryKind.CONSUME, -take, lot_id=lot.pk, key=key, metadata=metadata)
+        writer.add(
+            EntryKind.CONSUME, -take, lot_id=lot.pk, key=key, metadata=metadata, member_id=mid
+        )
     if shortfall:
         account.overdraft += shortfall
-        writer.add(EntryKind.OVERDRAFT, -shortfall, key=key, metadata=metadata)
+        writer.add(EntryKind.OVERDRAFT, -shortfall, key=key, metadata=metadata, member_id=mid)
     save_lots(changed)
     writer.save()
     available = account.balance - sum(lot.held for lot in burnable)
     if key is not None:
         ConsumptionRecord.objects.create(
-            user_id=uid,
+            holder_id=uid,
             account=account,
             idempotency_key=key,
             count=count,
@@ -169,7 +192,7 @@ def find_replay(uid, key: str, group: OfferGroup, count: int) -> Consumption | N
     """The first result of a consumption with ``key``, or ``None``; a different request with
     the same key raises ``IdempotencyConflict``."""
     record = (
-        ConsumptionRecord.objects.filter(user_id=uid, idempotency_key=key)
+        ConsumptionRecord.objects.filter(holder_id=uid, idempotency_key=key)
         .select_related("account")
         .first()
     )

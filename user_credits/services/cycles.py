@@ -47,3 +47,33 @@ def cycle_end(
     # ZoneInfo resolves the new wall-clock time's own UTC offset; store it in UTC so that
     # comparisons never mix wall times of one zone across a DST change.
     return (local + step * quantity).astimezone(UTC)
+
+
+#: The periods a spending limit may have: the calendar cycles.
+LIMIT_PERIODS = tuple(_CALENDAR_STEPS)
+
+
+def period_start(now: datetime, period: str) -> datetime:
+    """The start of the calendar ``period`` containing ``now``, in the current time zone:
+    today's midnight, this week's Monday, the first day of this month, quarter, half or year.
+    Bi-weekly periods are pairs of weeks counted from Monday 1970-01-05."""
+    if period not in _CALENDAR_STEPS:
+        raise InvalidArgument(
+            f"Unknown period {period!r}; one of {', '.join(LIMIT_PERIODS)}.", field="period"
+        )
+    local = timezone.localtime(now)
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == Cycle.DAILY:
+        start = day
+    elif period in (Cycle.WEEKLY, Cycle.BI_WEEKLY):
+        start = day - timedelta(days=day.weekday())
+        if period == Cycle.BI_WEEKLY:
+            weeks = (start.date() - datetime(1970, 1, 5).date()).days // 7
+            start -= timedelta(weeks=weeks % 2)
+    else:
+        months = {Cycle.MONTHLY: 1, Cycle.TRIMESTER: 3, Cycle.SEMESTER: 6, Cycle.YEARLY: 12}
+        step = months[period]
+        start = day.replace(day=1, month=(day.month - 1) // step * step + 1)
+    # Rebuild the wall-clock time so its UTC offset is the one in force then (DST).
+    naive = start.replace(tzinfo=None)
+    return timezone.make_aware(naive, timezone.get_current_timezone()).astimezone(UTC)

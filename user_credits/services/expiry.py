@@ -1,7 +1,7 @@
 """The expiry sweep and the expiry / low-balance warnings, in bounded batches."""
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,8 +24,8 @@ from ..models import (
     OrderStatus,
 )
 from . import sql
-from .common import positive_int, resolve_group, send_on_commit, user_pk
-from .ledger import LedgerWriter, save_entries, save_lots
+from .common import holder_pk, positive_int, resolve_group, send_on_commit
+from .ledger import LedgerWriter, save_lots, save_writers
 from .reservations import release_expired_holds
 
 
@@ -43,12 +43,13 @@ class ExpiryReport:
     expiring_lots: int = 0
     released_holds: int = 0
     low_accounts: int = 0
+    renewed_subscriptions: int = 0
     dry_run: bool = False
 
 
 def _due_lots(now, user_id):
     lots = CreditLot.objects.filter(status=LotStatus.ACTIVE, remaining__gt=0, expires__lte=now)
-    return lots if user_id is None else lots.filter(account__user_id=user_id)
+    return lots if user_id is None else lots.filter(account__holder_id=user_id)
 
 
 def _as_timedelta(value):
@@ -78,6 +79,7 @@ def _thresholds(low):
 
 def expire_credits(
     *,
+    holder: Any = None,
     user: Any = None,
     now: datetime | None = None,
     warn_before: timedelta | int | float | None = None,
@@ -85,23 +87,27 @@ def expire_credits(
     batch_size: int | None = None,
     dry_run: bool = False,
     collect: bool = True,
+    progress: Callable[[ExpiryReport], None] | None = None,
 ) -> ExpiryReport:
     """Expire every due lot once, then send the expiry and low-balance warnings once.
 
     Each batch is one transaction: a crash leaves finished batches complete and the rest for
     the next run. Accounts are locked in id order, so concurrent sweeps (and consumptions)
     never expire a lot twice. ``dry_run`` does everything in a transaction that is rolled
-    back: the report is exact and nothing is written or signalled.
+    back: the report is exact and nothing is written or signalled. ``progress``, if given,
+    is called with the report after each batch (the command's progress display).
     """
     now = now or timezone.now()
     if batch_size is None:
         batch_size = app_settings.EXPIRE_BATCH_SIZE
     batch_size = positive_int(batch_size, "batch_size")
-    user_id = None if user is None else user_pk(user)
+    # ``user=`` is the name this argument had before holders.
+    holder = user if holder is None else holder
+    user_id = None if holder is None else holder_pk(holder)
     warn_before = _as_timedelta(warn_before)
     thresholds = _thresholds(low)
     report = ExpiryReport(dry_run=dry_run)
-    args = (report, now, user_id, batch_size, collect)
+    args = (report, now, user_id, batch_size, collect, progress or (lambda report: None))
     if dry_run:
         with transaction.atomic():
             _sweep(*args, warn_before, thresholds)
@@ -111,20 +117,24 @@ def expire_credits(
     return report
 
 
-def _sweep(report, now, user_id, batch_size, collect, warn_before, thresholds):
+def _sweep(report, now, user_id, batch_size, collect, progress, warn_before, thresholds):
+    # Free plans renew first, while the ending period's lot is alive (its rollover applies).
+    from .subscriptions import renew_due_subscriptions
+
+    report.renewed_subscriptions += renew_due_subscriptions(now, holder=user_id)
     while _release_holds_batch(report, now, user_id, batch_size):
-        pass
+        progress(report)
     while _expire_batch(report, now, user_id, batch_size, collect):
-        pass
+        progress(report)
     while _expire_orders_batch(report, now, user_id, batch_size):
-        pass
+        progress(report)
     if warn_before is not None:
         while _warn_expiring_batch(report, now, now + warn_before, user_id, batch_size):
-            pass
+            progress(report)
     for group, minimum in thresholds:
         _rearm_low(group, user_id)
         while _warn_low_batch(report, group, minimum, user_id, batch_size):
-            pass
+            progress(report)
 
 
 def _expire_batch(report, now, user_id, batch_size, collect) -> bool:
@@ -136,13 +146,13 @@ def _expire_batch(report, now, user_id, batch_size, collect) -> bool:
 
 
 def _expire_batch_postgresql(connection, report, now, user_id, batch_size, collect) -> bool:
-    rows = sql.expire_batch(connection, now=now, user_id=user_id, batch_size=batch_size)
+    rows = sql.expire_batch(connection, now=now, holder_id=user_id, batch_size=batch_size)
     if rows is None:
         return False
     for row in rows:
         send_on_commit(
             signals.credits_expired,
-            user_id=row["user"],
+            user_id=row["holder"],
             offer_group=row["group"],
             lot_ids=row["lots"],
             amount=row["amount"],
@@ -186,15 +196,13 @@ def expire_batch_portable(report, now, user_id, batch_size, collect) -> bool:
         expired_by_account[lot.account_id].append((lot.pk, lot.remaining))
         writers[lot.account_id].expire(lot)
     save_lots(lots)
-    touched = [writers[pk] for pk in expired_by_account]
-    save_entries(touched)
-    CreditAccount.objects.bulk_update([writer.account for writer in touched], ["balance"])
+    save_writers(writers.values())
     for pk, expired in expired_by_account.items():
         account = writers[pk].account
         amount = sum(tokens for _, tokens in expired)
         send_on_commit(
             signals.credits_expired,
-            user_id=account.user_id,
+            user_id=account.holder_id,
             offer_group=account.offer_group.key,
             lot_ids=[lot_id for lot_id, _ in expired],
             amount=amount,
@@ -211,7 +219,7 @@ def _release_holds_batch(report, now, user_id, batch_size) -> bool:
     with transaction.atomic():
         holds = Hold.objects.filter(status=HoldStatus.ACTIVE, expires_at__lte=now)
         if user_id is not None:
-            holds = holds.filter(user_id=user_id)
+            holds = holds.filter(holder_id=user_id)
         account_ids = sorted(set(holds.values_list("account_id", flat=True)[:batch_size]))
         if not account_ids:
             return False
@@ -227,7 +235,7 @@ def _expire_orders_batch(report, now, user_id, batch_size) -> bool:
     with transaction.atomic():
         due = Order.objects.filter(status__in=OrderStatus.active(), expires__lte=now)
         if user_id is not None:
-            due = due.filter(user_id=user_id)
+            due = due.filter(holder_id=user_id)
         ids = list(
             due.select_for_update(skip_locked=True)
             .order_by("pk")
@@ -256,7 +264,7 @@ def _warn_expiring_batch(report, now, horizon, user_id, batch_size) -> bool:
             expiry_warned_at__isnull=True,
         )
         if user_id is not None:
-            lots = lots.filter(account__user_id=user_id)
+            lots = lots.filter(account__holder_id=user_id)
         lots = list(
             lots.select_for_update(skip_locked=True, of=("self",))
             .select_related("account__offer_group")
@@ -269,7 +277,7 @@ def _warn_expiring_batch(report, now, horizon, user_id, batch_size) -> bool:
             lot.expiry_warned_at = now
             send_on_commit(
                 signals.credits_expiring,
-                user_id=lot.account.user_id,
+                user_id=lot.account.holder_id,
                 offer_group=lot.account.offer_group.key,
                 lot=lot,
             )
@@ -280,7 +288,7 @@ def _warn_expiring_batch(report, now, horizon, user_id, batch_size) -> bool:
 
 def _low_accounts(group, user_id):
     accounts = CreditAccount.objects.filter(offer_group=group)
-    return accounts if user_id is None else accounts.filter(user_id=user_id)
+    return accounts if user_id is None else accounts.filter(holder_id=user_id)
 
 
 def _rearm_low(group, user_id):
@@ -309,7 +317,7 @@ def _warn_low_batch(report, group, minimum, user_id, batch_size) -> bool:
             account.offer_group = group
             send_on_commit(
                 signals.credits_low,
-                user_id=account.user_id,
+                user_id=account.holder_id,
                 offer_group=group.key,
                 account=account,
                 balance=account.balance,

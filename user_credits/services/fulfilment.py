@@ -17,7 +17,7 @@ def chained_start(uid, group_id: int, now: datetime, *, exclude: int | None = No
     """
     latest = (
         Order.objects.filter(
-            user_id=uid, offer_group_id=group_id, status__in=OrderStatus.active(), expires__gt=now
+            holder_id=uid, offer_group_id=group_id, status__in=OrderStatus.active(), expires__gt=now
         )
         .exclude(pk=exclude)
         .aggregate(latest=Max("expires"))["latest"]
@@ -28,7 +28,7 @@ def chained_start(uid, group_id: int, now: datetime, *, exclude: int | None = No
 def grant_order(order: Order) -> None:
     """Set the order's period and grant its lots (and its bundle items' child orders)."""
     now = timezone.now()
-    uid = order.user_id
+    uid = order.holder_id
     items = order.bundle_items or []
     groups = {order.offer_group_id: order.offer_group}
     item_groups = {item["offer_group"] for item in items} - set(groups)
@@ -63,7 +63,7 @@ def _grant_bundle_item(order: Order, item: dict, account, now: datetime) -> None
     """A bundle item becomes a paid child order with its own lot; an item whose offer chains
     its dates does so in its own group, otherwise it shares the bundle order's period."""
     if item["append_date"]:
-        starts = chained_start(order.user_id, item["offer_group"], now)
+        starts = chained_start(order.holder_id, item["offer_group"], now)
         expires = cycle_end(
             starts, item["cycle"], quantity=order.quantity, custom_cycle=item["custom_cycle"]
         )
@@ -71,7 +71,7 @@ def _grant_bundle_item(order: Order, item: dict, account, now: datetime) -> None
         starts, expires = order.starts, order.expires
     quantity = item["quantity"] * order.quantity
     child = Order.objects.create(
-        user_id=order.user_id,
+        holder_id=order.holder_id,
         offer_id=item["offer"],
         parent=order,
         status=OrderStatus.PAID,

@@ -8,12 +8,12 @@ from django.utils import timezone
 
 from ..exceptions import InvalidArgument
 from ..models import CreditLot, LotCategory, OfferGroup
-from .common import positive_int, resolve_group, user_pk
+from .common import acting_user, holder_pk, positive_int, resolve_group
 from .ledger import add_lot, lock_account
 
 
 def grant(
-    user: Any,
+    holder: Any,
     offer_group: OfferGroup | str,
     tokens: int,
     *,
@@ -21,8 +21,12 @@ def grant(
     category: str = LotCategory.PROMOTIONAL,
     reason: str = "",
     priority: int = 50,
+    by: Any = None,
 ) -> CreditLot:
-    """Grant tokens by hand, with a reason in the ledger."""
+    """Grant tokens by hand, with a reason in the ledger.
+
+    ``by``: the user who granted them, recorded in the grant entry's metadata.
+    """
     tokens = positive_int(tokens, "tokens")
     if category not in LotCategory.values:
         raise InvalidArgument(
@@ -31,7 +35,7 @@ def grant(
     now = timezone.now()
     if expires is not None and expires <= now:
         raise InvalidArgument("expires must be in the future.", field="expires")
-    uid = user_pk(user)
+    uid = holder_pk(holder)
     group = resolve_group(offer_group)
     with transaction.atomic():
         account = lock_account(uid, group)
@@ -44,4 +48,5 @@ def grant(
             now=now,
             reason=reason,
             priority=priority,
+            metadata=acting_user(by),
         )

@@ -30,37 +30,49 @@ from ..models import (
     OfferGroup,
 )
 from .allocation import BURN_ORDER, allocate
-from .common import clean_key, positive_int, resolve_group, send_on_commit, user_pk
+from .common import (
+    clean_key,
+    holder_pk,
+    positive_int,
+    resolve_group,
+    send_on_commit,
+    waits_as_busy,
+)
 from .consumption import Consumption, insufficient
 from .ledger import LedgerWriter, active_lots, expire_due_lots, lock_account, save_lots
 from .reservations import free_lines, release_expired_holds
+from .spending import authorize, check_limit
 
 
 def hold(
-    user: Any,
+    holder: Any,
     offer_group: OfferGroup | str,
     count: int,
     *,
     ttl: timedelta | int | float | None = None,
     idempotency_key: str | None = None,
     metadata: dict | None = None,
+    member: Any = None,
 ) -> Hold:
     """Reserve ``count`` tokens (burn order, per lot) or raise ``InsufficientCredits``.
 
     ``ttl`` (a timedelta or seconds; default ``USER_CREDITS["HOLD_TTL"]``) bounds how long the
     reservation lives. The same ``idempotency_key`` returns the first hold (with
     ``hold.replayed`` true); with another group or count it raises ``IdempotencyConflict``.
+    ``member``: the user holding for the holder (as for ``consume``); the held tokens count
+    against their spending limit until the hold is settled.
     """
     count = positive_int(count)
     key = clean_key(idempotency_key)
     ttl = _ttl(ttl)
-    uid = user_pk(user)
+    uid = holder_pk(holder)
     group = resolve_group(offer_group)
-    with transaction.atomic():
+    mid = authorize(member, holder)
+    with waits_as_busy(f"The {group.key} account"), transaction.atomic():
         account = lock_account(uid, group, create=False)
         if key is not None:
             first = (
-                Hold.objects.filter(user_id=uid, idempotency_key=key)
+                Hold.objects.filter(holder_id=uid, idempotency_key=key)
                 .select_related("account")
                 .first()
             )
@@ -77,11 +89,13 @@ def hold(
         now = timezone.now()
         release_expired_holds(account, now)
         burnable = _burnable_lots(account, now)
+        check_limit(account, mid, count, now)
         takes, shortfall = allocate(burnable, count)
         if shortfall:
             raise insufficient(group, count, count - shortfall)
         new = Hold.objects.create(
-            user_id=uid,
+            holder_id=uid,
+            member_id=mid,
             account=account,
             count=count,
             expires_at=now + ttl,
@@ -101,23 +115,30 @@ def capture(
     *,
     metadata: dict | None = None,
     over: str = "consume",
+    member: Any = None,
 ) -> Consumption:
     """Consume up to the held tokens (default: all of them) and release the rest.
 
     Capturing more than is held consumes the extra through the normal path (``over=
     "consume"``, which may raise ``InsufficientCredits``) or raises ``InvalidArgument``
     (``over="raise"``). A second capture returns the first result; a released or expired hold
-    raises ``InvalidTransition``.
+    raises ``InvalidTransition``. The entries are the hold's ``member``'s (or ``member``'s, who
+    must be allowed to spend the holder's credits); tokens beyond the held ones count against
+    their spending limit.
     """
     if over not in ("consume", "raise"):
         raise InvalidArgument("over must be 'consume' or 'raise'.", field="over")
     if count is not None:
         count = positive_int(count)
-    with transaction.atomic():
+    with (
+        waits_as_busy(f"The account of hold #{getattr(hold, 'pk', hold)}"),
+        transaction.atomic(),
+    ):
         account, locked = _lock(hold)
+        mid = locked.member_id if member is None else authorize(member, locked.holder_id)
         now = timezone.now()
         if locked.status != HoldStatus.ACTIVE or locked.expires_at > now:
-            return _capture(account, locked, count, metadata or {}, over, now)
+            return _capture(account, locked, count, metadata or {}, over, now, mid)
         release_expired_holds(account, now)
     # Raised once the release is committed: a hold past its time stays released.
     raise _not_capturable(locked.pk, HoldStatus.EXPIRED)
@@ -127,7 +148,7 @@ def _not_capturable(pk, status) -> InvalidTransition:
     return InvalidTransition(f"Hold #{pk} is {status}; it cannot be captured.", field="hold")
 
 
-def _capture(account, hold, count, metadata, over, now) -> Consumption:
+def _capture(account, hold, count, metadata, over, now, mid=None) -> Consumption:
     key = f"hold:{hold.pk}"
     if hold.status == HoldStatus.CAPTURED:
         entries = list(
@@ -152,16 +173,27 @@ def _capture(account, hold, count, metadata, over, now) -> Consumption:
             held=F("held") - line.count, remaining=F("remaining") - take
         )
         if take:
-            writer.add(EntryKind.CONSUME, -take, lot_id=line.lot_id, key=key, metadata=metadata)
+            writer.add(
+                EntryKind.CONSUME,
+                -take,
+                lot_id=line.lot_id,
+                key=key,
+                metadata=metadata,
+                member_id=mid,
+            )
     left = wanted - sum(takes.values())
     if left:  # beyond what was held: the normal burn order, without other holds' tokens
+        # The member's limit: spent this period, their other holds, and the whole capture.
+        check_limit(account, mid, wanted, now, exclude_hold=hold.pk)
         fresh = CreditLot.objects.filter(pk__in=[lot.pk for lot in burnable]).order_by(*BURN_ORDER)
         extra, shortfall = allocate(fresh, left)
         if shortfall:
             raise insufficient(account.offer_group, left, left - shortfall)
         for lot, take in extra:
             CreditLot.objects.filter(pk=lot.pk).update(remaining=F("remaining") - take)
-            writer.add(EntryKind.CONSUME, -take, lot_id=lot.pk, key=key, metadata=metadata)
+            writer.add(
+                EntryKind.CONSUME, -take, lot_id=lot.pk, key=key, metadata=metadata, member_id=mid
+            )
     writer.save()
     available = account.balance - _held_on(account)
     hold.status, hold.captured, hold.settled_at = HoldStatus.CAPTURED, wanted, now
@@ -170,7 +202,7 @@ def _capture(account, hold, count, metadata, over, now) -> Consumption:
     if wanted:
         send_on_commit(
             signals.credits_consumed,
-            user_id=hold.user_id,
+            user_id=hold.holder_id,
             offer_group=account.offer_group.key,
             count=wanted,
             balance=available,

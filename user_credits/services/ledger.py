@@ -13,7 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from .. import signals
+from .. import chain, signals
 from ..models import CreditAccount, CreditLot, EntryKind, LedgerEntry, LotStatus, OfferGroup
 from .allocation import BURN_ORDER
 from .common import send_on_commit
@@ -25,14 +25,14 @@ from .reservations import drop_held_tokens
 def lock_account(user_id: Any, group: OfferGroup, *, create: bool = True) -> CreditAccount | None:
     """Lock (and with ``create`` make) the user's account in ``group``. Call inside atomic."""
     locked = CreditAccount.objects.select_for_update()
-    account = locked.filter(user_id=user_id, offer_group=group).first()
+    account = locked.filter(holder_id=user_id, offer_group=group).first()
     if account is None and create:
         try:
             with transaction.atomic():
                 # The new row stays locked by this transaction until it ends.
-                account = CreditAccount.objects.create(user_id=user_id, offer_group=group)
+                account = CreditAccount.objects.create(holder_id=user_id, offer_group=group)
         except IntegrityError:  # created meanwhile by another transaction: wait for it
-            account = locked.get(user_id=user_id, offer_group=group)
+            account = locked.get(holder_id=user_id, offer_group=group)
     if account is not None:
         account.offer_group = group
     return account
@@ -50,8 +50,9 @@ def lock_accounts(user_id: Any, groups: Iterable[OfferGroup]) -> dict[int, Credi
 class LedgerWriter:
     """The ledger entries of one locked account, built in order and saved together.
 
-    ``add`` moves ``account.balance`` by the entry's amount and stamps the entry with the
-    balance after it; ``save`` writes the entries and the account's balance and overdraft.
+    ``add`` moves ``account.balance`` by the entry's amount, stamps the entry with the balance
+    after it and links it to the account's hash chain (``seq``, ``digest``); ``save`` writes the
+    entries and the account's balance, overdraft and chain end.
     """
 
     def __init__(self, account: CreditAccount, now: datetime):
@@ -67,18 +68,24 @@ class LedgerWriter:
         lot_id: int | None = None,
         key: str | None = None,
         metadata: dict | None = None,
+        member_id: Any = None,
     ) -> LedgerEntry:
-        self.account.balance += amount
+        account = self.account
+        account.balance += amount
+        account.last_seq += 1
         entry = LedgerEntry(
-            account=self.account,
+            account=account,
             lot_id=lot_id,
             kind=kind,
             amount=amount,
-            balance_after=self.account.balance,
+            balance_after=account.balance,
             idempotency_key=key,
             metadata=metadata or {},
             created_at=self.now,
+            seq=account.last_seq,
+            member_id=member_id,
         )
+        entry.digest = account.last_digest = chain.link(account.last_digest, entry)
         self.entries.append(entry)
         return entry
 
@@ -91,16 +98,25 @@ class LedgerWriter:
         lot.remaining, lot.held, lot.status = 0, 0, LotStatus.EXPIRED
 
     def save(self) -> list[LedgerEntry]:
-        save_entries([self])
-        CreditAccount.objects.filter(pk=self.account.pk).update(
-            balance=self.account.balance, overdraft=self.account.overdraft
+        LedgerEntry.objects.bulk_create(self.entries)
+        account = self.account
+        CreditAccount.objects.filter(pk=account.pk).update(
+            **{field: getattr(account, field) for field in ACCOUNT_LEDGER_FIELDS}
         )
         return self.entries
 
 
-def save_entries(writers: Iterable[LedgerWriter]) -> None:
-    """Insert the entries of several writers in one statement (accounts saved by the caller)."""
+#: What a ledger write changes on its account.
+ACCOUNT_LEDGER_FIELDS = ("balance", "overdraft", "last_seq", "last_digest")
+
+
+def save_writers(writers: Iterable[LedgerWriter]) -> None:
+    """Save the entries and accounts of several writers, two statements in all."""
+    writers = [writer for writer in writers if writer.entries]
     LedgerEntry.objects.bulk_create([entry for writer in writers for entry in writer.entries])
+    CreditAccount.objects.bulk_update(
+        [writer.account for writer in writers], list(ACCOUNT_LEDGER_FIELDS)
+    )
 
 
 # --- lots ------------------------------------------------------------------------------------
@@ -160,8 +176,11 @@ def add_lot(
     order=None,
     reason: str = "",
     priority: int = 50,
+    metadata: dict | None = None,
 ) -> CreditLot:
-    """Grant ``tokens`` to a locked account; an outstanding overdraft is settled first."""
+    """Grant ``tokens`` to a locked account; an outstanding overdraft is settled first.
+
+    ``metadata`` is added to the grant entry's (e.g. who granted by hand)."""
     settled = min(account.overdraft, tokens)
     lot = CreditLot.objects.create(
         account=account,
@@ -175,7 +194,7 @@ def add_lot(
         reason=reason,
     )
     account.overdraft -= settled
-    metadata = {"order": order.pk} if order is not None else {}
+    metadata = {**(metadata or {}), **({"order": order.pk} if order is not None else {})}
     if reason:
         metadata["reason"] = reason
     if settled:
@@ -185,7 +204,7 @@ def add_lot(
     writer.save()
     send_on_commit(
         signals.credits_granted,
-        user_id=account.user_id,
+        user_id=account.holder_id,
         offer_group=account.offer_group.key,
         lot=lot,
     )

@@ -1,14 +1,15 @@
 """Orders: creation with a snapshot of the offer, payment and failure."""
 
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from .. import signals
-from ..exceptions import InvalidOrder, InvalidTransition, PaymentMismatch
+from .. import money, signals
+from ..exceptions import InvalidArgument, InvalidOrder, InvalidTransition, PaymentMismatch
+from ..holders import holder_is_user
 from ..models import (
     Offer,
     Order,
@@ -16,7 +17,7 @@ from ..models import (
     OrderStatus,
 )
 from .catalog import current_orders_q
-from .common import send_on_commit, user_pk
+from .common import acting_user, holder_pk, member_pk, send_on_commit
 from .fulfilment import grant_order
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def _check_unlocked(uid, offer, now):
         return
     owned = Order.objects.filter(
         current_orders_q(now),
-        user_id=uid,
+        holder_id=uid,
         offer_group_id__in=unlockers.values("offergroup_id"),
     )
     if not owned.exists():
@@ -72,20 +73,53 @@ def _snapshot_items(offer) -> list[dict]:
     return items
 
 
+def _price(offer, currency, quantity) -> tuple[str, Decimal, Decimal]:
+    """(currency, unit price, total) of an order, exact at the currency's decimals."""
+    code = offer.currency if currency is None else str(currency).strip().lower()
+    unit_price = offer.price_in(code)
+    if unit_price is None:
+        sold_in = ", ".join(
+            c.upper() for c in [offer.currency, *offer.prices.values_list("currency", flat=True)]
+        )
+        raise InvalidOrder(
+            f"{offer.name!r} has no price in {code.upper()} (sold in {sold_in}).", field="currency"
+        )
+    try:
+        unit_price = money.validate_amount(unit_price, code, "price")
+    except InvalidArgument as exc:
+        raise InvalidOrder(f"{offer.name!r}: {exc}", field="price") from None
+    total = money.validate_amount(unit_price * quantity, code, "total")
+    column = Order._meta.get_field("total")
+    if total.adjusted() >= column.max_digits - column.decimal_places:
+        raise InvalidOrder(
+            f"quantity {quantity} makes a total too large to store.", field="quantity"
+        )
+    return code, unit_price, total
+
+
 def create_order(
-    user: Any,
+    holder: Any,
     offer: Offer | int,
     *,
     quantity: int = 1,
     currency: str | None = None,
     starts: datetime | None = None,
+    placed_by: Any = None,
 ) -> Order:
     """Create a pending order for ``offer`` with a snapshot of it; a free order is paid at once.
 
-    Raises ``InvalidOrder`` (and writes nothing) for a bad quantity, a currency other than the
-    offer's, a start in the past, or an offer that is inactive or not unlocked for the user.
+    ``currency`` (default: the offer's) takes the offer's price in that currency, its own or an
+    ``OfferPrice``; there is no conversion. Raises ``InvalidOrder`` (and writes nothing) for a
+    bad quantity, a currency the offer has no price in, a price with more decimals than its
+    currency has, a start in the past, or an offer that is inactive or not unlocked for the user.
+
+    ``placed_by``: the user who placed the order for the holder (default: the holder, when
+    holders are users).
     """
-    uid = user_pk(user)
+    uid = holder_pk(holder)
+    placed_by_id = member_pk(placed_by) if placed_by is not None else None
+    if placed_by_id is None and holder_is_user():
+        placed_by_id = uid
     offer = _resolve_offer(offer)
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
         raise InvalidOrder(
@@ -96,11 +130,7 @@ def create_order(
             f"quantity {quantity} is over the limit of {offer.quantity_limit} for {offer.name!r}.",
             field="quantity",
         )
-    if currency is not None and str(currency).lower() != offer.currency:
-        raise InvalidOrder(
-            f"{offer.name!r} is sold in {offer.currency.upper()}, not {str(currency).upper()}.",
-            field="currency",
-        )
+    currency, unit_price, total = _price(offer, currency, quantity)
     now = timezone.now()
     if starts is not None:
         if timezone.is_naive(starts):
@@ -110,7 +140,8 @@ def create_order(
     _check_unlocked(uid, offer, now)
     with transaction.atomic():
         order = Order.objects.create(
-            user_id=uid,
+            holder_id=uid,
+            placed_by_id=placed_by_id,
             offer=offer,
             status=OrderStatus.PENDING,
             name=offer.name,
@@ -119,10 +150,10 @@ def create_order(
             custom_cycle=offer.custom_cycle,
             append_date=offer.append_date,
             token_count=offer.token_count,
-            unit_price=offer.price,
+            unit_price=unit_price,
             quantity=quantity,
-            total=offer.price * quantity,
-            currency=offer.currency,
+            total=total,
+            currency=currency,
             bundle_items=_snapshot_items(offer),
             starts=starts,
         )
@@ -159,11 +190,15 @@ def lock_order(order) -> Order:
     return Order.objects.select_for_update(of=("self",)).select_related("offer_group").get(pk=pk)
 
 
-def parse_money(value, name):
+def parse_money(value, name, currency=None):
+    """``value`` as an amount (exact in ``currency`` when given); ``PaymentMismatch`` naming
+    ``name`` if it is not one."""
     try:
-        return Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        raise PaymentMismatch(f"{name} {value!r} is not an amount.", field=name) from None
+        if currency is None:
+            return money.parse_amount(value, name)
+        return money.validate_amount(value, currency, name)
+    except InvalidArgument as exc:
+        raise PaymentMismatch(str(exc), field=exc.field) from None
 
 
 def mark_paid(
@@ -174,11 +209,14 @@ def mark_paid(
     reference: str = "",
     message: str = "",
     payload: dict | None = None,
+    by: Any = None,
 ) -> Order:
     """Record the payment of ``order`` and grant its tokens, exactly once.
 
     Calling it again on a paid order grants nothing. An ``amount`` or ``currency`` that differs
-    from the order's makes it ``inconsistent`` (with a history entry) and grants nothing.
+    from the order's makes it ``inconsistent`` (with a history entry) and grants nothing; an
+    ``amount`` with more decimals than its currency has raises ``PaymentMismatch``.
+    ``by``: the user who validated it by hand, recorded in the history.
     """
     with transaction.atomic():
         order = lock_order(order)
@@ -186,12 +224,14 @@ def mark_paid(
             return order
         if order.parent_id is not None:
             raise InvalidTransition("A bundle item order is paid through its bundle order.")
-        details = dict(payload or {})
+        details = {**(payload or {}), **acting_user(by)}
         if reference:
             details["reference"] = reference
         mismatch = []
         if amount is not None:
-            paid = parse_money(amount, "amount")
+            # Decimals are checked in the order's currency; another currency is a mismatch.
+            same = currency is None or str(currency).lower() == order.currency
+            paid = parse_money(amount, "amount", order.currency if same else None)
             details["amount"] = str(paid)
             if paid != order.total:
                 mismatch.append(f"amount {paid} instead of {order.total}")
@@ -236,8 +276,12 @@ def mark_failed(
     status: str = OrderStatus.REFUSED,
     message: str = "",
     payload: dict | None = None,
+    by: Any = None,
 ) -> Order:
-    """Record a refused or failed payment. A paid order stays paid (events arrive out of order)."""
+    """Record a refused or failed payment. A paid order stays paid (events arrive out of order).
+
+    ``by``: the user who marked it by hand, recorded in the history.
+    """
     if status not in (OrderStatus.REFUSED, OrderStatus.ERROR):
         raise InvalidTransition(
             f"mark_failed sets 'refused' or 'error', not {status!r}.", field="status"
@@ -250,7 +294,7 @@ def mark_failed(
             order,
             status,
             message=message or "Payment failed.",
-            payload=payload or {},
+            payload={**(payload or {}), **acting_user(by)},
             signal=signals.order_failed,
         )
 

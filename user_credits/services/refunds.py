@@ -1,16 +1,17 @@
 """Refunds: money back to the buyer, and the matching share of the order's tokens revoked."""
 
 from decimal import Decimal
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from .. import signals
+from .. import money, signals
 from ..exceptions import InvalidTransition, PaymentMismatch
 from ..models import CreditLot, EntryKind, LedgerEntry, LotStatus, Order, OrderStatus
-from .common import send_on_commit
-from .ledger import LedgerWriter, lock_accounts, save_entries
+from .common import acting_user, send_on_commit
+from .ledger import LedgerWriter, lock_accounts, save_writers
 from .orders import lock_order, parse_money, set_status
 from .reservations import drop_held_tokens
 
@@ -22,6 +23,7 @@ def refund(
     reference: str = "",
     payload: dict | None = None,
     total_refunded: Decimal | str | None = None,
+    by: Any = None,
 ) -> Order:
     """Refund ``amount`` of a paid order (default: all that is left) and revoke its tokens.
 
@@ -30,7 +32,8 @@ def refund(
     ``reference`` already seen (a provider's refund id) makes the call a no-op.
     ``total_refunded`` (instead of ``amount``) is the provider's cumulative refunded amount:
     only what exceeds the amount already refunded is refunded, so notifications can be
-    replayed and reordered.
+    replayed and reordered. An amount with more decimals than the order's currency has raises
+    ``PaymentMismatch`` naming it. ``by``: the user who refunded by hand, kept in the history.
     """
     with transaction.atomic():
         order = lock_order(order)
@@ -39,37 +42,25 @@ def refund(
         if total_refunded is not None:
             if amount is not None:
                 raise PaymentMismatch("Give amount or total_refunded, not both.")
-            amount = parse_money(total_refunded, "total_refunded") - order.amount_refunded
+            amount = (
+                parse_money(total_refunded, "total_refunded", order.currency)
+                - order.amount_refunded
+            )
             if amount <= 0 and order.status in OrderStatus.settled():
                 return order
-        if order.parent_id is not None:
-            raise InvalidTransition("Refund the bundle order, not one of its items.")
-        if order.status not in (OrderStatus.PAID, OrderStatus.PARTIAL, OrderStatus.EXPIRED):
-            raise InvalidTransition(
-                f"Order #{order.pk} is {order.status}; only a paid order can be refunded."
-            )
-        if order.total == 0:
-            raise InvalidTransition("A free order cannot be refunded.")
-        refundable = order.total - order.amount_refunded
-        amount = refundable if amount is None else parse_money(amount, "amount")
-        if amount <= 0 or amount > refundable:
-            raise PaymentMismatch(
-                f"Refund amount {amount} is out of range: {refundable} is left to refund."
-            )
-        refunded = order.amount_refunded + amount
+        amount = _refundable_amount(order, amount)
+        refunded = money.quantize(order.amount_refunded + amount, order.currency)
         full = refunded == order.total
         revoked = _revoke(order, refunded, full)
         order.amount_refunded = refunded
-        status = (
-            OrderStatus.REFUNDED
-            if full
-            else (
+        if full:
+            status = OrderStatus.REFUNDED
+            order.children.update(status=OrderStatus.REFUNDED)
+        else:  # an expired order stays expired; a paid one is now partly refunded
+            status = (
                 OrderStatus.EXPIRED if order.status == OrderStatus.EXPIRED else OrderStatus.PARTIAL
             )
-        )
-        if full:
-            order.children.update(status=OrderStatus.REFUNDED)
-        details = {**(payload or {}), "amount": str(amount), "revoked": revoked}
+        details = {**(payload or {}), **acting_user(by), "amount": str(amount), "revoked": revoked}
         if reference:
             details["refund_reference"] = reference
         set_status(
@@ -82,6 +73,28 @@ def refund(
         return order
 
 
+def _refundable_amount(order: Order, amount) -> Decimal:
+    """``amount`` (default: all that is left) checked against what the order can refund, at
+    the currency's decimals (exactly: the database never rounds)."""
+    if order.parent_id is not None:
+        raise InvalidTransition("Refund the bundle order, not one of its items.")
+    if order.status not in (OrderStatus.PAID, OrderStatus.PARTIAL, OrderStatus.EXPIRED):
+        raise InvalidTransition(
+            f"Order #{order.pk} is {order.status}; only a paid order can be refunded."
+        )
+    if order.total == 0:
+        raise InvalidTransition("A free order cannot be refunded.")
+    refundable = order.total - order.amount_refunded
+    amount = refundable if amount is None else parse_money(amount, "amount", order.currency)
+    if amount <= 0 or amount > refundable:
+        raise PaymentMismatch(
+            f"Refund amount {amount} is out of range: "
+            f"{money.quantize(refundable, order.currency)} is left to refund.",
+            field="amount",
+        )
+    return money.quantize(amount, order.currency)
+
+
 def _revoke(order, refunded, full) -> int:
     order_ids = [order.pk, *order.children.values_list("pk", flat=True)]
     lots = CreditLot.objects.filter(order_id__in=order_ids).order_by("id")
@@ -91,7 +104,7 @@ def _revoke(order, refunded, full) -> int:
     now = timezone.now()
     writers = {
         account.pk: LedgerWriter(account, now)
-        for account in lock_accounts(order.user_id, groups).values()
+        for account in lock_accounts(order.holder_id, groups).values()
     }
     already = dict(
         LedgerEntry.objects.filter(lot__order_id__in=order_ids, kind=EntryKind.REVOKE)
@@ -117,7 +130,5 @@ def _revoke(order, refunded, full) -> int:
                 EntryKind.REVOKE, -take, lot_id=lot.pk, metadata={"order": order.pk}
             )
         lot.save(update_fields=["remaining", "status", "held"])
-    save_entries(writers.values())
-    for writer in writers.values():
-        writer.account.save(update_fields=["balance"])
+    save_writers(writers.values())
     return revoked

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from ..models import CreditAccount, CreditLot, LedgerEntry, LotStatus, OfferGroup
 from .allocation import BURN_ORDER
-from .common import resolve_group, user_pk
+from .common import holder_pk, resolve_group
 from .ledger import live_lots_q
 
 
@@ -62,13 +62,13 @@ def _account_filter(offer_group: OfferGroup | str, prefix: str = "") -> dict:
     return {f"{prefix}offer_group__key": offer_group}
 
 
-def get_balance(user: Any, offer_group: OfferGroup | str, *, at: datetime | None = None) -> int:
+def get_balance(holder: Any, offer_group: OfferGroup | str, *, at: datetime | None = None) -> int:
     """Tokens the user can spend now in ``offer_group`` (one query): expired lots never count,
     tokens reserved by holds neither. With ``at``, the balance the ledger recorded at that
     instant (the last entry's ``balance_after``; held tokens included)."""
     if at is not None:
-        return _balance_at(user, offer_group, at)
-    return get_balance_detail(user, offer_group).available
+        return _balance_at(holder, offer_group, at)
+    return get_balance_detail(holder, offer_group).available
 
 
 def with_balances(accounts: QuerySet, now: datetime | None = None) -> QuerySet:
@@ -80,11 +80,11 @@ def with_balances(accounts: QuerySet, now: datetime | None = None) -> QuerySet:
     ).annotate(available=F("total") - F("held"))
 
 
-def get_balance_detail(user: Any, offer_group: OfferGroup | str) -> BalanceDetail:
+def get_balance_detail(holder: Any, offer_group: OfferGroup | str) -> BalanceDetail:
     """Available, held and total tokens of the user in ``offer_group`` (one query)."""
-    uid = user_pk(user)
+    uid = holder_pk(holder)
     row = (
-        with_balances(CreditAccount.objects.filter(user_id=uid, **_account_filter(offer_group)))
+        with_balances(CreditAccount.objects.filter(holder_id=uid, **_account_filter(offer_group)))
         .values_list("available", "held", "total")
         .first()
     )
@@ -95,11 +95,11 @@ def get_balance_detail(user: Any, offer_group: OfferGroup | str) -> BalanceDetai
     return BalanceDetail(available=available, held=held, total=total)
 
 
-def _balance_at(user, offer_group, at) -> int:
+def _balance_at(holder, offer_group, at) -> int:
     # The account as a scalar subquery, not a join: the entries are then read backwards from
     # ``at`` on the (account, created_at, id) index, one row whatever the ledger's length.
     account = CreditAccount.objects.filter(
-        user_id=user_pk(user), **_account_filter(offer_group)
+        holder_id=holder_pk(holder), **_account_filter(offer_group)
     ).values("pk")[:1]
     row = (
         LedgerEntry.objects.filter(account_id=Subquery(account), created_at__lte=at)
@@ -113,15 +113,15 @@ def _balance_at(user, offer_group, at) -> int:
     return row
 
 
-def get_user_credits(user: Any) -> list[GroupCredits]:
+def get_user_credits(holder: Any) -> list[GroupCredits]:
     """Per offer group: tokens, period and unexpired lots (two queries)."""
-    uid = user_pk(user)
+    uid = holder_pk(holder)
     now = timezone.now()
     # Spent lots of the current period are listed too (remaining 0).
     unexpired = Q(status=LotStatus.ACTIVE) & (Q(expires__isnull=True) | Q(expires__gt=now))
     lots = CreditLot.objects.filter(unexpired).order_by(*BURN_ORDER)
     accounts = (
-        CreditAccount.objects.filter(user_id=uid)
+        CreditAccount.objects.filter(holder_id=uid)
         .select_related("offer_group")
         .prefetch_related(Prefetch("lots", queryset=lots, to_attr="live_lots"))
         .order_by("offer_group__key")

@@ -1,14 +1,30 @@
+"""``manage.py user_credits_expire``: the cron job that expires lots and sends the warnings.
+
+Every argument is checked before any work: a typo in ``--low`` or ``--user`` is an error
+(exit 2) that lists what exists, and nothing is expired, rather than a run that skips part of
+its work.
+"""
+
 import json
 import re
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
+from ...conf import app_settings
 from ...exceptions import UserCreditsError
+from ...models import CreditLot, LotStatus, OfferGroup
 from ...services import expire_credits
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+#: At most this many names in an error message.
+LISTED = 20
+#: Exit code of a usage error (argparse's).
+USAGE = 2
 
 
 def duration(text):
@@ -23,6 +39,59 @@ def threshold(text):
     if not sep or not group or not minimum.isdigit():
         raise ValueError(f"{text!r} is not GROUP=MIN (e.g. calls=10)")
     return group, int(minimum)
+
+
+def positive(text):
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def to_second(moment):
+    """``moment`` in the current time zone, rounded to the second."""
+    return (timezone.localtime(moment) + timedelta(microseconds=500_000)).replace(microsecond=0)
+
+
+def listing(names, total=None):
+    total = len(names) if total is None else total
+    shown = ", ".join(names[:LISTED])
+    return shown + (f" … ({total - LISTED} more)" if total > LISTED else "")
+
+
+class Progress:
+    """Lots expired so far: a bar redrawn in place on a terminal, otherwise a line at each
+    tenth of the due lots (cron mail and log files stay short)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream, total):
+        self.stream, self.total = stream, total
+        self.tty = stream.isatty()
+        self.done = self.tenths = 0
+        self.drawn = False
+        if not self.tty:
+            stream.write(f"{total:,} due lot(s) to expire.")
+
+    def __call__(self, report):
+        done = min(report.expired_lots, self.total)
+        if done == self.done:  # a batch of holds, orders or warnings
+            return
+        self.done = done
+        if self.tty:
+            filled = self.WIDTH * done // self.total
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            self.stream.write(
+                f"\r[{bar}] {done:,}/{self.total:,} lots {100 * done // self.total}%", ending=""
+            )
+            self.stream.flush()
+            self.drawn = True
+        elif 10 * done // self.total > self.tenths:
+            self.tenths = 10 * done // self.total
+            self.stream.write(f"{done:,}/{self.total:,} lots expired ({10 * self.tenths}%).")
+
+    def close(self):
+        if self.drawn:
+            self.stream.write("")
 
 
 class Command(BaseCommand):
@@ -45,37 +114,123 @@ class Command(BaseCommand):
             action="append",
             default=[],
             metavar="GROUP=MIN",
-            help="Warn about accounts of GROUP holding MIN tokens or fewer (repeatable).",
+            help="Warn about accounts of offer group GROUP (its key) holding MIN tokens or "
+            "fewer (repeatable).",
         )
-        parser.add_argument("--user", help="Only this user's lots (primary key).")
-        parser.add_argument("--batch-size", type=int, help="Rows per transaction.")
+        parser.add_argument(
+            "--user",
+            metavar="USER",
+            help="Only this user's lots and accounts: a primary key, else a username.",
+        )
+        parser.add_argument(
+            "--batch-size", type=positive, metavar="N", help="Rows per transaction."
+        )
         parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
 
     def handle(self, *args, **options):
+        user = self.find_user(options["user"]) if options["user"] is not None else None
+        low = self.check_groups(options["low"])
+        batch_size = options["batch_size"] or app_settings.EXPIRE_BATCH_SIZE
+        now = timezone.now()
+        progress = None
+        if options["verbosity"] >= 1:
+            due = CreditLot.objects.filter(
+                status=LotStatus.ACTIVE, remaining__gt=0, expires__lte=now
+            )
+            if user is not None:
+                due = due.filter(account__holder=user)
+            total = due.count()
+            if total > batch_size:  # more than one batch: show how far it is
+                progress = Progress(self.stderr, total)
         try:
             report = expire_credits(
-                user=options["user"],
+                holder=user,
+                now=now,
                 warn_before=options["warn_before"],
-                low=options["low"],
-                batch_size=options["batch_size"],
+                low=low,
+                batch_size=batch_size,
                 dry_run=options["dry_run"],
                 collect=False,
+                progress=progress,
             )
         except (UserCreditsError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+        finally:
+            if progress is not None:
+                progress.close()
+        self.report(report, as_json=options["json"])
+
+    def find_user(self, value):
+        """A user by primary key, else by username (the user model's natural key)."""
+        User = get_user_model()
+        users = User._default_manager
+        try:
+            return users.get(pk=value)
+        except (User.DoesNotExist, ValueError, ValidationError):
+            pass
+        try:
+            return users.get_by_natural_key(value)
+        except User.DoesNotExist:
+            pass
+        field = User.USERNAME_FIELD
+        total = users.count()
+        if total <= LISTED:
+            names = list(users.order_by(field).values_list(field, flat=True))
+            known = f"Users: {listing(names)}." if names else "There are no users."
+        else:
+            close = list(
+                users.filter(**{f"{field}__icontains": value})
+                .order_by(field)
+                .values_list(field, flat=True)[:LISTED]
+            )
+            known = f"{total:,} users; " + (
+                f"{field}s containing {value!r}: {listing(close)}."
+                if close
+                else f"no {field} contains {value!r}."
+            )
+        raise CommandError(
+            f"--user {value}: no user has this primary key or {field}. {known}",
+            returncode=USAGE,
+        )
+
+    def check_groups(self, low):
+        keys = {group for group, _ in low}
+        known = set(OfferGroup.objects.filter(key__in=keys).values_list("key", flat=True))
+        unknown = sorted(keys - known)
+        if unknown:
+            names = list(OfferGroup.objects.order_by("key").values_list("key", flat=True))
+            existing = (
+                f"Offer groups: {listing(names)}." if names else "There are no offer groups yet."
+            )
+            raise CommandError(
+                f"--low: unknown offer group(s) {', '.join(unknown)}; nothing was done. {existing}",
+                returncode=USAGE,
+            )
+        return low
+
+    def report(self, report, *, as_json):
+        User = get_user_model()
+        user_ids = {lot.account.holder_id for lot in report.expiring} | {
+            account.holder_id for account in report.low
+        }
+        names = dict(
+            User._default_manager.filter(pk__in=user_ids).values_list("pk", User.USERNAME_FIELD)
+        )
         expiring = [
             {
-                "user": lot.account.user_id,
+                "user": names.get(lot.account.holder_id),
+                "user_id": lot.account.holder_id,
                 "offer_group": lot.account.offer_group.key,
                 "lot": lot.pk,
                 "remaining": lot.remaining,
-                "expires": lot.expires.isoformat(),
+                "expires": to_second(lot.expires).isoformat(),
             }
             for lot in report.expiring
         ]
         low = [
             {
-                "user": account.user_id,
+                "user": names.get(account.holder_id),
+                "user_id": account.holder_id,
                 "offer_group": account.offer_group.key,
                 "balance": account.balance,
                 "minimum": account.low_warned_threshold,
@@ -92,7 +247,7 @@ class Command(BaseCommand):
             "expiring": expiring,
             "low": low,
         }
-        if options["json"]:
+        if as_json:
             self.stdout.write(json.dumps(summary))
             return
         prefix = "Would expire" if report.dry_run else "Expired"
@@ -107,7 +262,7 @@ class Command(BaseCommand):
         for item in expiring:
             self.stdout.write(
                 "  expiring: user {user} {offer_group}: {remaining} token(s) of lot {lot} "
-                "on {expires}".format(**item)
+                "on {when}".format(**item, when=item["expires"].replace("T", " "))
             )
         for item in low:
             self.stdout.write(

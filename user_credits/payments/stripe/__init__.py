@@ -4,6 +4,6 @@
 inbound events into payment notifications for the services.
 """
 
-from .provider import ORDER_KEY, StripeProvider, from_minor, to_minor
+from .provider import ORDER_KEY, SUBSCRIPTION_KEY, StripeProvider, from_minor, to_minor
 
-__all__ = ["ORDER_KEY", "StripeProvider", "from_minor", "to_minor"]
+__all__ = ["ORDER_KEY", "SUBSCRIPTION_KEY", "StripeProvider", "from_minor", "to_minor"]

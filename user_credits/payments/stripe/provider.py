@@ -1,11 +1,11 @@
 """Outbound calls to Stripe: start the payment of an order.
 
 Starting a payment creates a PaymentIntent (its client secret is returned) or a Checkout
-Session (its URL), with the order id in ``metadata`` (``ORDER_KEY``).
+Session (its URL), with the order id in ``metadata`` (``ORDER_KEY``), in the order's currency
+and amount converted to Stripe's minor units by ``user_credits.money``.
 """
 
 import logging
-from decimal import Decimal
 
 import stripe
 from djstripe.models import Customer
@@ -14,33 +14,17 @@ from djstripe.settings import djstripe_settings
 from ... import services
 from ...conf import app_settings
 from ...exceptions import PaymentProviderError
+from ...money import from_minor, to_minor
 from ..base import PaymentProvider, PaymentStart
 
 logger = logging.getLogger("user_credits.payments")
 
 #: The metadata key carrying our order id on PaymentIntents and Checkout Sessions.
 ORDER_KEY = "user_credits_order"
+#: The metadata key carrying our subscription id on Stripe subscriptions and Checkout Sessions.
+SUBSCRIPTION_KEY = "user_credits_subscription"
 
-# Stripe's currencies whose amounts have no minor unit, and those with three decimals.
-ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
-THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
-
-
-def minor_units(currency: str) -> int:
-    currency = currency.lower()
-    return 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
-
-
-def to_minor(amount: Decimal, currency: str) -> int:
-    """``Decimal("12.34")`` usd → ``1234``; jpy is not multiplied, kwd by 1000."""
-    scaled = Decimal(amount).scaleb(minor_units(currency))
-    if scaled != scaled.to_integral_value():
-        raise PaymentProviderError(f"{amount} {currency.upper()} has more decimals than allowed.")
-    return int(scaled)
-
-
-def from_minor(amount: int, currency: str) -> Decimal:
-    return Decimal(int(amount)).scaleb(-minor_units(currency))
+__all__ = ["ORDER_KEY", "SUBSCRIPTION_KEY", "StripeProvider", "from_minor", "to_minor"]
 
 
 class StripeProvider(PaymentProvider):
@@ -52,7 +36,7 @@ class StripeProvider(PaymentProvider):
         api_key = djstripe_settings.get_default_api_key(livemode=livemode)
         metadata = {ORDER_KEY: str(order.pk)}
         try:
-            customer, _ = Customer.get_or_create(subscriber=order.user, livemode=livemode)
+            customer, _ = Customer.get_or_create(subscriber=order.holder, livemode=livemode)
             if app_settings.STRIPE_FLOW == "payment_intent":
                 intent = stripe.PaymentIntent.create(
                     api_key=api_key,
@@ -103,3 +87,98 @@ class StripeProvider(PaymentProvider):
             reference=start.reference,
         )
         return start
+
+    # --- subscriptions ---------------------------------------------------------------------
+
+    def start_subscription(self, subscription, *, request=None) -> PaymentStart:
+        """A Stripe subscription to the offer's synced Price: a Checkout Session in
+        ``mode=subscription`` (its URL) or, with ``STRIPE_FLOW = "payment_intent"``, the
+        Subscriptions API (the first invoice's client secret). Our id is in the metadata."""
+        offer = subscription.offer
+        if not offer.stripe_price_id:
+            raise PaymentProviderError(
+                f"{offer.name!r} has no Stripe price: run manage.py user_credits_sync_prices."
+            )
+        livemode = djstripe_settings.STRIPE_LIVE_MODE
+        api_key = djstripe_settings.get_default_api_key(livemode=livemode)
+        metadata = {SUBSCRIPTION_KEY: str(subscription.pk)}
+        item = {"price": offer.stripe_price_id, "quantity": subscription.quantity}
+        try:
+            customer, _ = Customer.get_or_create(subscriber=subscription.holder, livemode=livemode)
+            if app_settings.STRIPE_FLOW == "payment_intent":
+                created = stripe.Subscription.create(
+                    api_key=api_key,
+                    customer=customer.id,
+                    items=[item],
+                    metadata=metadata,
+                    payment_behavior="default_incomplete",
+                    expand=["latest_invoice.payment_intent"],
+                )
+                invoice = created.get("latest_invoice")
+                intent = invoice.get("payment_intent") if hasattr(invoice, "get") else None
+                secret = intent.get("client_secret") if hasattr(intent, "get") else ""
+                start = PaymentStart(
+                    provider=self.name, reference=created["id"], client_secret=secret or ""
+                )
+                reference = created["id"]
+            else:
+                urls = {"order_id": "", "subscription_id": subscription.pk}
+                session = stripe.checkout.Session.create(
+                    api_key=api_key,
+                    mode="subscription",
+                    customer=customer.id,
+                    metadata=metadata,
+                    subscription_data={"metadata": metadata},
+                    line_items=[item],
+                    success_url=app_settings.CHECKOUT_SUCCESS_URL.format_map(_Blank(urls)),
+                    cancel_url=app_settings.CHECKOUT_CANCEL_URL.format_map(_Blank(urls)),
+                )
+                start = PaymentStart(
+                    provider=self.name, reference=session["id"], redirect_url=session["url"]
+                )
+                reference = ""
+        except stripe.StripeError as exc:
+            logger.warning("Stripe refused subscription %s: %s", subscription.pk, exc)
+            raise PaymentProviderError(
+                f"Stripe refused the subscription: {exc.user_message or exc}"
+            ) from exc
+        if reference:
+            type(subscription).objects.filter(pk=subscription.pk, reference="").update(
+                reference=reference
+            )
+            subscription.reference = reference
+        return start
+
+    def cancel_subscription(self, subscription, *, at_period_end: bool) -> None:
+        api_key = djstripe_settings.get_default_api_key(livemode=djstripe_settings.STRIPE_LIVE_MODE)
+        try:
+            if at_period_end:
+                stripe.Subscription.modify(
+                    subscription.reference, api_key=api_key, cancel_at_period_end=True
+                )
+            else:
+                stripe.Subscription.cancel(subscription.reference, api_key=api_key)
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(f"Stripe refused the cancel: {exc}") from exc
+
+    def resume_subscription(self, subscription) -> None:
+        api_key = djstripe_settings.get_default_api_key(livemode=djstripe_settings.STRIPE_LIVE_MODE)
+        try:
+            stripe.Subscription.modify(
+                subscription.reference, api_key=api_key, cancel_at_period_end=False
+            )
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(f"Stripe refused to resume: {exc}") from exc
+
+    def sync_price(self, offer) -> str:
+        from .prices import sync_offer
+
+        return sync_offer(offer)
+
+
+class _Blank(dict):
+    """``str.format_map`` values where a missing name is blank (a subscription's success URL
+    has no order id)."""
+
+    def __missing__(self, key):
+        return ""

@@ -13,7 +13,12 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ...conf import app_settings
 from ...models import LedgerEntry
-from .functions import consume_function_sql, expire_batch_function_sql
+from .functions import (
+    OBSOLETE_FUNCTIONS_SQL,
+    chain_functions_sql,
+    consume_function_sql,
+    expire_batch_function_sql,
+)
 
 
 def install(using: str = "default", **kwargs: Any) -> None:
@@ -23,8 +28,10 @@ def install(using: str = "default", **kwargs: Any) -> None:
     connection = connections[using]
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(consume_function_sql())
-            cursor.execute(expire_batch_function_sql())
+            cursor.execute(OBSOLETE_FUNCTIONS_SQL)
+            cursor.execute(chain_functions_sql())
+            cursor.execute(consume_function_sql(connection))
+            cursor.execute(expire_batch_function_sql(connection))
 
 
 def fast_path(connection: BaseDatabaseWrapper) -> bool:
@@ -48,29 +55,42 @@ def entries_from_json(rows: list[dict], using: str) -> list[LedgerEntry]:
 
 
 def expire_batch(
-    connection: BaseDatabaseWrapper, *, now: datetime, user_id: Any, batch_size: int
+    connection: BaseDatabaseWrapper, *, now: datetime, holder_id: Any, batch_size: int
 ) -> list[dict] | None:
     """Expire one batch; ``None`` once nothing is due."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT user_credits_expire_batch(%s, %s, %s)", [now, user_id, batch_size])
+        cursor.execute("SELECT user_credits_expire_batch(%s, %s, %s)", [now, holder_id, batch_size])
         return _json(cursor.fetchone()[0])
 
 
 def consume(
     connection: BaseDatabaseWrapper,
     *,
-    user_id: Any,
+    holder_id: Any,
     group_id: int,
     count: int,
     key: str | None,
     metadata: dict,
     now: datetime,
     overdraft: bool,
+    member_id: Any = None,
+    period_starts: dict | None = None,
 ) -> dict:
     """Call ``user_credits_consume``; its statuses are listed in ``functions``."""
+    starts = None if period_starts is None else json.dumps(period_starts)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT user_credits_consume(%s, %s, %s, %s, %s::jsonb, %s, %s)",
-            [user_id, group_id, count, key, json.dumps(metadata), now, overdraft],
+            "SELECT user_credits_consume(%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s::jsonb)",
+            [
+                holder_id,
+                group_id,
+                count,
+                key,
+                json.dumps(metadata),
+                now,
+                overdraft,
+                member_id,
+                starts,
+            ],
         )
         return _json(cursor.fetchone()[0])

@@ -5,10 +5,14 @@ burn order from ``allocation.BURN_ORDER_FIELDS``: nothing here restates a rule b
 differential test (``tests/test_differential.py``) runs the same operations through these
 functions and through the portable path and compares every row.
 
-``user_credits_consume(holder, group, count, key, metadata, now, overdraft)`` does what
+``user_credits_consume(holder, group, count, key, metadata, now, overdraft, member,
+period_starts)`` does what
 ``consumption.consume_portable`` does, in the same order and under the same account lock:
 expire the account's due lots, take tokens in burn order (one ledger entry per lot), record an
-overdraft when allowed, update the account and the idempotency record. Each statement inside
+overdraft when allowed, update the account and the idempotency record. With a ``member``, it
+first reads the member's spending limit in the group and what they spent in its period
+(``period_starts`` maps each period to its start, from ``cycles.period_start``), as
+``spending.check_limit`` does. Each statement inside
 takes a fresh snapshot (READ COMMITTED), so what it reads after the lock is current. It
 returns a JSON object whose ``status`` is one of:
 
@@ -17,6 +21,8 @@ returns a JSON object whose ``status`` is one of:
   ``entries`` of the first consumption, nothing written;
 - ``conflict``: the key was used for another group or count (``count``), nothing written;
 - ``insufficient``: not enough tokens (``available``), nothing written;
+- ``limit``: the member's spending limit would be exceeded (``limit``, ``spent``), nothing
+  written;
 - ``holds``: the account has tokens reserved by holds, nothing written: the portable path
   handles it (holds are rare on a hot path; their lines are per lot);
 - ``no_account``: no account yet and overdraft allowed: the portable path creates it.
@@ -25,9 +31,10 @@ returns a JSON object whose ``status`` is one of:
 does for one batch: lock the accounts of the next due lots in id order, then (a fresh
 snapshot, under the locks) empty their due lots, lower the balances and write one ``expire``
 entry per lot, set-based. It returns ``NULL`` once nothing is due, else one JSON object per
-account: ``account``, ``user``, ``group`` (key), ``lots`` (ids) and ``amount``.
+account: ``account``, ``holder``, ``group`` (key), ``lots`` (ids) and ``amount``.
 """
 
+from ... import chain
 from ...models import (
     ConsumptionRecord,
     CreditAccount,
@@ -39,6 +46,7 @@ from ...models import (
     LedgerEntry,
     LotStatus,
     OfferGroup,
+    SpendingLimit,
 )
 from ..allocation import burn_order_sql
 
@@ -57,6 +65,7 @@ def _names() -> dict[str, str]:
         "hold": Hold._meta.db_table,
         "holdline": HoldLine._meta.db_table,
         "group": OfferGroup._meta.db_table,
+        "limit": SpendingLimit._meta.db_table,
         "burn_order": burn_order_sql(literal),
         "active": literal(LotStatus.ACTIVE),
         "lot_expired": literal(LotStatus.EXPIRED),
@@ -69,10 +78,13 @@ def _names() -> dict[str, str]:
 
 CONSUME_TEMPLATE = r"""
 CREATE OR REPLACE FUNCTION user_credits_consume(
-    p_user_id bigint, p_group_id bigint, p_count bigint, p_key text, p_metadata jsonb,
-    p_now timestamptz, p_overdraft boolean
+    p_holder_id {holder_type}, p_group_id bigint, p_count bigint, p_key text, p_metadata jsonb,
+    p_now timestamptz, p_overdraft boolean, p_member {member_type}, p_period_starts jsonb
 ) RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
+    v_limit bigint;
+    v_period text;
+    v_spent bigint;
     v_account bigint;
     v_balance bigint;
     v_overdraft bigint;
@@ -87,11 +99,14 @@ DECLARE
     v_entries jsonb := '[]'::jsonb;
     v_first {record}%ROWTYPE;
     v_first_group bigint;
+    v_seq bigint;
+    v_digest text;
     i int;
 BEGIN
-    SELECT a.id, a.balance, a.overdraft INTO v_account, v_balance, v_overdraft
+    SELECT a.id, a.balance, a.overdraft, a.last_seq, a.last_digest
+      INTO v_account, v_balance, v_overdraft, v_seq, v_digest
       FROM {account} a
-     WHERE a.user_id = p_user_id AND a.offer_group_id = p_group_id
+     WHERE a.holder_id = p_holder_id AND a.offer_group_id = p_group_id
        FOR UPDATE;
 
     IF p_key IS NOT NULL THEN
@@ -99,7 +114,7 @@ BEGIN
         -- seen. One committed for another account of the holder meanwhile makes the insert
         -- below fail on the unique index; the caller then asks again.
         SELECT r.* INTO v_first FROM {record} r
-         WHERE r.user_id = p_user_id AND r.idempotency_key = p_key;
+         WHERE r.holder_id = p_holder_id AND r.idempotency_key = p_key;
         IF FOUND THEN
             SELECT offer_group_id INTO v_first_group FROM {account}
              WHERE id = v_first.account_id;
@@ -135,6 +150,22 @@ BEGIN
         RETURN jsonb_build_object('status', 'holds');
     END IF;
 
+    -- The member's limit: what they spent this period, under the account lock. (No lot is
+    -- held here, so none of their holds reserves a token.)
+    IF p_member IS NOT NULL THEN
+        SELECT tokens, period INTO v_limit, v_period FROM {limit}
+         WHERE holder_id = p_holder_id AND member_id = p_member AND offer_group_id = p_group_id;
+        IF FOUND THEN
+            SELECT coalesce(-sum(amount), 0) INTO v_spent FROM {entry}
+             WHERE account_id = v_account AND member_id = p_member
+               AND kind IN ({kind_consume}, {kind_overdraft})
+               AND created_at >= (p_period_starts ->> v_period)::timestamptz;
+            IF v_spent + p_count > v_limit THEN
+                RETURN jsonb_build_object('status', 'limit', 'limit', v_limit, 'spent', v_spent);
+            END IF;
+        END IF;
+    END IF;
+
     FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) LOOP
         IF NOT v_due[i] THEN
             v_available := v_available + v_remaining[i];
@@ -148,12 +179,16 @@ BEGIN
     FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) LOOP
         IF v_due[i] THEN
             v_balance := v_balance - v_remaining[i];
+            v_seq := v_seq + 1;
+            v_digest := user_credits_link(v_digest, user_credits_entry_content(
+                v_account, v_seq, {kind_expire}, -v_remaining[i], v_balance, v_ids[i], NULL,
+                p_now));
             UPDATE {lot} SET remaining = 0, status = {lot_expired} WHERE id = v_ids[i];
             INSERT INTO {entry}
                 (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
-                 created_at)
+                 created_at, seq, digest)
             VALUES (v_account, v_ids[i], {kind_expire}, -v_remaining[i], v_balance, NULL,
-                    '{{}}'::jsonb, p_now);
+                    '{{}}'::jsonb, p_now, v_seq, v_digest);
         END IF;
     END LOOP;
     FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) LOOP
@@ -162,12 +197,17 @@ BEGIN
         v_take := least(v_need, v_remaining[i]);
         v_need := v_need - v_take;
         v_balance := v_balance - v_take;
+        v_seq := v_seq + 1;
+        v_digest := user_credits_link(v_digest, user_credits_entry_content(
+            v_account, v_seq, {kind_consume}, -v_take, v_balance, v_ids[i], p_key, p_now));
         WITH taken AS (
             UPDATE {lot} SET remaining = remaining - v_take WHERE id = v_ids[i]
         )
         INSERT INTO {entry} AS e
-            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
-        VALUES (v_account, v_ids[i], {kind_consume}, -v_take, v_balance, p_key, p_metadata, p_now)
+            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at,
+             seq, digest, member_id)
+        VALUES (v_account, v_ids[i], {kind_consume}, -v_take, v_balance, p_key, p_metadata, p_now,
+                v_seq, v_digest, p_member)
         RETURNING to_jsonb(e) INTO v_entry;
         v_entries := v_entries || v_entry;
     END LOOP;
@@ -175,23 +215,33 @@ BEGIN
     IF v_need > 0 THEN
         v_balance := v_balance - v_need;
         v_overdraft := v_overdraft + v_need;
+        v_seq := v_seq + 1;
+        v_digest := user_credits_link(v_digest, user_credits_entry_content(
+            v_account, v_seq, {kind_overdraft}, -v_need, v_balance, NULL, p_key, p_now));
         INSERT INTO {entry} AS e
-            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at)
-        VALUES (v_account, NULL, {kind_overdraft}, -v_need, v_balance, p_key, p_metadata, p_now)
+            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata, created_at,
+             seq, digest, member_id)
+        VALUES (v_account, NULL, {kind_overdraft}, -v_need, v_balance, p_key, p_metadata, p_now,
+                v_seq, v_digest, p_member)
         RETURNING to_jsonb(e) INTO v_entry;
         v_entries := v_entries || v_entry;
     END IF;
 
     IF p_key IS NULL THEN
-        UPDATE {account} SET balance = v_balance, overdraft = v_overdraft WHERE id = v_account;
+        UPDATE {account}
+           SET balance = v_balance, overdraft = v_overdraft, last_seq = v_seq,
+               last_digest = v_digest
+         WHERE id = v_account;
     ELSE
         WITH account AS (
-            UPDATE {account} SET balance = v_balance, overdraft = v_overdraft
+            UPDATE {account}
+               SET balance = v_balance, overdraft = v_overdraft, last_seq = v_seq,
+                   last_digest = v_digest
              WHERE id = v_account
         )
         INSERT INTO {record}
-            (user_id, account_id, idempotency_key, count, balance_after, created_at)
-        VALUES (p_user_id, v_account, p_key, p_count, v_balance, p_now);
+            (holder_id, account_id, idempotency_key, count, balance_after, created_at)
+        VALUES (p_holder_id, v_account, p_key, p_count, v_balance, p_now);
     END IF;
     RETURN jsonb_build_object('status', 'ok', 'account', v_account, 'balance', v_balance,
                               'entries', v_entries);
@@ -202,7 +252,7 @@ $fn$;
 
 EXPIRE_BATCH_TEMPLATE = r"""
 CREATE OR REPLACE FUNCTION user_credits_expire_batch(
-    p_now timestamptz, p_user_id bigint, p_batch int
+    p_now timestamptz, p_holder_id {holder_type}, p_batch int
 ) RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
     v_accounts bigint[];
@@ -211,8 +261,8 @@ BEGIN
     SELECT array_agg(account_id) INTO v_accounts FROM (
         SELECT DISTINCT l.account_id FROM {lot} l
          WHERE l.status = {active} AND l.remaining > 0 AND l.expires <= p_now
-           AND (p_user_id IS NULL OR l.account_id IN (
-                SELECT id FROM {account} WHERE user_id = p_user_id))
+           AND (p_holder_id IS NULL OR l.account_id IN (
+                SELECT id FROM {account} WHERE holder_id = p_holder_id))
          ORDER BY l.account_id
          LIMIT p_batch
     ) batch;
@@ -224,15 +274,24 @@ BEGIN
     -- A new statement, so a new snapshot: what the locks' holders committed is seen.
     WITH due AS (
         SELECT l.id, l.account_id, l.remaining,
-               a.balance - sum(l.remaining) OVER (PARTITION BY l.account_id ORDER BY l.id)
-                   AS balance_after
+               (a.balance - sum(l.remaining) OVER running)::bigint AS balance_after,
+               a.last_seq + row_number() OVER running AS seq,
+               a.last_digest
           FROM {lot} l
           JOIN {account} a ON a.id = l.account_id
          WHERE l.account_id = ANY (v_accounts)
            AND l.status = {active} AND l.remaining > 0 AND l.expires <= p_now
+        WINDOW running AS (PARTITION BY l.account_id ORDER BY l.id)
+    ), chained AS (
+        SELECT due.*, user_credits_chain(last_digest, user_credits_entry_content(
+                   account_id, seq, {kind_expire}, -remaining, balance_after, id, NULL::text,
+                   p_now))
+                   OVER (PARTITION BY account_id ORDER BY id) AS digest
+          FROM due
     ), per_account AS (
-        SELECT account_id, array_agg(id ORDER BY id) AS lots, sum(remaining) AS total
-          FROM due GROUP BY account_id
+        SELECT account_id, array_agg(id ORDER BY id) AS lots, sum(remaining) AS total,
+               max(seq) AS last_seq, (array_agg(digest ORDER BY id DESC))[1] AS last_digest
+          FROM chained GROUP BY account_id
     ), emptied AS (
         UPDATE {lot} l SET remaining = 0, held = 0, status = {lot_expired}
           FROM due WHERE l.id = due.id
@@ -243,18 +302,19 @@ BEGIN
          WHERE hl.lot_id = due.id AND h.id = hl.hold_id AND h.status = {hold_active}
            AND hl.count > 0
     ), balances AS (
-        UPDATE {account} a SET balance = a.balance - p.total
+        UPDATE {account} a
+           SET balance = a.balance - p.total, last_seq = p.last_seq, last_digest = p.last_digest
           FROM per_account p WHERE a.id = p.account_id
     ), entries AS (
         INSERT INTO {entry}
             (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
-             created_at)
+             created_at, seq, digest)
         SELECT account_id, id, {kind_expire}, -remaining, balance_after, NULL, '{{}}'::jsonb,
-               p_now
-          FROM due ORDER BY account_id, id
+               p_now, seq, digest
+          FROM chained ORDER BY account_id, id
     )
     SELECT jsonb_agg(jsonb_build_object(
-               'account', p.account_id, 'user', a.user_id, 'group', g.key,
+               'account', p.account_id, 'holder', a.holder_id, 'group', g.key,
                'lots', p.lots, 'amount', p.total))
       INTO v_result
       FROM per_account p
@@ -266,9 +326,51 @@ $fn$;
 """
 
 
-def consume_function_sql() -> str:
-    return CONSUME_TEMPLATE.format(**_names())
+def chain_functions_sql() -> str:
+    """``user_credits_entry_content`` and ``user_credits_link``: ``chain.content`` and
+    ``chain.link`` in SQL; ``user_credits_chain``: ``link`` as a running window aggregate."""
+    params = ", ".join(f"{name} {SQL_TYPES[how]}" for name, how in chain.CHAINED_FIELDS)
+    return f"""
+CREATE OR REPLACE FUNCTION user_credits_entry_content({params}) RETURNS text
+LANGUAGE sql IMMUTABLE AS $fn$ SELECT {chain.content_sql(lambda name: name)} $fn$;
+CREATE OR REPLACE FUNCTION user_credits_link(previous text, content text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT encode(sha256(convert_to(previous || '|' || content, 'UTF8')), 'hex')
+$fn$;
+CREATE OR REPLACE FUNCTION user_credits_chain_step(state text, previous text, content text)
+RETURNS text LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT user_credits_link(coalesce(state, previous), content)
+$fn$;
+CREATE OR REPLACE AGGREGATE user_credits_chain(text, text) (
+    SFUNC = user_credits_chain_step, STYPE = text
+);
+"""
 
 
-def expire_batch_function_sql() -> str:
-    return EXPIRE_BATCH_TEMPLATE.format(**_names())
+SQL_TYPES = {"int": "bigint", "text": "text", "time": "timestamptz"}
+
+
+def _key_types(connection) -> dict[str, str]:
+    """SQL types of the holder's and the member's primary keys (``bigint`` by default)."""
+    holder = CreditAccount._meta.get_field("holder").target_field
+    member = LedgerEntry._meta.get_field("member").target_field
+    return {
+        "holder_type": holder.rel_db_type(connection),
+        "member_type": member.rel_db_type(connection),
+    }
+
+
+def consume_function_sql(connection) -> str:
+    return CONSUME_TEMPLATE.format(**_names(), **_key_types(connection))
+
+
+def expire_batch_function_sql(connection) -> str:
+    return EXPIRE_BATCH_TEMPLATE.format(**_names(), **_key_types(connection))
+
+
+#: Signatures the functions had before holders (``user_id`` columns), dropped by ``install``.
+OBSOLETE_FUNCTIONS_SQL = """
+DROP FUNCTION IF EXISTS user_credits_consume(
+    bigint, bigint, bigint, text, jsonb, timestamptz, boolean);
+DROP FUNCTION IF EXISTS user_credits_expire_batch(timestamptz, bigint, int);
+"""

@@ -11,7 +11,7 @@ class Command(BaseCommand):
     help = "Migrate, load the demo catalog and make an admin login (idempotent)."
 
     def handle(self, *args, **options):
-        self.stdout.write("Migrating the database (the first run takes about a minute)…")
+        self.stdout.write("Migrating the database…")
         call_command("migrate", verbosity=0)
         offers = load_demo_catalog()
         username = os.environ.get("DEMO_ADMIN_USER", "admin")

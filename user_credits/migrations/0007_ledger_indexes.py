@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY cannot run in a transaction
 
     dependencies = [
-        ("user_credits", "0002_hold_capture_balance_entry_kinds"),
+        ("user_credits", "0006_holders"),
     ]
 
     operations = [migrations.RunPython(create, drop)]

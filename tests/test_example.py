@@ -1,0 +1,197 @@
+"""The example site over HTTP, as its own server (``tests/example_site.py``): the buyer's
+journey through it without a browser (the browser test walks it in Chromium), and what the
+operator sees."""
+
+import re
+
+import pytest
+import requests
+
+from .example_site import ExampleSite
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    site = ExampleSite(tmp_path_factory.mktemp("example_http"))
+    site.setup()
+    with site.serving():
+        yield site
+
+
+def new_user(site, username):
+    site.python(
+        "from django.contrib.auth import get_user_model; "
+        f"get_user_model().objects.create_user({username!r}, password='pw'); print('ok')"
+    )
+
+
+def offer_id(site, name):
+    return int(
+        site.python(
+            f"from user_credits.models import Offer; print(Offer.objects.get(name={name!r}).pk)"
+        )
+    )
+
+
+def csrf(session, site, page):
+    """The CSRF token of a form of ``page`` (the cookie is set on the way)."""
+    html = session.get(site.url + page).text
+    return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+
+
+def post(session, site, path, data=None, page=None):
+    """Submit a form of ``page`` (default: ``path``) to ``path``, without following redirects."""
+    token = csrf(session, site, page or path)
+    return session.post(
+        site.url + path,
+        data={"csrfmiddlewaretoken": token, **(data or {})},
+        allow_redirects=False,
+        headers={"Referer": site.url + (page or path), "Accept": "text/html"},
+    )
+
+
+def log_in(session, site, username, password="pw", next_url=""):
+    page = "/accounts/login/" + (f"?next={next_url}" if next_url else "")
+    token = csrf(session, site, page)
+    return session.post(
+        site.url + page,
+        data={"csrfmiddlewaretoken": token, "username": username, "password": password},
+        allow_redirects=False,
+        headers={"Referer": site.url + page},
+    )
+
+
+def buy_and_pay(session, site, name, currency="usd"):
+    bought = post(
+        session, site, f"/buy/{offer_id(site, name)}/", {"currency": currency}, "/pricing/"
+    )
+    assert bought.status_code == 302 and "/simulate/" in bought.headers["Location"]
+    paid = post(session, site, bought.headers["Location"])
+    assert paid.status_code == 302 and paid.headers["Location"] == "/credits/"
+
+
+def test_buy_while_logged_out_comes_back_to_the_purchase(site):
+    new_user(site, "anon")
+    session = requests.Session()
+    talks = offer_id(site, "1 Talk")
+    clicked = post(session, site, f"/buy/{talks}/?currency=kwd", {"currency": "kwd"}, "/pricing/")
+    assert clicked.status_code == 302
+    assert clicked.headers["Location"].startswith("/accounts/login/?next=")
+    next_url = requests.utils.unquote(clicked.headers["Location"].split("next=", 1)[1])
+    assert next_url == f"/buy/{talks}/?currency=kwd"
+    logged_in = log_in(session, site, "anon", next_url=next_url)
+    assert logged_in.status_code == 302 and logged_in.headers["Location"] == next_url
+    confirm = session.get(site.url + next_url)
+    assert confirm.status_code == 200  # not 405: the offer, its price and the same button
+    assert "Buy 1 Talk" in confirm.text and "9.250 KWD" in confirm.text
+    assert (
+        site.python(
+            "from user_credits.models import Order; "
+            "print(Order.objects.filter(user__username='anon').count())"
+        )
+        == "0"
+    )
+    bought = post(session, site, next_url, {"currency": "kwd"})
+    assert bought.status_code == 302 and "/simulate/" in bought.headers["Location"]
+    order = site.python(
+        "from user_credits.models import Order; "
+        "o = Order.objects.get(user__username='anon'); print(o.name, o.currency, o.total)"
+    )
+    assert order == "1 Talk kwd 9.250"
+
+
+def test_playground_spends_until_402_then_links_to_pricing(site):
+    new_user(site, "asker")
+    session = requests.Session()
+    log_in(session, site, "asker")
+    empty = post(
+        session,
+        site,
+        "/playground/",
+        {"prompt": "Hello there", "length": "short", "group": "Startup"},
+    )
+    assert empty.status_code == 402  # no plan yet: the task never runs
+    assert 'href="/pricing/"' in empty.text and empty.headers["Credits-Remaining"] == "0"
+    buy_and_pay(session, site, "Startup EarlyBird Monthly")
+    remaining = []
+    while True:
+        asked = post(
+            session,
+            site,
+            "/playground/",
+            {"prompt": "Summarise our third quarter", "length": "medium", "group": "EbStartup"},
+        )
+        if asked.status_code != 200:
+            break
+        remaining.append(int(asked.headers["Credits-Remaining"]))
+        # The page shows what the header says, what was reserved, charged and freed.
+        assert f'<strong id="remaining">{remaining[-1]}</strong>' in asked.text
+        assert '<strong id="reserved">250</strong>' in asked.text
+        assert '<strong id="charged">204</strong>' in asked.text
+        assert '<strong id="freed">46</strong>' in asked.text
+    assert remaining == [796, 592, 388, 184]
+    assert asked.status_code == 402
+    assert (
+        asked.headers["Credits-Remaining"] == "184"
+        and asked.headers["Credits-Group"] == "EbStartup"
+    )
+    assert (
+        "Not enough credits" in asked.text and '<a class="upgrade" href="/pricing/">' in asked.text
+    )
+    balance = site.python(
+        "from django.contrib.auth import get_user_model; from user_credits import services; "
+        "print(services.get_balance(get_user_model().objects.get(username='asker'), 'EbStartup'))"
+    )
+    assert balance == "184"
+    holds = site.python(
+        "from user_credits.models import Hold; "
+        "holds = Hold.objects.filter(account__user__username='asker'); "
+        "print(sorted(set(holds.values_list('status', flat=True))))"
+    )
+    assert holds == "['captured']"  # every reservation settled; the refused one never made
+    bad = post(session, site, "/playground/", {"prompt": "", "length": "huge", "group": "talks"})
+    assert bad.status_code == 400
+    assert "Ask a question" in bad.text and "Choose one of short" in bad.text
+    assert "Choose one of your plans" in bad.text
+
+
+def test_ledger_names_groups_and_credits_hide_a_bundles_own_group(site):
+    new_user(site, "mobile")
+    session = requests.Session()
+    log_in(session, site, "mobile")
+    buy_and_pay(session, site, "Mobile Max")
+    buy_and_pay(session, site, "Startup EarlyBird Monthly")
+    credits = session.get(site.url + "/credits/").text
+    assert 'data-group="calls"' in credits and 'data-group="EbStartup"' in credits
+    assert 'data-group="mobile"' not in credits and "No live lots" not in credits
+    ledger = session.get(site.url + "/credits/ledger/").text
+    groups = re.findall(r'<td data-label="Group" class="group-name">([^<]+)</td>', ledger)
+    assert "Startup (EarlyBird)" in groups and "Call minutes" in groups
+    assert "EbStartup" not in groups
+
+
+def test_logging_out_lands_on_the_site(site):
+    new_user(site, "leaver")
+    session = requests.Session()
+    log_in(session, site, "leaver")
+    out = post(session, site, "/accounts/logout/", page="/pricing/")
+    assert out.status_code == 302 and out.headers["Location"] == "/pricing/"
+    assert "Log in" in session.get(site.url + "/pricing/").text
+
+
+def test_manual_provider_admin_has_no_dj_stripe_models(site):
+    session = requests.Session()
+    log_in(session, site, "admin", "admin")
+    index = session.get(site.url + "/admin/")
+    assert index.status_code == 200 and "User credits" in index.text
+    assert "djstripe" not in index.text.lower() and "stripe" not in index.text.lower()
+    assert session.get(site.url + "/admin/djstripe/").status_code == 404
+
+
+def test_api_explorers(site):
+    for path, marker in (("/api/docs/", "swagger-ui"), ("/api/redoc/", "redoc")):
+        page = requests.get(site.url + path)
+        assert page.status_code == 200 and marker in page.text.lower()
+        assert "/api/credits/schema/" in page.text
+    schema = requests.get(site.url + "/api/credits/schema/", headers={"Accept": "application/json"})
+    assert schema.status_code == 200 and "/api/credits/offers/" in schema.text
