@@ -7,7 +7,6 @@ seconds, ratio, and each run's peak memory (measured in a child process of its o
 """
 
 import multiprocessing
-import sys
 
 import common
 
@@ -116,7 +115,7 @@ def measure(kind):
 
 
 def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    n = common.size(100_000, 50)
     state = common.setup()
     try:
         from tests.factories import assert_ledger_consistent, make_group

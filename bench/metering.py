@@ -10,7 +10,6 @@ overhead is the time above the unmetered view; the goal is a metered request cos
 than the view calling ``consume`` by hand.
 """
 
-import sys
 import time
 
 import common
@@ -19,7 +18,7 @@ ROUNDS = 3
 
 
 def main():
-    requests = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    requests = common.size(1000, 20)
     state = common.setup()
     try:
         run(requests)

@@ -1,14 +1,15 @@
 """Reads: get_balance, get_user_credits (an account with 50 lots), load_offers (500 offers,
 20 tags). Microseconds per call and queries per call.
 
-    DATABASE_URL=postgres://… .venv/bin/python bench/reads.py
+    DATABASE_URL=postgres://… .venv/bin/python bench/reads.py [CALLS]
 """
 
 import time
 
 import common
 
-CALLS = 300
+CALLS = common.size(300, 3)
+OFFERS = 20 if common.smoke() else 500
 
 
 def per_call(fn):
@@ -43,7 +44,7 @@ def main():
         tags = [Tag.objects.create(name=f"tag{i}") for i in range(20)]
         gold = make_group("gold")
         buy(user, make_offer("Gold pass", group=gold))
-        for i in range(500):
+        for i in range(OFFERS):
             offer = make_offer(
                 f"Offer {i}",
                 group=group,
@@ -72,9 +73,9 @@ def main():
             ("raw SQL balance (reference)", raw_balance),
             ("get_balance", lambda: services.get_balance(user, "reads")),
             ("get_user_credits (50 lots)", lambda: services.get_user_credits(user)),
-            ("load_offers (500 offers)", lambda: services.load_offers(user)),
+            (f"load_offers ({OFFERS} offers)", lambda: services.load_offers(user)),
             (
-                "load_offers, 2 tags (25 offers)",
+                f"load_offers, 2 tags ({OFFERS // 20} offers)",
                 lambda: services.load_offers(user, ["tag1", "tag7"]),
             ),
         ):

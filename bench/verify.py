@@ -75,7 +75,7 @@ def measure(kind):
 
 
 def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    n = common.size(100_000, 200)
     m = int(sys.argv[2]) if len(sys.argv) > 2 else max(1, n // 100)
     k = max(1, n // m)
     state = common.setup()

@@ -12,8 +12,18 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _skip_without_postgres(request):
-    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL: row locks (SELECT … FOR UPDATE) are no-ops on SQLite")
+    marker = request.node.get_closest_marker("postgres")
+    if marker and connection.vendor != "postgresql":
+        default = "needs PostgreSQL: row locks (SELECT … FOR UPDATE) are no-ops on SQLite"
+        pytest.skip(marker.kwargs.get("reason", default))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_group_cache():
+    """Tests roll back or flush the rows a process may have cached (a restore, in effect)."""
+    from user_credits.services.common import clear_group_cache
+
+    clear_group_cache()
 
 
 @pytest.fixture

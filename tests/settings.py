@@ -55,6 +55,10 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Threads in live-server tests share the in-memory database.
     DATABASES["default"]["TEST"] = {"NAME": "file:user_credits_tests?mode=memory&cache=shared"}
+if os.environ.get("USER_CREDITS_TEST_PGBOUNCER"):
+    # DATABASE_URL points at PgBouncer in transaction pooling mode (.ci/run): a server-side
+    # cursor would outlive the transaction that owns its server connection.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"

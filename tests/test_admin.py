@@ -167,6 +167,67 @@ def test_actions_need_permissions(client, user):
     assert "Mark paid" not in page.text
 
 
+def test_ledger_list_queries_do_not_grow_with_rows(staff, user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    group = make_group("g")
+
+    def queries():
+        with CaptureQueriesContext(connection) as captured:
+            assert staff.get(url("ledgerentry")).status_code == 200
+        return len(captured)
+
+    services.grant(user, group, 100)
+    few = queries()
+    for i in range(30):
+        services.consume(user, group, 1, idempotency_key=f"k{i}")
+    assert queries() == few  # each row's account, user, group and lot come with the page
+
+
+@pytest.mark.postgres(reason="needs PostgreSQL: the estimate is its planner's")
+def test_ledger_list_estimates_its_count_above_the_threshold():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from user_credits.admin import EstimatedCountPaginator
+
+    user = make_user()
+    group = make_group("g")
+    for _ in range(12):
+        services.grant(user, group, 1)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE user_credits_ledgerentry")
+
+    class Small(EstimatedCountPaginator):
+        exact_up_to = 5
+
+    entries = LedgerEntry.objects.order_by("-created_at", "-id")
+    with CaptureQueriesContext(connection) as captured:
+        estimated = Small(entries, 100).count
+    assert estimated == 12  # fresh statistics: the estimate is exact here
+    assert [q["sql"].split()[0] for q in captured] == ["EXPLAIN"]  # no COUNT(*)
+    with CaptureQueriesContext(connection) as captured:
+        assert EstimatedCountPaginator(entries.filter(kind="grant"), 100).count == 12
+    assert "COUNT(*)" in captured[-1]["sql"]  # few rows: counted exactly
+
+
+def test_ledger_search_by_username_or_key_exactly(staff, user, other_user):
+    group = make_group("g")
+    services.grant(user, group, 10)
+    services.grant(other_user, group, 10)
+    services.consume(other_user, group, 1, idempotency_key="req-42")
+
+    def listed(term):
+        response = staff.get(url("ledgerentry"), {"q": term})
+        return sorted((e.account.holder.username, e.kind) for e in response.context["cl"].result_list)
+
+    assert listed("alice") == [("alice", "grant")]
+    assert listed("bob") == [("bob", "consume"), ("bob", "grant")]
+    assert listed("req-42") == [("bob", "consume")]
+    assert listed("ali") == []  # exact terms only
+
+
 def test_offer_prices_inline(staff):
     offer = make_offer("Inline", price=Decimal("20"), currency="usd")
     change = url("offer", "change", offer.pk)

@@ -124,7 +124,14 @@ CASES = {
     "orders filter unknown status": (("alice", "get", "orders/?status=gone", None, {}), 400),
     "ledger filter unknown kind": (("alice", "get", "ledger/?kind=steal", None, {}), 400),
     "ledger filter bad date": (("alice", "get", "ledger/?created_after=yesterday", None, {}), 400),
-    "page out of range": (("alice", "get", "ledger/?page=99", None, {}), 404),
+    "page out of range": (("alice", "get", "orders/?page=99", None, {}), 404),
+    "ledger cursor not base64": (("alice", "get", "ledger/?cursor=a", None, {}), 404),
+    "ledger cursor bad offset": (("alice", "get", "ledger/?cursor=bz14", None, {}), 404),
+    "ledger cursor bad position": (("alice", "get", "ledger/?cursor=cD1nYXJiYWdl", None, {}), 404),
+    "ledger cursor month 13": (
+        ("alice", "get", "ledger/?cursor=cD0yMDI0LTEzLTAxKzEwJTNBMDAlM0EwMA%3D%3D", None, {}),
+        404,
+    ),
     "filter date offset beyond what databases take": (
         ("alice", "get", "orders/?created_after=0410-08-05T00:49:08-22:05", None, {}),
         200,

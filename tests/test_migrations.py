@@ -35,6 +35,13 @@ def test_app_tables_exist():
         assert f"user_credits_{model}" in tables
 
 
+@pytest.mark.django_db
+def test_ledger_kind_index_exists():
+    with connection.cursor() as cursor:
+        indexes = connection.introspection.get_constraints(cursor, "user_credits_ledgerentry")
+    assert indexes["entry_kind_time_idx"]["columns"] == ["kind", "created_at", "id"]
+
+
 MONEY_MIGRATION = "money_three_decimals_offer_prices"  # found by name: it may be renumbered
 
 #: (price, currency) of offers saved at two decimals, up to the old column's largest value;

@@ -13,10 +13,11 @@ from rest_framework.views import APIView
 
 from .. import services
 from ..holders import requester_holder
-from ..models import Hold, LedgerEntry, Order
+from ..models import CreditAccount, Hold, LedgerEntry, Order
 from . import serializers as s
 from .exceptions import exception_handler
 from .filters import LedgerEntryFilter, OrderFilter
+from .pagination import LedgerPagination, per_account
 from .schema import extend_schema
 
 
@@ -157,16 +158,26 @@ class LedgerViewSet(CreditsAPIMixin, mixins.ListModelMixin, viewsets.GenericView
 
     serializer_class = s.LedgerEntrySerializer
     permission_classes = [permissions.IsAuthenticated]
-    pagination_class = CreditsPagination
+    pagination_class = LedgerPagination
     filter_backends = [DjangoFilterBackend]
     filterset_class = LedgerEntryFilter
 
     def get_queryset(self):
-        return (
-            LedgerEntry.objects.filter(account__holder=requester_holder(self.request))
-            .select_related("account__offer_group")
-            .order_by("-created_at", "-id")
-        )
+        # Each account's page is read from its own index (``per_account``); the accounts,
+        # read once, are attached to the page's entries: no join.
+        self.accounts = {
+            account.pk: account
+            for account in CreditAccount.objects.filter(
+                holder=requester_holder(self.request)
+            ).select_related("offer_group")
+        }
+        return per_account(LedgerEntry.objects.order_by("-created_at", "-id"), self.accounts)
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        for entry in page or ():
+            entry.account = self.accounts[entry.account_id]
+        return page
 
 
 IDEMPOTENCY_HEADER = OpenApiParameter(

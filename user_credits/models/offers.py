@@ -1,10 +1,11 @@
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
-from django.db import models
+from django.db import models, router
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from .. import money
+from ..exceptions import InvalidArgument
 
 currency_validator = RegexValidator(
     r"^[a-z]{3}$", _("Use a lower-case ISO 4217 code such as 'usd' or 'eur'.")
@@ -43,6 +44,13 @@ def custom_cycle_constraint(prefix):
     )
 
 
+# Code names a group by its key (``consume(user, "api-calls", 1)``) and running processes cache
+# key → id (``services.common.resolve_group``): once a group has accounts, its key is its identity
+# for good. The name is a label and may change.
+KEY_IN_USE = _(
+    "The key of a group with credit accounts cannot change: code and running processes refer "
+    "to the group by it. Create a new group instead."
+)
 class Billing(models.TextChoices):
     ONE_TIME = "one_time", _("one-time purchase")
     RECURRING = "recurring", _("recurring (a subscription that renews)")
@@ -66,6 +74,25 @@ class OfferGroup(models.Model):
 
     def __str__(self):
         return self.name or self.key
+
+    def save(self, *args, **kwargs):
+        update_fields = kwargs.get("update_fields")
+        if (update_fields is None or "key" in update_fields) and self.key_change_refused():
+            raise InvalidArgument(str(KEY_IN_USE), field="key")
+        super().save(*args, **kwargs)
+
+    def clean(self):
+        super().clean()
+        if self.key_change_refused():
+            raise ValidationError({"key": KEY_IN_USE})
+
+    def key_change_refused(self) -> bool:
+        """Whether this key differs from the stored key of a group that has accounts."""
+        if self.pk is None:
+            return False
+        using = self._state.db or router.db_for_write(type(self), instance=self)
+        stored = type(self)._base_manager.using(using)
+        return stored.filter(pk=self.pk, accounts__isnull=False).exclude(key=self.key).exists()
 
 
 class Tag(models.Model):

@@ -7,13 +7,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import OperationalError, transaction
-from django.db.models import Model
+from django.db import OperationalError, router, transaction
+from django.db.models import Exists, Model, OuterRef
 from django.dispatch import Signal
 
 from ..exceptions import AccountBusy, InvalidArgument, InvalidCount, UnknownOfferGroup
 from ..holders import get_holder_model
-from ..models import OfferGroup
+from ..models import LedgerEntry, OfferGroup
 
 logger = logging.getLogger("user_credits")
 
@@ -58,14 +58,46 @@ def member_pk(member: Any) -> Any:
     return member
 
 
+#: ``(database alias, key) → id`` of the groups whose key can no longer mean another row.
+#:
+#: Why a per-process dict is never stale, across processes and without invalidation: a key is
+#: cached only once it is known, from committed data, that its group has a ledger entry.
+#: Ledger entries are never deleted (the ledger is append-only), so the entry's account exists
+#: for good; an account protects its group from deletion (a foreign key, ``PROTECT``) and
+#: from a key change (``OfferGroup.save`` and ``clean`` refuse one while the group has
+#: accounts). So once cached, ``key → id`` is true for the life of the database. A group
+#: without entries is looked up on every call (a new group's key may still change); its
+#: accounts have no tokens to spend anyway. Only the key and id are cached: ``name`` may
+#: change at any time, so the returned instance loads it on first access (one query).
+#: Restoring an older dump or deleting ledger rows by hand breaks the premise: restart the
+#: processes, or call ``clear_group_cache()``.
+_settled_groups: dict[tuple[str, str], int] = {}
+
+
+def clear_group_cache() -> None:
+    """Forget the cached group ids (after a database restore, or between tests)."""
+    _settled_groups.clear()
+
+
 def resolve_group(offer_group: OfferGroup | str) -> OfferGroup:
-    """Accept an ``OfferGroup`` or its ``key``."""
+    """Accept an ``OfferGroup`` or its ``key``; a key of a group in use costs no query."""
     if isinstance(offer_group, OfferGroup):
         return offer_group
+    using = router.db_for_read(OfferGroup)
+    if isinstance(offer_group, str):
+        pk = _settled_groups.get((using, offer_group))
+        if pk is not None:
+            return OfferGroup.from_db(using, ("id", "key"), (pk, offer_group))
+    has_entries = Exists(LedgerEntry.objects.filter(account__offer_group=OuterRef("pk")))
     try:
-        return OfferGroup.objects.get(key=offer_group)
+        group = OfferGroup.objects.using(using).annotate(settled=has_entries).get(key=offer_group)
     except OfferGroup.DoesNotExist:
         raise UnknownOfferGroup(f"Unknown offer group {offer_group!r}.") from None
+    if group.__dict__.pop("settled") and isinstance(offer_group, str):
+        # Only once what was read is committed: a rolled-back group must not be remembered.
+        entry = (using, offer_group)
+        transaction.on_commit(lambda: _settled_groups.setdefault(entry, group.pk), using=using)
+    return group
 
 
 def positive_int(value: Any, name: str = "count") -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import F, Prefetch, Q, QuerySet, Sum
+from django.db.models import F, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -96,12 +96,13 @@ def get_balance_detail(holder: Any, offer_group: OfferGroup | str) -> BalanceDet
 
 
 def _balance_at(holder, offer_group, at) -> int:
+    # The account as a scalar subquery, not a join: the entries are then read backwards from
+    # ``at`` on the (account, created_at, id) index, one row whatever the ledger's length.
+    account = CreditAccount.objects.filter(
+        holder_id=holder_pk(holder), **_account_filter(offer_group)
+    ).values("pk")[:1]
     row = (
-        LedgerEntry.objects.filter(
-            account__holder_id=holder_pk(holder),
-            created_at__lte=at,
-            **_account_filter(offer_group, "account__"),
-        )
+        LedgerEntry.objects.filter(account_id=Subquery(account), created_at__lte=at)
         .order_by("-created_at", "-id")
         .values_list("balance_after", flat=True)
         .first()
