@@ -220,7 +220,9 @@ def test_ledger_search_by_username_or_key_exactly(staff, user, other_user):
 
     def listed(term):
         response = staff.get(url("ledgerentry"), {"q": term})
-        return sorted((e.account.holder.username, e.kind) for e in response.context["cl"].result_list)
+        return sorted(
+            (e.account.holder.username, e.kind) for e in response.context["cl"].result_list
+        )
 
     assert listed("alice") == [("alice", "grant")]
     assert listed("bob") == [("bob", "consume"), ("bob", "grant")]
