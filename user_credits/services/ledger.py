@@ -202,10 +202,15 @@ def add_lot(
     writer = LedgerWriter(account, now)
     writer.add(EntryKind.GRANT, tokens, lot_id=lot.pk, metadata=metadata)
     writer.save()
+    announce_grant(account, lot)
+    return lot
+
+
+def announce_grant(account: CreditAccount, lot: CreditLot) -> None:
+    """``credits_granted`` for a lot given to an account, once the transaction commits."""
     send_on_commit(
         signals.credits_granted,
         user_id=account.holder_id,
         offer_group=account.offer_group.key,
         lot=lot,
     )
-    return lot

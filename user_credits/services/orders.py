@@ -26,7 +26,20 @@ if TYPE_CHECKING:
 # --- creation ----------------------------------------------------------------------------
 
 
-def _resolve_offer(offer) -> Offer:
+def check_quantity(offer: Offer, quantity: Any) -> None:
+    """``quantity`` is a positive integer within the offer's limit, else ``InvalidOrder``."""
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+        raise InvalidOrder(
+            f"quantity must be a positive integer, got {quantity!r}.", field="quantity"
+        )
+    if offer.quantity_limit is not None and quantity > offer.quantity_limit:
+        raise InvalidOrder(
+            f"quantity {quantity} is over the limit of {offer.quantity_limit} for {offer.name!r}.",
+            field="quantity",
+        )
+
+
+def resolve_offer(offer) -> Offer:
     if not isinstance(offer, Offer):
         try:
             offer = Offer.objects.select_related("offer_group").get(pk=offer)
@@ -52,7 +65,7 @@ def _check_unlocked(uid, offer, now):
         )
 
 
-def _snapshot_items(offer) -> list[dict]:
+def snapshot_items(offer) -> list[dict]:
     items = []
     for item in offer.bundle_items.select_related("offer__offer_group", "offer_group"):
         group = item.offer_group or item.offer.offer_group
@@ -73,7 +86,7 @@ def _snapshot_items(offer) -> list[dict]:
     return items
 
 
-def _price(offer, currency, quantity) -> tuple[str, Decimal, Decimal]:
+def order_price(offer, currency, quantity) -> tuple[str, Decimal, Decimal]:
     """(currency, unit price, total) of an order, exact at the currency's decimals."""
     code = offer.currency if currency is None else str(currency).strip().lower()
     unit_price = offer.price_in(code)
@@ -120,17 +133,9 @@ def create_order(
     placed_by_id = member_pk(placed_by) if placed_by is not None else None
     if placed_by_id is None and holder_is_user():
         placed_by_id = uid
-    offer = _resolve_offer(offer)
-    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
-        raise InvalidOrder(
-            f"quantity must be a positive integer, got {quantity!r}.", field="quantity"
-        )
-    if offer.quantity_limit is not None and quantity > offer.quantity_limit:
-        raise InvalidOrder(
-            f"quantity {quantity} is over the limit of {offer.quantity_limit} for {offer.name!r}.",
-            field="quantity",
-        )
-    currency, unit_price, total = _price(offer, currency, quantity)
+    offer = resolve_offer(offer)
+    check_quantity(offer, quantity)
+    currency, unit_price, total = order_price(offer, currency, quantity)
     now = timezone.now()
     if starts is not None:
         if timezone.is_naive(starts):
@@ -154,7 +159,7 @@ def create_order(
             quantity=quantity,
             total=total,
             currency=currency,
-            bundle_items=_snapshot_items(offer),
+            bundle_items=snapshot_items(offer),
             starts=starts,
         )
         OrderEvent.objects.create(order=order, status=OrderStatus.PENDING, message="Order created.")

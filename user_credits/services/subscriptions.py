@@ -44,8 +44,15 @@ from ..models import (
 )
 from .common import holder_pk, member_pk, send_on_commit
 from .cycles import cycle_end
-from .ledger import LedgerWriter, lock_account, save_lots
-from .orders import _price, _resolve_offer, _snapshot_items, parse_money, set_status
+from .ledger import LedgerWriter, announce_grant, lock_account, save_lots
+from .orders import (
+    check_quantity,
+    order_price,
+    parse_money,
+    resolve_offer,
+    set_status,
+    snapshot_items,
+)
 
 # --- subscribing -------------------------------------------------------------------------
 
@@ -68,27 +75,19 @@ def subscribe(
     ``quantity``; nothing is written then. ``member``: the user who subscribed for the holder.
     """
     hid = holder_pk(holder)
-    offer = _resolve_offer(offer)
+    offer = resolve_offer(offer)
     if not offer.is_recurring:
         raise InvalidOrder(
             f"{offer.name!r} is sold once, not as a subscription: buy it with an order.",
             field="offer",
         )
-    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
-        raise InvalidOrder(
-            f"quantity must be a positive integer, got {quantity!r}.", field="quantity"
-        )
-    if offer.quantity_limit is not None and quantity > offer.quantity_limit:
-        raise InvalidOrder(
-            f"quantity {quantity} is over the limit of {offer.quantity_limit} for {offer.name!r}.",
-            field="quantity",
-        )
+    check_quantity(offer, quantity)
     if cycle_end(timezone.now(), offer.cycle, custom_cycle=offer.custom_cycle) is None:
         raise InvalidOrder(
             f"{offer.name!r} has no cycle: a recurring offer needs one.", field="offer"
         )
     member_id = None if member is None else member_pk(member)
-    _price(offer, None, quantity)  # a price the currency can hold, or InvalidOrder
+    order_price(offer, None, quantity)  # a price the currency can hold, or InvalidOrder
     try:
         with transaction.atomic():
             if Subscription.objects.filter(
@@ -189,7 +188,9 @@ def renew_subscription(
         offer = sub.offer
         code = offer.currency if currency is None else str(currency).strip().lower()
         priced = offer.price_in(code) is not None
-        order_currency, unit_price, total = _price(offer, code if priced else None, sub.quantity)
+        order_currency, unit_price, total = order_price(
+            offer, code if priced else None, sub.quantity
+        )
         order = Order.objects.create(
             holder_id=sub.holder_id,
             placed_by_id=sub.placed_by_id,
@@ -206,7 +207,7 @@ def renew_subscription(
             quantity=sub.quantity,
             total=total,
             currency=order_currency,
-            bundle_items=_snapshot_items(offer),
+            bundle_items=snapshot_items(offer),
             starts=period_start,
             expires=period_end,
             payment_reference=reference,
@@ -308,12 +309,7 @@ def _grant_period(sub: Subscription, order: Order) -> int:
         previous.remaining -= carry
         save_lots([previous])
     writer.save()
-    send_on_commit(
-        signals.credits_granted,
-        user_id=account.holder_id,
-        offer_group=account.offer_group.key,
-        lot=lot,
-    )
+    announce_grant(account, lot)
     return carry
 
 
@@ -699,10 +695,5 @@ def prorate_upgrade(
             payload={**(payload or {}), "reference": reference, "amount": str(paid)},
             signal=signals.order_paid,
         )
-        send_on_commit(
-            signals.credits_granted,
-            user_id=account.holder_id,
-            offer_group=account.offer_group.key,
-            lot=lot,
-        )
+        announce_grant(account, lot)
         return order
