@@ -26,6 +26,21 @@ if TYPE_CHECKING:
 # --- creation ----------------------------------------------------------------------------
 
 
+def offer_snapshot(offer: Offer) -> dict:
+    """The fields an order copies from its offer at creation (prices apart: they depend on
+    the currency and the quantity)."""
+    return {
+        "offer": offer,
+        "name": offer.name,
+        "offer_group_id": offer.offer_group_id,
+        "cycle": offer.cycle,
+        "custom_cycle": offer.custom_cycle,
+        "append_date": offer.append_date,
+        "token_count": offer.token_count,
+        "bundle_items": snapshot_items(offer),
+    }
+
+
 def check_quantity(offer: Offer, quantity: Any) -> None:
     """``quantity`` is a positive integer within the offer's limit, else ``InvalidOrder``."""
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
@@ -147,19 +162,12 @@ def create_order(
         order = Order.objects.create(
             holder_id=uid,
             placed_by_id=placed_by_id,
-            offer=offer,
             status=OrderStatus.PENDING,
-            name=offer.name,
-            offer_group_id=offer.offer_group_id,
-            cycle=offer.cycle,
-            custom_cycle=offer.custom_cycle,
-            append_date=offer.append_date,
-            token_count=offer.token_count,
+            **offer_snapshot(offer),
             unit_price=unit_price,
             quantity=quantity,
             total=total,
             currency=currency,
-            bundle_items=snapshot_items(offer),
             starts=starts,
         )
         OrderEvent.objects.create(order=order, status=OrderStatus.PENDING, message="Order created.")

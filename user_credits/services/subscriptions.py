@@ -47,11 +47,11 @@ from .cycles import cycle_end
 from .ledger import LedgerWriter, announce_grant, lock_account, save_lots
 from .orders import (
     check_quantity,
+    offer_snapshot,
     order_price,
     parse_money,
     resolve_offer,
     set_status,
-    snapshot_items,
 )
 
 # --- subscribing -------------------------------------------------------------------------
@@ -194,20 +194,14 @@ def renew_subscription(
         order = Order.objects.create(
             holder_id=sub.holder_id,
             placed_by_id=sub.placed_by_id,
-            offer=offer,
             subscription=sub,
             status=OrderStatus.PENDING,
-            name=offer.name,
-            offer_group_id=offer.offer_group_id,
-            cycle=offer.cycle,
-            custom_cycle=offer.custom_cycle,
-            append_date=False,
-            token_count=offer.token_count,
+            # A period has its own dates: it never chains.
+            **{**offer_snapshot(offer), "append_date": False},
             unit_price=unit_price,
             quantity=sub.quantity,
             total=total,
             currency=order_currency,
-            bundle_items=snapshot_items(offer),
             starts=period_start,
             expires=period_end,
             payment_reference=reference,
