@@ -181,3 +181,20 @@ logfile = {folder}/log
         shutil.rmtree(folder, ignore_errors=True)
 
     return port, stop
+
+
+def in_fresh_process(target, *args):
+    """Run ``target(*args, queue)`` in a forked child (its peak memory its own); return what
+    it put on the queue."""
+    import multiprocessing
+
+    from django.db import connections
+
+    connections.close_all()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    process = ctx.Process(target=target, args=(*args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result

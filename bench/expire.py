@@ -6,7 +6,6 @@ expire_credits (and the command) against a set-based SQL statement doing the sam
 seconds, ratio, and each run's peak memory (measured in a child process of its own).
 """
 
-import multiprocessing
 
 import common
 
@@ -102,16 +101,7 @@ def in_child(kind, queue):
 
 
 def measure(kind):
-    from django.db import connections
-
-    connections.close_all()
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    process = ctx.Process(target=in_child, args=(kind, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+    return common.in_fresh_process(in_child, kind)
 
 
 def main():

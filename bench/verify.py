@@ -7,7 +7,6 @@ written set-based with the chain computed by the database functions. The referen
 SQL pass summing every account's amounts (what any check must at least read).
 """
 
-import multiprocessing
 import sys
 
 import common
@@ -62,16 +61,7 @@ def in_child(kind, queue):
 
 
 def measure(kind):
-    from django.db import connections
-
-    connections.close_all()
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    process = ctx.Process(target=in_child, args=(kind, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+    return common.in_fresh_process(in_child, kind)
 
 
 def main():
