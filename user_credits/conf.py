@@ -39,6 +39,8 @@ DEFAULTS = {
     "RENEWAL_GRACE": 3600,
     # Charge metered responses with a 4xx status too (a 5xx or an exception never is).
     "CHARGE_CLIENT_ERRORS": False,
+    # Most items in one consume_many call (and one POST consume/batch/).
+    "BATCH_MAX": 1000,
 }
 
 

@@ -6,6 +6,7 @@ default a user) or its primary key; ``member`` the user acting for the holder; `
 modules below.
 """
 
+from .bulk import ConsumeItem, ConsumeResult, ConsumeStatus, consume_many
 from .catalog import current_orders_q, is_user_subscribed, load_offers
 from .consumption import Consumption, consume
 from .cycles import cycle_end
@@ -108,4 +109,8 @@ __all__ = [
     "sync_prices",
     "verify_ledger",
     "with_balances",
+    "ConsumeItem",
+    "ConsumeResult",
+    "ConsumeStatus",
+    "consume_many",
 ]

@@ -17,6 +17,7 @@ from .functions import (
     OBSOLETE_FUNCTIONS_SQL,
     chain_functions_sql,
     consume_function_sql,
+    consume_many_function_sql,
     expire_batch_function_sql,
 )
 
@@ -31,6 +32,7 @@ def install(using: str = "default", **kwargs: Any) -> None:
             cursor.execute(OBSOLETE_FUNCTIONS_SQL)
             cursor.execute(chain_functions_sql())
             cursor.execute(consume_function_sql(connection))
+            cursor.execute(consume_many_function_sql(connection))
             cursor.execute(expire_batch_function_sql(connection))
 
 
@@ -92,5 +94,17 @@ def consume(
                 member_id,
                 starts,
             ],
+        )
+        return _json(cursor.fetchone()[0])
+
+
+def consume_many(
+    connection: BaseDatabaseWrapper, items: list[dict], *, now: datetime, period_starts: dict
+) -> dict:
+    """Call ``user_credits_consume_many``: ``{"results": [...], "stopped"?: status}``."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT user_credits_consume_many(%s::jsonb, %s, %s::jsonb)",
+            [json.dumps(items), now, json.dumps(period_starts)],
         )
         return _json(cursor.fetchone()[0])

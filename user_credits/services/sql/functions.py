@@ -27,6 +27,14 @@ returns a JSON object whose ``status`` is one of:
   handles it (holds are rare on a hot path; their lines are per lot);
 - ``no_account``: no account yet and overdraft allowed: the portable path creates it.
 
+``user_credits_consume_many(items, now, period_starts)`` locks the accounts of a batch (a
+JSON array of ``holder``, ``grp``, ``count``, ``key``, ``metadata``, ``overdraft``, ``member``)
+in account id order, then calls ``user_credits_consume`` for each item in order: one round
+trip, the rules above written once. It returns ``{"results": [...]}`` (one status object per
+item), or ``{"unknown_holder": index}`` having written nothing; an item the portable path
+must handle (``holds``, ``no_account``) stops it there with
+``"stopped"``, and the caller continues after that item.
+
 ``user_credits_expire_batch(now, holder, batch)`` does what ``expiry.expire_batch_portable``
 does for one batch: lock the accounts of the next due lots in id order, then (a fresh
 snapshot, under the locks) empty their due lots, lower the balances and write one ``expire``
@@ -326,6 +334,56 @@ $fn$;
 """
 
 
+CONSUME_MANY_TEMPLATE = r"""
+CREATE OR REPLACE FUNCTION user_credits_consume_many(
+    p_items jsonb, p_now timestamptz, p_period_starts jsonb
+) RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_item jsonb;
+    v_result jsonb;
+    v_results jsonb := '[]'::jsonb;
+    v_unknown bigint;
+BEGIN
+    -- An item of an unknown holder refuses the whole batch, before anything is written.
+    SELECT t.n - 1 INTO v_unknown
+      FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(value, n)
+     WHERE NOT EXISTS (SELECT 1 FROM {holder_table} h
+                        WHERE h.{holder_pk} = (t.value ->> 'holder')::{holder_type})
+     ORDER BY t.n LIMIT 1;
+    IF FOUND THEN
+        RETURN jsonb_build_object('unknown_holder', v_unknown);
+    END IF;
+
+    -- Every existing account of the batch, locked in id order: two batches over the same
+    -- accounts wait for each other instead of deadlocking.
+    PERFORM 1 FROM {account} a
+     WHERE (a.holder_id, a.offer_group_id) IN (
+           SELECT x.holder, x.grp
+             FROM jsonb_to_recordset(p_items) AS x(holder {holder_type}, grp bigint))
+     ORDER BY a.id
+       FOR UPDATE;
+
+    -- Each item through the single consume, in input order: the same rules, written once.
+    FOR v_item IN SELECT t.value FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(value, n)
+                   ORDER BY t.n LOOP
+        v_result := user_credits_consume(
+            (v_item ->> 'holder')::{holder_type}, (v_item ->> 'grp')::bigint,
+            (v_item ->> 'count')::bigint, v_item ->> 'key',
+            coalesce(v_item -> 'metadata', '{{}}'::jsonb), p_now,
+            (v_item ->> 'overdraft')::boolean, (v_item ->> 'member')::{member_type},
+            p_period_starts);
+        IF v_result ->> 'status' IN ('holds', 'no_account') THEN
+            -- Left to the portable path, and the items after it to a next call, in order.
+            RETURN jsonb_build_object('results', v_results, 'stopped', v_result ->> 'status');
+        END IF;
+        v_results := v_results || jsonb_build_array(v_result);
+    END LOOP;
+    RETURN jsonb_build_object('results', v_results);
+END
+$fn$;
+"""
+
+
 def chain_functions_sql() -> str:
     """``user_credits_entry_content`` and ``user_credits_link``: ``chain.content`` and
     ``chain.link`` in SQL; ``user_credits_chain``: ``link`` as a running window aggregate."""
@@ -362,6 +420,17 @@ def _key_types(connection) -> dict[str, str]:
 
 def consume_function_sql(connection) -> str:
     return CONSUME_TEMPLATE.format(**_names(), **_key_types(connection))
+
+
+def consume_many_function_sql(connection) -> str:
+    target = CreditAccount._meta.get_field("holder").target_field
+    quote = connection.ops.quote_name
+    return CONSUME_MANY_TEMPLATE.format(
+        **_names(),
+        **_key_types(connection),
+        holder_table=quote(target.model._meta.db_table),
+        holder_pk=quote(target.column),
+    )
 
 
 def expire_batch_function_sql(connection) -> str:

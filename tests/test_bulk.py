@@ -1,0 +1,416 @@
+"""consume_many: many consumptions in one transaction, each all-or-nothing, results in order.
+
+The service tests run on the default database through whichever path it takes, and, where it
+matters, once more with ``POSTGRES_FAST_PATH`` off (the portable path on PostgreSQL too).
+"""
+
+import random
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from user_credits import exceptions as domain
+from user_credits import services, signals
+from user_credits.models import ConsumptionRecord, CreditAccount, EntryKind, LedgerEntry
+from user_credits.services import ConsumeItem, ConsumeStatus
+
+from .factories import assert_ledger_consistent, make_group, make_user, table_snapshot
+from .test_concurrency import in_threads
+from .test_differential import _clear
+
+pytestmark = pytest.mark.django_db
+
+OK, REPLAYED, INSUFFICIENT, CONFLICT, LIMIT = (
+    ConsumeStatus.OK,
+    ConsumeStatus.REPLAYED,
+    ConsumeStatus.INSUFFICIENT,
+    ConsumeStatus.CONFLICT,
+    ConsumeStatus.LIMIT,
+)
+
+
+@pytest.fixture(params=[True, False], ids=["fast", "portable"])
+def fast_path(request):
+    """Both paths (on SQLite both are the portable one)."""
+    with override_settings(USER_CREDITS={"POSTGRES_FAST_PATH": request.param}):
+        yield request.param
+
+
+def summary(results):
+    return [(r.status, r.balance) for r in results]
+
+
+def test_each_status_in_input_order(fast_path, user, other_user):
+    group = make_group("api")
+    services.grant(user, group, 10)
+    services.grant(other_user, group, 5)
+    results = services.consume_many(
+        [
+            ConsumeItem(user, "api", 3, idempotency_key="a"),
+            ConsumeItem(other_user, "api", 6),  # short: the others go on
+            ConsumeItem(user, group, 3, idempotency_key="a"),  # the same request again
+            ConsumeItem(user, "api", 4, idempotency_key="a"),  # the key, another count
+            ConsumeItem(other_user.pk, "api", 5, metadata={"job": 7}),
+            ConsumeItem(user, "api", 2),
+        ]
+    )
+    assert summary(results) == [
+        (OK, 7),
+        (INSUFFICIENT, 5),
+        (REPLAYED, 7),
+        (CONFLICT, None),
+        (OK, 0),
+        (OK, 5),
+    ]
+    u, o = user.pk, other_user.pk
+    assert [r.holder for r in results] == [u, o, u, u, o, u]
+    assert {r.offer_group for r in results} == {"api"}
+    assert [r.count for r in results] == [3, 6, 3, 4, 5, 2]
+    # The accounts, for what runs after commit (e.g. a recharge below a threshold).
+    accounts = dict(CreditAccount.objects.values_list("holder_id", "pk"))
+    assert [r.account for r in results] == [
+        accounts[user.pk],
+        None,
+        accounts[user.pk],
+        None,
+        accounts[other_user.pk],
+        accounts[user.pk],
+    ]
+    assert [[(e.kind, e.amount) for e in r.entries] for r in results] == [
+        [(EntryKind.CONSUME, -3)],
+        [],
+        [(EntryKind.CONSUME, -3)],
+        [],
+        [(EntryKind.CONSUME, -5)],
+        [(EntryKind.CONSUME, -2)],
+    ]
+    assert results[2].entries[0].pk == results[0].entries[0].pk
+    assert results[4].entries[0].metadata == {"job": 7}
+    assert [r.consumed for r in results] == [True, False, True, False, True, True]
+    # Only the ok items wrote: three consume entries, one idempotency record.
+    assert LedgerEntry.objects.filter(kind=EntryKind.CONSUME).count() == 3
+    assert ConsumptionRecord.objects.count() == 1
+    assert services.get_balance(user, group) == 5
+    assert services.get_balance(other_user, group) == 0
+    assert services.verify_ledger().problems == []
+    assert_ledger_consistent()
+
+
+def test_burn_order_and_due_lots_as_consume(fast_path, user, travel):
+    group = make_group("api")
+    now = timezone.now()
+    with travel(now):
+        services.grant(user, group, 5, expires=now + timedelta(hours=1))
+        services.grant(user, group, 5, expires=now + timedelta(days=3))
+        services.grant(user, group, 5)
+    with travel(now + timedelta(hours=2)):  # the first lot is due
+        results = services.consume_many([ConsumeItem(user, group, 7), ConsumeItem(user, group, 1)])
+    assert summary(results) == [(OK, 3), (OK, 2)]
+    # The due lot expires first (written, not returned), then the soonest expiry burns first.
+    kinds = list(LedgerEntry.objects.order_by("seq").values_list("kind", "amount"))
+    assert kinds[3:] == [
+        (EntryKind.EXPIRE, -5),
+        (EntryKind.CONSUME, -5),
+        (EntryKind.CONSUME, -2),
+        (EntryKind.CONSUME, -1),
+    ]
+    assert [[e.amount for e in r.entries] for r in results] == [[-5, -2], [-1]]
+    assert services.verify_ledger().problems == []
+
+
+def test_a_whole_batch_replays(fast_path, user, other_user):
+    group = make_group("api")
+    services.grant(user, group, 10)
+    services.grant(other_user, group, 10)
+    batch = [
+        ConsumeItem(user, group, 2, idempotency_key="e1"),
+        ConsumeItem(other_user, group, 4, idempotency_key="e1"),  # keys are per holder
+        ConsumeItem(user, group, 3, idempotency_key="e2"),
+        ConsumeItem(user, group, 50, idempotency_key="e3"),  # short: the key stays free
+    ]
+    first = services.consume_many(batch)
+    assert summary(first) == [(OK, 8), (OK, 6), (OK, 5), (INSUFFICIENT, 5)]
+    before = table_snapshot()
+    again = services.consume_many(batch)
+    assert summary(again) == [(REPLAYED, 8), (REPLAYED, 6), (REPLAYED, 5), (INSUFFICIENT, 5)]
+    assert [[e.pk for e in r.entries] for r in again] == [[e.pk for e in r.entries] for r in first]
+    assert table_snapshot() == before
+
+
+def test_spending_limit_and_member(fast_path, user):
+    member = make_user("member")
+    group = make_group("api")
+    services.grant(user, group, 100)
+    with override_settings(
+        USER_CREDITS={
+            "POSTGRES_FAST_PATH": fast_path,
+            "CAN_SPEND": "tests.test_differential.members_may_spend",
+        }
+    ):
+        services.set_spending_limit(user, member, group, 5)
+        results = services.consume_many(
+            [
+                ConsumeItem(user, group, 3, member=member),
+                ConsumeItem(user, group, 3, member=member.pk),  # 6 > 5
+                ConsumeItem(user, group, 2, member=member),
+                ConsumeItem(user, group, 3),  # the holder's own spend has no limit
+            ]
+        )
+    assert summary(results) == [(OK, 97), (LIMIT, None), (OK, 95), (OK, 92)]
+    assert [e.member_id for r in results for e in r.entries] == [member.pk, member.pk, None]
+
+
+def test_a_member_who_may_not_spend_is_refused_before_anything(fast_path, user):
+    stranger = make_user("stranger")
+    services.grant(user, make_group("api"), 10)
+    before = table_snapshot()
+    with pytest.raises(domain.SpendingNotAllowed) as caught:
+        services.consume_many(
+            [ConsumeItem(user, "api", 1), ConsumeItem(user, "api", 1, member=stranger)]
+        )
+    assert caught.value.field == "items[1].member"
+    assert table_snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "field"),
+    [
+        ({"offer_group": "nope"}, domain.UnknownOfferGroup, "items[2].offer_group"),
+        ({"offer_group": 5}, domain.UnknownOfferGroup, "items[2].offer_group"),
+        ({"holder": 10**9}, domain.InvalidArgument, "items[2].holder"),
+        ({"holder": "x"}, domain.InvalidArgument, "items[2].holder"),
+        ({"holder": None}, domain.InvalidArgument, "items[2].holder"),
+        ({"count": 0}, domain.InvalidCount, "items[2].count"),
+        ({"count": 2.5}, domain.InvalidCount, "items[2].count"),
+        ({"count": True}, domain.InvalidCount, "items[2].count"),
+        ({"idempotency_key": ""}, domain.InvalidArgument, "items[2].idempotency_key"),
+        ({"idempotency_key": "k" * 256}, domain.InvalidArgument, "items[2].idempotency_key"),
+        ({"metadata": ["a"]}, domain.InvalidArgument, "items[2].metadata"),
+    ],
+)
+def test_bad_items_name_their_index_and_field(fast_path, user, bad, error, field):
+    services.grant(user, make_group("api"), 10)
+    good = {"holder": user, "offer_group": "api", "count": 1}
+    items = [ConsumeItem(**good), ConsumeItem(**good), ConsumeItem(**{**good, **bad})]
+    before = table_snapshot()
+    with pytest.raises(error) as caught:
+        services.consume_many(items)
+    assert caught.value.field == field
+    assert "2" in str(caught.value)
+    assert table_snapshot() == before
+
+
+def test_not_a_list_of_items(user):
+    make_group("api")
+    with pytest.raises(domain.InvalidArgument) as caught:
+        services.consume_many([ConsumeItem(user, "api", 1), ("alice", "api", 1)])
+    assert caught.value.field == "items[1]"
+    with pytest.raises(domain.InvalidArgument) as caught:
+        services.consume_many(ConsumeItem(user, "api", 1))
+    assert caught.value.field == "items"
+    assert services.consume_many([]) == []
+
+
+def test_batch_max(user):
+    group = make_group("api")
+    services.grant(user, group, 10)
+    with override_settings(USER_CREDITS={"BATCH_MAX": 3}):
+        assert len(services.consume_many([ConsumeItem(user, group, 1)] * 3)) == 3
+        before = table_snapshot()
+        with pytest.raises(domain.InvalidArgument) as caught:
+            services.consume_many([ConsumeItem(user, group, 1)] * 4)
+    assert caught.value.field == "items"
+    assert "3" in str(caught.value)
+    assert table_snapshot() == before
+
+
+def test_holds_and_new_overdraft_accounts_keep_their_turn(fast_path, user, other_user):
+    """Items the fast path leaves to the portable one (an account with holds, a first
+    overdraft) are applied in their place in the batch."""
+    group, debt = make_group("api"), make_group("debt")
+    services.grant(user, group, 10)
+    services.grant(other_user, group, 10)
+    services.hold(user, group, 4)
+    with override_settings(
+        USER_CREDITS={"POSTGRES_FAST_PATH": fast_path, "OVERDRAFT_GROUPS": {"debt": True}}
+    ):
+        results = services.consume_many(
+            [
+                ConsumeItem(other_user, group, 1, idempotency_key="k"),
+                ConsumeItem(user, group, 5, idempotency_key="k"),  # 6 available, 4 held
+                ConsumeItem(other_user, group, 2),
+                ConsumeItem(user, debt, 3),  # no account yet: an overdraft
+                ConsumeItem(user, group, 2),
+                ConsumeItem(other_user, debt, 1, idempotency_key="k"),  # k was for 1 in api
+            ]
+        )
+    assert summary(results) == [
+        (OK, 9),
+        (OK, 1),
+        (OK, 7),
+        (OK, -3),
+        (INSUFFICIENT, 1),
+        (CONFLICT, None),
+    ]
+    assert services.verify_ledger().problems == []
+    assert_ledger_consistent()
+
+
+def test_signals_after_commit_for_each_consumed_item(fast_path, user, on_commit):
+    group = make_group("api")
+    services.grant(user, group, 10)
+    seen = []
+
+    def receiver(sender, **kwargs):
+        seen.append((kwargs["count"], kwargs["balance"]))
+
+    signals.credits_consumed.connect(receiver)
+    try:
+        with on_commit():
+            services.consume_many(
+                [
+                    ConsumeItem(user, group, 4),
+                    ConsumeItem(user, group, 9),
+                    ConsumeItem(user, group, 1),
+                ]
+            )
+    finally:
+        signals.credits_consumed.disconnect(receiver)
+    assert seen == [(4, 6), (1, 5)]
+
+
+def test_the_same_as_one_consume_at_a_time(fast_path):
+    """A random batch gives the results and rows that ``consume`` one by one gives."""
+    rng = random.Random(7)
+    users = [make_user() for _ in range(3)]
+    groups = [make_group("a"), make_group("b")]
+
+    def outcomes(run):
+        for user in users:
+            for group in groups:
+                services.grant(user, group, 30)
+        items = [
+            ConsumeItem(
+                rng.choice(users),
+                rng.choice(groups).key,
+                rng.randint(1, 12),
+                idempotency_key=rng.choice([None, "x", "y"]),
+            )
+            for _ in range(40)
+        ]
+        return run(items), items
+
+    def one_by_one(items):
+        results = []
+        for item in items:
+            try:
+                done = services.consume(
+                    item.holder,
+                    item.offer_group,
+                    item.count,
+                    idempotency_key=item.idempotency_key,
+                )
+            except domain.IdempotencyConflict:
+                results.append((CONFLICT, None))
+            except domain.InsufficientCredits as exc:
+                results.append((INSUFFICIENT, exc.available))
+            else:
+                results.append((REPLAYED if done.replayed else OK, done.balance))
+        return results
+
+    state = rng.getstate()
+    expected, _ = outcomes(one_by_one)
+    rows = list(LedgerEntry.objects.order_by("pk").values_list("kind", "amount", "balance_after"))
+    _clear()
+    rng.setstate(state)
+    got, _ = outcomes(lambda items: summary(services.consume_many(items)))
+    assert got == expected
+    assert {status for status, _ in got} == {OK, REPLAYED, INSUFFICIENT, CONFLICT}
+    again = list(LedgerEntry.objects.order_by("pk").values_list("kind", "amount", "balance_after"))
+    assert again == rows
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+QUERIES = []
+
+
+@pytest.mark.postgres
+def test_one_batch_is_a_constant_number_of_queries():
+    users = [make_user() for _ in range(20)]
+    group = make_group("api")
+    for user in users:
+        services.grant(user, group, 1000)
+    services.consume(users[0], "api", 1)  # the group key is now known (cached)
+
+    def queries(n):
+        items = [
+            ConsumeItem(users[i % 20].pk, "api", 1, idempotency_key=f"{n}-{i}") for i in range(n)
+        ]
+        with CaptureQueriesContext(connection) as captured:
+            results = services.consume_many(items)
+        assert {r.status for r in results} == {OK}
+        QUERIES[:] = [q["sql"][:120] for q in captured]
+        return len(captured)
+
+    small, large = queries(5), queries(500)
+    # The function call, between BEGIN and COMMIT.
+    assert small == large <= 3, (small, large, QUERIES)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "portable"])
+def test_four_batch_writers_on_overlapping_accounts(fast):
+    """Four writers, each batch over the same accounts in its own shuffled order: no deadlock,
+    every token accounted for, every chain verifies."""
+    users = [make_user() for _ in range(8)]
+    groups = [make_group("a"), make_group("b")]
+    for user in users:
+        for group in groups:
+            services.grant(user, group, 300)
+    pairs = [(u.pk, g.key) for u in users for g in groups]
+
+    def work(worker):
+        rng = random.Random(worker)
+        done = 0
+        for batch in range(10):
+            items = [
+                ConsumeItem(holder, key, 1, idempotency_key=f"w{worker}-{batch}-{i}")
+                for i, (holder, key) in enumerate(rng.sample(pairs, len(pairs)) * 2)
+            ]
+            results = services.consume_many(items)
+            assert {r.status for r in results} == {OK}
+            done += len(results)
+        return done
+
+    with override_settings(USER_CREDITS={"POSTGRES_FAST_PATH": fast}):
+        results = in_threads(4, work)
+    assert results == [10 * 2 * len(pairs)] * 4, results
+    for user in users:
+        for group in groups:
+            assert services.get_balance(user, group) == 300 - 4 * 10 * 2
+    assert LedgerEntry.objects.filter(kind=EntryKind.CONSUME).count() == 4 * 10 * 2 * len(pairs)
+    assert services.verify_ledger().problems == []
+    assert_ledger_consistent()
+
+
+@pytest.mark.postgres
+def test_racing_batches_on_one_key_consume_it_once():
+    """Two batches use the same holder's key on two accounts at once: one consumes, the other
+    conflicts (it retries after the unique index refused its record)."""
+    user = make_user()
+    for key in ("a", "b"):
+        services.grant(user, make_group(key), 10)
+
+    def work(i):
+        return services.consume_many([ConsumeItem(user, "ab"[i], 2, idempotency_key="same")])[0]
+
+    results = in_threads(2, work)
+    assert sorted(r.status for r in results) == [CONFLICT, OK], results
+    assert ConsumptionRecord.objects.count() == 1
+    assert services.verify_ledger().problems == []
