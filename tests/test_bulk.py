@@ -4,14 +4,17 @@ The service tests run on the default database through whichever path it takes, a
 matters, once more with ``POSTGRES_FAST_PATH`` off (the portable path on PostgreSQL too).
 """
 
+import json
 import random
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from user_credits import exceptions as domain
 from user_credits import services, signals
@@ -414,3 +417,126 @@ def test_racing_batches_on_one_key_consume_it_once():
     assert sorted(r.status for r in results) == [CONFLICT, OK], results
     assert ConsumptionRecord.objects.count() == 1
     assert services.verify_ledger().problems == []
+
+
+# --- API: POST consume/batch/ -----------------------------------------------------------------
+
+API = "/api/credits/"
+ITEM = {"holder": "HOLDER", "offer_group": "api", "count": 1}
+
+
+@pytest.fixture
+def consumer():
+    """A server-to-server client holding only the consume permission."""
+    robot = make_user("robot")
+    robot.user_permissions.add(Permission.objects.get(codename="consume_credits"))
+    client = APIClient()
+    client.force_authenticate(robot)
+    return client
+
+
+def test_api_batch_answers_each_item_in_order(consumer, user, other_user):
+    services.grant(user, make_group("api"), 10)
+    services.grant(other_user, make_group("ai"), 3)
+    items = [
+        {"holder": user.pk, "offer_group": "api", "count": 4, "idempotency_key": "e1"},
+        {"user": other_user.pk, "offer_group": "ai", "count": 5},
+        {"holder": user.pk, "offer_group": "api", "count": 4, "idempotency_key": "e1"},
+        {"holder": user.pk, "offer_group": "api", "count": 1, "idempotency_key": "e1"},
+        {"holder": other_user.pk, "offer_group": "ai", "count": 3, "metadata": {"job": 2}},
+    ]
+    response = consumer.post(API + "consume/batch/", {"items": items}, format="json")
+    assert response.status_code == 200, response.json()
+    results = response.json()["results"]
+    assert [(r["status"], r["balance"]) for r in results] == [
+        (OK, 6),
+        (INSUFFICIENT, 3),
+        (REPLAYED, 6),
+        (CONFLICT, None),
+        (OK, 0),
+    ]
+    assert results[0]["entries"] == results[2]["entries"]
+    assert [e["amount"] for e in results[0]["entries"]] == [-4]
+    assert results[1]["entries"] == [] and results[1]["account"] is None
+    assert results[4]["account"] == CreditAccount.objects.get(holder=other_user).pk
+    assert services.get_balance(user, "api") == 6
+    assert services.get_balance(other_user, "ai") == 0
+    # Sent again, the batch replays what it consumed (the last item has no key: it is a new
+    # consumption, now short) and writes nothing.
+    before = table_snapshot()
+    again = consumer.post(API + "consume/batch/", {"items": items}, format="json").json()
+    assert [(r["status"], r["balance"]) for r in again["results"]] == [
+        (REPLAYED, 6),
+        (INSUFFICIENT, 0),
+        (REPLAYED, 6),
+        (CONFLICT, None),
+        (INSUFFICIENT, 0),
+    ]
+    assert table_snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "items"),
+        ({"items": []}, "items"),
+        ({"items": {"holder": 1}}, "items"),
+        ({"items": [ITEM, ITEM], "extra": 1}, "extra"),
+        ({"items": [ITEM, {**ITEM, "count": 0}]}, "items[1].count"),
+        ({"items": [ITEM, {**ITEM, "count": "2"}]}, "items[1].count"),
+        ({"items": [ITEM, ITEM, {**ITEM, "colour": 1}]}, "items[2].colour"),
+        ({"items": [ITEM, "x"]}, "items[1]"),
+        ({"items": [ITEM, None]}, "items[1]"),
+        ({"items": [{"offer_group": "api", "count": 1}]}, "items[0].holder"),
+        ({"items": [ITEM, {**ITEM, "idempotency_key": ""}]}, "items[1].idempotency_key"),
+        ({"items": [ITEM, {**ITEM, "offer_group": "nope"}]}, "items[1].offer_group"),
+        ({"items": [ITEM, {**ITEM, "holder": 10**9}]}, "items[1].holder"),
+        ({"items": [ITEM] * 4}, "items"),  # over BATCH_MAX
+    ],
+)
+def test_api_batch_bad_input_names_the_item_and_writes_nothing(consumer, user, body, field):
+    services.grant(user, make_group("api"), 10)
+    body = json.loads(json.dumps(body).replace('"HOLDER"', str(user.pk)))
+    before = table_snapshot()
+    with override_settings(USER_CREDITS={"BATCH_MAX": 3}):
+        response = consumer.post(API + "consume/batch/", body, format="json")
+    assert response.status_code == 400, response.json()
+    assert field in response.json()["fields"], response.json()
+    assert table_snapshot() == before
+
+
+def test_api_batch_needs_the_consume_permission(user):
+    services.grant(user, make_group("api"), 10)
+    body = {"items": [{"holder": user.pk, "offer_group": "api", "count": 1}]}
+    client = APIClient()
+    assert client.post(API + "consume/batch/", body, format="json").status_code in (401, 403)
+    client.force_authenticate(user)  # no consume_credits permission, even on their own credits
+    assert client.post(API + "consume/batch/", body, format="json").status_code == 403
+    assert services.get_balance(user, "api") == 10
+
+
+def test_api_batch_member_who_may_not_spend_is_403(consumer, user):
+    stranger = make_user("stranger")
+    services.grant(user, make_group("api"), 10)
+    body = {"items": [{"holder": user.pk, "offer_group": "api", "count": 1, "member": stranger.pk}]}
+    response = consumer.post(API + "consume/batch/", body, format="json")
+    assert response.status_code == 403
+    assert "items[0].member" in response.json()["fields"]
+    assert services.get_balance(user, "api") == 10
+
+
+def test_api_batch_in_the_schema(consumer):
+    schema = consumer.get(API + "schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    post = schema["paths"][API + "consume/batch/"]["post"]
+    assert {"200", "400", "403"} <= set(post["responses"])
+    body = post["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+    items = schema["components"]["schemas"][body]["properties"]["items"]
+    item = schema["components"]["schemas"][items["items"]["$ref"].split("/")[-1]]
+    assert {"holder", "offer_group", "count", "idempotency_key", "metadata"} <= set(
+        item["properties"]
+    )
+    answer = post["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    results = schema["components"]["schemas"][answer.split("/")[-1]]["properties"]["results"]
+    result = schema["components"]["schemas"][results["items"]["$ref"].split("/")[-1]]
+    assert set(result["properties"]) == {"status", "balance", "account", "entries"}
+    assert result["properties"]["balance"]["nullable"] is True

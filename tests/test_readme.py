@@ -262,6 +262,7 @@ grant = {"user": root, "offer_group": "api-calls", "tokens": 10, "reason": "READ
 call("post", "grants/", body=grant)
 spend = {"user": root, "offer_group": "api-calls", "count": 2}
 call("post", "consume/", body=spend, HTTP_IDEMPOTENCY_KEY="c1")
+call("post", "consume/batch/", body={"items": [{**spend, "idempotency_key": "b1"}]})
 hold = call("post", "holds/", body=spend, HTTP_IDEMPOTENCY_KEY="h1")
 call("post", "holds/{id}/capture/", f"holds/{hold['id']}/capture/", body={"count": 1})
 hold = call("post", "holds/", body=spend, HTTP_IDEMPOTENCY_KEY="h2")
@@ -295,6 +296,7 @@ EXPECTED = {
     "GET ledger/": 200,
     "POST grants/": 201,
     "POST consume/": 201,
+    "POST consume/batch/": 200,
     "POST holds/": 201,
     "POST holds/{id}/capture/": 200,
     "POST holds/{id}/release/": 200,

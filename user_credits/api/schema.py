@@ -28,6 +28,7 @@ SCHEMA_SETTINGS = {
         "OrderStatusEnum": "user_credits.models.OrderStatus",
         "HoldStatusEnum": "user_credits.models.HoldStatus",
         "LotStatusEnum": "user_credits.models.LotStatus",
+        "ConsumeStatusEnum": "user_credits.services.bulk.STATUSES",
     },
 }
 

@@ -1,8 +1,10 @@
 from django.contrib.auth import get_user_model
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .. import money, services
+from ..conf import app_settings
 from ..holders import get_holder_model, holder_is_user
 from ..models import (
     BundleItem,
@@ -14,6 +16,7 @@ from ..models import (
     Order,
     OrderEvent,
 )
+from ..services import ConsumeStatus
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -296,6 +299,108 @@ class ConsumptionSerializer(serializers.Serializer):
     balance = serializers.IntegerField(help_text="Tokens available after the consumption.")
     replayed = serializers.BooleanField()
     entries = ConsumedEntrySerializer(many=True)
+
+
+class ConsumeBatchItemSerializer(StrictSerializer):
+    """One item of ``consume/batch/``: the body of ``consume/`` and its idempotency key.
+    Holders and groups are checked by the service, for the whole batch at once."""
+
+    holder = StrictIntegerField(min_value=1, required=False)
+    user = StrictIntegerField(
+        min_value=1, required=False, help_text="Alias of holder when holders are users."
+    )
+    offer_group = serializers.SlugField(max_length=64)
+    count = StrictIntegerField(min_value=1, max_value=10**12)
+    idempotency_key = serializers.CharField(
+        min_length=1,
+        max_length=255,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Unique per consumption of a holder: a retried item replays its first result.",
+    )
+    metadata = serializers.DictField(required=False, default=dict)
+    member = StrictIntegerField(min_value=1, required=False, allow_null=True, default=None)
+
+    def to_internal_value(self, data):
+        # Validated as a list (many=True), where initial_data is the whole list: check here.
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: [_("Unknown field.")] for name in unknown})
+        return super().to_internal_value(data)
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        holder, user = attrs.pop("holder", None), attrs.pop("user", None)
+        if user is not None:
+            if not holder_is_user():
+                raise serializers.ValidationError({"user": [_("Use holder.")]})
+            if holder is not None and holder != user:
+                raise serializers.ValidationError({"user": [_("Give holder or user, not both.")]})
+        if holder is None and user is None:
+            raise serializers.ValidationError({"holder": [_("This field is required.")]})
+        attrs["holder"] = holder if holder is not None else user
+        return attrs
+
+
+class ConsumeBatchSerializer(serializers.Serializer):
+    items = ConsumeBatchItemSerializer(
+        many=True, help_text="At most USER_CREDITS['BATCH_MAX'] items (default 1000)."
+    )
+
+    def to_internal_value(self, data):
+        """Errors name the item and its field: ``items[3].count``."""
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": [_("Expected a JSON object.")]})
+        unknown = sorted(set(data) - {"items"})
+        if unknown:
+            raise serializers.ValidationError({name: [_("Unknown field.")] for name in unknown})
+        items = data.get("items")
+        if not isinstance(items, list) or not items:
+            raise serializers.ValidationError({"items": [_("A non-empty list of items.")]})
+        limit = app_settings.BATCH_MAX
+        if len(items) > limit:
+            message = _("At most %(max)d items, got %(count)d.") % {
+                "max": limit,
+                "count": len(items),
+            }
+            raise serializers.ValidationError({"items": [message]})
+        checked = ConsumeBatchItemSerializer(data=items, many=True)
+        if checked.is_valid():
+            return {"items": checked.validated_data}
+        errors = {}
+        # {index: errors}; a list with a blank per valid item in DRF before 3.15.
+        found = checked.errors
+        found = found.items() if isinstance(found, dict) else enumerate(found)
+        for index, item_errors in found:
+            where = f"items[{index}]"
+            if not isinstance(item_errors, dict):  # a null item
+                errors[where] = item_errors
+                continue
+            for name, messages in item_errors.items():
+                errors[where if name == "non_field_errors" else f"{where}.{name}"] = messages
+        raise serializers.ValidationError(errors)
+
+
+class ConsumeBatchResultSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=ConsumeStatus.ALL,
+        help_text="ok: consumed; replayed: the key's first result, nothing written; "
+        "insufficient: not enough tokens; conflict: the key was used for another request; "
+        "limit: the member's spending limit. Only ok writes.",
+    )
+    balance = serializers.IntegerField(
+        allow_null=True,
+        help_text="Available after ok; the first result's for replayed; the unchanged "
+        "available for insufficient; null for conflict and limit.",
+    )
+    account = serializers.IntegerField(allow_null=True, help_text="The account consumed from.")
+    entries = ConsumedEntrySerializer(many=True)
+
+
+class ConsumeBatchResultsSerializer(serializers.Serializer):
+    results = ConsumeBatchResultSerializer(many=True, help_text="One per item, in order.")
 
 
 class GrantSerializer(HolderSerializer):

@@ -23,4 +23,5 @@ urlpatterns = [
     path("consume/", views.ConsumeView.as_view(), name="consume"),
     path("grants/", views.GrantView.as_view(), name="grants"),
     path("schema/", SchemaView.as_view(), name="schema"),
+    path("consume/batch/", views.ConsumeBatchView.as_view(), name="consume-batch"),
 ]

@@ -246,6 +246,36 @@ class ConsumeView(CreditsAPIMixin, APIView):
         )
 
 
+class ConsumeBatchView(CreditsAPIMixin, APIView):
+    """Consume many holders' tokens in one request (server to server), e.g. usage events
+    from a queue. Each item is all-or-nothing on its own; results come back in order."""
+
+    permission_classes = [permissions.IsAuthenticated, CanConsumeCredits]
+    throttle_scope = "user_credits_consume"
+
+    @extend_schema(
+        request=s.ConsumeBatchSerializer,
+        responses={200: s.ConsumeBatchResultsSerializer, **errors(400, 401, 403, 503)},
+    )
+    def post(self, request):
+        data = s.ConsumeBatchSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        results = services.consume_many(
+            [
+                services.ConsumeItem(
+                    item["holder"],
+                    item["offer_group"],
+                    item["count"],
+                    idempotency_key=item["idempotency_key"],
+                    metadata=item["metadata"],
+                    member=item["member"],
+                )
+                for item in data.validated_data["items"]
+            ]
+        )
+        return Response({"results": s.ConsumeBatchResultSerializer(results, many=True).data})
+
+
 class GrantView(CreditsAPIMixin, APIView):
     """Grant tokens to a user, with a reason (staff)."""
 

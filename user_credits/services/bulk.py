@@ -59,6 +59,10 @@ class ConsumeStatus:
     ALL = (OK, REPLAYED, INSUFFICIENT, CONFLICT, LIMIT)
 
 
+#: The statuses, for the API schema's enum (``ENUM_NAME_OVERRIDES``).
+STATUSES = ConsumeStatus.ALL
+
+
 @dataclass(frozen=True)
 class ConsumeItem:
     """One consumption of a batch: the arguments of ``consume``."""
