@@ -17,7 +17,12 @@ import pytest
 from django.test import override_settings
 
 from user_credits import models, services
-from user_credits.exceptions import UserCreditsError
+from user_credits.exceptions import (
+    IdempotencyConflict,
+    InsufficientCredits,
+    SpendingLimitExceeded,
+    UserCreditsError,
+)
 from user_credits.models import Cycle, LotCategory
 
 from .factories import assert_ledger_consistent, make_group, make_offer, make_user
@@ -145,9 +150,10 @@ def _snapshot():
 class Run:
     """One sequence of operations, drawn from a seed; results normalised for comparison."""
 
-    def __init__(self, seed, fixture):
+    def __init__(self, seed, fixture, one_by_one=False):
         self.rng = random.Random(seed)
         self.f = fixture
+        self.one_by_one = one_by_one  # batches through consume, an item at a time
         self.now = START
         self.orders = []
         self.holds = []
@@ -211,6 +217,25 @@ class Run:
         )
         return (result.balance, result.replayed, [(e.kind, e.amount) for e in result.entries])
 
+    def consume_batch(self):
+        items = [
+            services.ConsumeItem(
+                self._user(),
+                self._group().key,
+                self.rng.randint(1, 12),
+                idempotency_key=self.rng.choice([None, *(f"k{i}" for i in range(6))]),
+                metadata={"step": len(self.results)} if self.rng.random() < 0.3 else None,
+                member=self._member(),
+            )
+            for _ in range(self.rng.randint(1, 8))
+        ]
+        if self.one_by_one:
+            return [_consume_one(item) for item in items]
+        return [
+            (r.status, r.balance, [(e.kind, e.amount) for e in r.entries])
+            for r in services.consume_many(items)
+        ]
+
     def hold(self):
         hold = services.hold(
             self._user(),
@@ -257,6 +282,8 @@ class Run:
         consume,
         consume,
         consume,
+        consume_batch,
+        consume_batch,
         hold,
         capture,
         release,
@@ -265,6 +292,27 @@ class Run:
         travel,
         travel,
     ]
+
+
+def _consume_one(item):
+    """``consume``'s outcome in ``consume_many``'s terms."""
+    try:
+        done = services.consume(
+            item.holder,
+            item.offer_group,
+            item.count,
+            idempotency_key=item.idempotency_key,
+            metadata=item.metadata,
+            member=item.member,
+        )
+    except SpendingLimitExceeded:
+        return ("limit", None, [])
+    except InsufficientCredits as exc:
+        return ("insufficient", exc.available, [])
+    except IdempotencyConflict:
+        return ("conflict", None, [])
+    status = "replayed" if done.replayed else "ok"
+    return (status, done.balance, [(e.kind, e.amount) for e in done.entries])
 
 
 def members_may_spend(user, holder):
@@ -300,7 +348,7 @@ def fixture():
     }
 
 
-def _run(seed, fixture, fast_path):
+def _run(seed, fixture, fast_path, one_by_one=False):
     _clear()
     with override_settings(
         USER_CREDITS={
@@ -309,7 +357,7 @@ def _run(seed, fixture, fast_path):
             "CAN_SPEND": "tests.test_differential.members_may_spend",
         }
     ):
-        results = Run(seed, fixture)()
+        results = Run(seed, fixture, one_by_one)()
     assert_ledger_consistent()
     # Digests name row ids, so they differ between runs: each run's chain must verify.
     assert services.verify_ledger().problems == []
@@ -327,9 +375,30 @@ def test_fast_path_and_portable_path_agree(seed, fixture):
     assert len(fast_rows["LedgerEntry"]) > 10
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "portable"])
+@pytest.mark.parametrize("seed", SEEDS[:8])
+def test_consume_many_and_consume_one_by_one_agree(seed, fixture, fast_path):
+    """The same batches through ``consume_many`` and through ``consume`` an item at a time
+    leave the same rows and give the same outcomes, on either path."""
+    one_results, one_rows = _run(seed, fixture, fast_path, one_by_one=True)
+    many_results, many_rows = _run(seed, fixture, fast_path)
+    assert many_results == one_results
+    for model, rows in one_rows.items():
+        assert many_rows[model] == rows, model
+    statuses = {
+        item[0]
+        for op, outcome in many_results
+        if op == "consume_batch" and isinstance(outcome, list)
+        for item in outcome
+    }
+    assert {"ok", "insufficient"} <= statuses
+
+
 def test_limits_were_reached_and_kept(fixture):
-    """Across the seeds, members spend and limits refuse: the comparison above covers them."""
+    """Across the seeds, members spend and limits refuse, and batches meet every status: the
+    comparisons above cover them."""
     refused = spent = 0
+    statuses = set()
     for seed in SEEDS:
         results, rows = _run(seed, fixture, fast_path=True)
         refused += sum(
@@ -338,4 +407,12 @@ def test_limits_were_reached_and_kept(fixture):
             if isinstance(outcome, tuple) and outcome and outcome[0] == "SpendingLimitExceeded"
         )
         spent += sum(1 for row in rows["LedgerEntry"] if row["member_id"] is not None)
+        statuses.update(
+            item[0]
+            for op, outcome in results
+            if op == "consume_batch" and isinstance(outcome, list)
+            for item in outcome
+        )
     assert refused > 0 and spent > 0
+    # Batches met every status, so the comparisons above cover each of them.
+    assert statuses == set(services.ConsumeStatus.ALL)
