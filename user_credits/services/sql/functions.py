@@ -341,7 +341,7 @@ CREATE OR REPLACE FUNCTION user_credits_consume_many(
 DECLARE
     v_item jsonb;
     v_result jsonb;
-    v_results jsonb := '[]'::jsonb;
+    v_results jsonb[] := '{{}}';
     v_unknown bigint;
 BEGIN
     -- An item of an unknown holder refuses the whole batch, before anything is written.
@@ -374,11 +374,13 @@ BEGIN
             p_period_starts);
         IF v_result ->> 'status' IN ('holds', 'no_account') THEN
             -- Left to the portable path, and the items after it to a next call, in order.
-            RETURN jsonb_build_object('results', v_results, 'stopped', v_result ->> 'status');
+            RETURN jsonb_build_object(
+                'results', to_jsonb(v_results), 'stopped', v_result ->> 'status');
         END IF;
-        v_results := v_results || jsonb_build_array(v_result);
+        -- Appending to an array is amortised O(1); to a jsonb array it copies it each time.
+        v_results := array_append(v_results, v_result);
     END LOOP;
-    RETURN jsonb_build_object('results', v_results);
+    RETURN jsonb_build_object('results', to_jsonb(v_results));
 END
 $fn$;
 """
