@@ -22,6 +22,7 @@ from user_credits.models import ConsumptionRecord, CreditAccount, EntryKind, Led
 from user_credits.services import ConsumeItem, ConsumeStatus
 
 from .factories import assert_ledger_consistent, make_group, make_user, table_snapshot
+from .faults import failing_ledger_insert
 from .test_concurrency import in_threads
 from .test_differential import _clear
 
@@ -260,6 +261,32 @@ def test_holds_and_new_overdraft_accounts_keep_their_turn(fast_path, user, other
         (CONFLICT, None),
     ]
     assert services.verify_ledger().problems == []
+    assert_ledger_consistent()
+
+
+def test_a_fault_mid_batch_leaves_the_database_as_it_was(fast_path, user, other_user, on_commit):
+    """An unexpected error (not a status) after some items were written rolls the whole batch
+    back, and sends no signal."""
+    group = make_group("api")
+    services.grant(user, group, 10)
+    services.grant(other_user, group, 10)
+    second = CreditAccount.objects.get(holder=other_user).pk
+    items = [
+        ConsumeItem(user, group, 2, idempotency_key="k"),
+        ConsumeItem(other_user, group, 3, idempotency_key="k"),
+    ]
+    seen = []
+    signals.credits_consumed.connect(receiver := lambda sender, **kw: seen.append(kw))
+    try:
+        before = table_snapshot()
+        with on_commit(), failing_ledger_insert("consume", from_account=second) as error:
+            with pytest.raises(error):
+                services.consume_many(items)
+        assert table_snapshot() == before
+        assert seen == []
+        assert summary(services.consume_many(items)) == [(OK, 8), (OK, 7)]
+    finally:
+        signals.credits_consumed.disconnect(receiver)
     assert_ledger_consistent()
 
 
