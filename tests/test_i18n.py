@@ -21,11 +21,15 @@ from user_credits.exceptions import InsufficientCredits, InvalidCount
 from .factories import make_group, make_offer, make_user, table_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Each catalog shipped, and the directory ``makemessages`` runs in to rebuild it.
-CATALOGS = {
-    "user_credits": ROOT / "user_credits",
-    "example shop": ROOT / "example_project" / "shop",
-}
+#: Where ``makemessages`` runs to rebuild each catalog (its ``locale`` folder's parent).
+SOURCES = {"user_credits": ROOT / "user_credits", "example shop": ROOT / "example_project/shop"}
+#: Each catalog shipped: (source, language), French and any language added since.
+CATALOGS = [
+    pytest.param(source, folder.name, id=f"{name}-{folder.name}")
+    for name, source in SOURCES.items()
+    for folder in sorted((source / "locale").iterdir())
+    if (folder / "LC_MESSAGES" / "django.po").exists()
+]
 API = "/api/credits/"
 needs_gettext = pytest.mark.skipif(
     not (shutil.which("msgfmt") and shutil.which("xgettext") and shutil.which("msgmerge")),
@@ -67,9 +71,15 @@ def po_entries(path):
 # --- the catalogs ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", CATALOGS)
-def test_every_message_of_the_catalog_is_translated(name):
-    entries = po_entries(CATALOGS[name] / "locale" / "fr" / "LC_MESSAGES" / "django.po")
+def test_french_is_shipped():
+    assert {(param.values[0], param.values[1]) for param in CATALOGS} >= {
+        (source, "fr") for source in SOURCES.values()
+    }
+
+
+@pytest.mark.parametrize("source, language", CATALOGS)
+def test_every_message_of_the_catalog_is_translated(source, language):
+    entries = po_entries(source / "locale" / language / "LC_MESSAGES" / "django.po")
     assert len(entries) > 50
     untranslated = [msgid for msgid, strs, _ in entries if not all(strs)]
     fuzzy = [msgid for msgid, _, flags in entries if "fuzzy" in flags]
@@ -77,14 +87,14 @@ def test_every_message_of_the_catalog_is_translated(name):
 
 
 @needs_gettext
-@pytest.mark.parametrize("name", CATALOGS)
-def test_makemessages_finds_nothing_new_to_translate(name, tmp_path):
+@pytest.mark.parametrize("source, language", CATALOGS)
+def test_makemessages_finds_nothing_new_to_translate(source, language, tmp_path):
     """Rebuild the catalog from the code in a copy: every message of the code is in it,
     translated, and none is fuzzy (a changed message merged into an old translation)."""
     copy = tmp_path / "app"
-    shutil.copytree(CATALOGS[name], copy, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "django", "makemessages", "-l", "fr", "--no-location"],
+        [sys.executable, "-m", "django", "makemessages", "-l", language, "--no-location"],
         cwd=copy,
         check=True,
         capture_output=True,
@@ -94,9 +104,10 @@ def test_makemessages_finds_nothing_new_to_translate(name, tmp_path):
             "PYTHONPATH": str(ROOT),
         },
     )
-    rebuilt = po_entries(copy / "locale" / "fr" / "LC_MESSAGES" / "django.po")
+    rebuilt = po_entries(copy / "locale" / language / "LC_MESSAGES" / "django.po")
     shipped = {
-        msgid for msgid, _, _ in po_entries(CATALOGS[name] / "locale/fr/LC_MESSAGES/django.po")
+        msgid
+        for msgid, _, _ in po_entries(source / "locale" / language / "LC_MESSAGES" / "django.po")
     }
     assert [msgid for msgid, strs, _ in rebuilt if not all(strs)] == []
     assert [msgid for msgid, _, flags in rebuilt if "fuzzy" in flags] == []
@@ -104,9 +115,9 @@ def test_makemessages_finds_nothing_new_to_translate(name, tmp_path):
 
 
 @needs_gettext
-@pytest.mark.parametrize("name", CATALOGS)
-def test_the_compiled_catalog_is_the_po_file_compiled(name, tmp_path):
-    folder = CATALOGS[name] / "locale" / "fr" / "LC_MESSAGES"
+@pytest.mark.parametrize("source, language", CATALOGS)
+def test_the_compiled_catalog_is_the_po_file_compiled(source, language, tmp_path):
+    folder = source / "locale" / language / "LC_MESSAGES"
     fresh = tmp_path / "django.mo"
     subprocess.run(["msgfmt", "--check", "-o", str(fresh), str(folder / "django.po")], check=True)
 
