@@ -43,14 +43,14 @@ class CreditsAPIMixin:
 
 
 class CanConsumeCredits(permissions.BasePermission):
-    message = "The user_credits.consume_credits permission is required."
+    message = _("The user_credits.consume_credits permission is required.")
 
     def has_permission(self, request, view):
         return bool(request.user and request.user.has_perm("user_credits.consume_credits"))
 
 
 class CanGrantCredits(permissions.BasePermission):
-    message = "Staff with the user_credits.add_creditlot permission only."
+    message = _("Staff with the user_credits.add_creditlot permission only.")
 
     def has_permission(self, request, view):
         user = request.user
