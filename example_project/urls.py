@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("i18n/", include("django.conf.urls.i18n")),  # set_language: the header's switch
     path("api/credits/", include("user_credits.api.urls")),
     # The API explorers, over the app's own schema view (api/credits/schema/).
     path(

@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -398,3 +399,87 @@ def test_grant_form_needs_the_grant_permission(client, user):
     client.force_login(clerk)
     assert "Grant tokens to a holder" not in client.get(url("creditaccount")).text
     assert client.get(reverse("admin:user_credits_creditaccount_grant")).status_code == 403
+
+
+def test_ledger_rows_show_the_balance_after_each_entry_not_today(staff, user):
+    group = make_group("g")
+    services.grant(user, group, 10)
+    services.consume(user, group, 3)
+    services.consume(user, group, 2)
+    account = CreditAccount.objects.get(holder=user, offer_group=group)
+    page = staff.get(url("ledgerentry"))
+    after = re.findall(r'<td class="field-balance_after">(-?\d+)</td>', page.text)
+    assert after == ["5", "7", "10"]  # newest first: each row its own balance
+    link = f'<a href="{url("creditaccount", "change", account.pk)}">{user} · g</a>'
+    assert page.text.count(link) == 3
+    assert str(account) not in page.text  # "alice · g: 5", today's balance, on no row
+    lots = staff.get(url("creditlot"))
+    assert link in lots.text and str(account) not in lots.text
+
+
+def test_subscription_actions_report_what_they_did_and_skipped(staff, user, other_user):
+    from user_credits.models import Billing, Subscription, SubscriptionStatus
+
+    offer = make_offer(price=Decimal("20"), token_count=50, billing=Billing.RECURRING)
+    running = services.subscribe(user, offer)
+    services.renew_subscription(
+        running,
+        period_start=timezone.now() - timedelta(days=1),
+        period_end=timezone.now() + timedelta(days=29),
+        reference="in_1",
+    )
+    incomplete = services.subscribe(other_user, offer)  # no paid period yet
+    chosen = [running.pk, incomplete.pk]
+
+    def act(action):
+        response = staff.post(
+            url("subscription"), {"action": action, ACTION_CHECKBOX_NAME: chosen}, follow=True
+        )
+        return messages_of(response)
+
+    assert act("cancel_at_period_end_action") == [
+        "1 set to cancel at their period end, "
+        "1 skipped: no current paid period (cancel it now instead)."
+    ]
+    running.refresh_from_db()
+    assert running.status == SubscriptionStatus.ACTIVE and running.cancel_at_period_end
+    assert Subscription.objects.get(pk=incomplete.pk).status == SubscriptionStatus.INCOMPLETE
+    assert act("cancel_at_period_end_action") == [
+        "0 set to cancel at their period end, 2 skipped: "
+        "1 already set to cancel at the period end, "
+        "1 no current paid period (cancel it now instead)."
+    ]
+    assert act("cancel_now") == ["2 canceled."]
+    assert act("cancel_now") == ["0 canceled, 2 skipped: already canceled."]
+
+
+def test_sync_prices_action_reports_the_offers_it_left_out(staff):
+    from user_credits.models import Billing
+
+    recurring = make_offer("Monthly plan", price=Decimal("20"), billing=Billing.RECURRING)
+    free = make_offer("Free plan", price=Decimal("0"), billing=Billing.RECURRING)
+    once = make_offer("Pack")
+    response = staff.post(
+        url("offer"),
+        {"action": "sync_prices", ACTION_CHECKBOX_NAME: [recurring.pk, free.pk, once.pk]},
+        follow=True,
+    )
+    assert messages_of(response) == [
+        "Recurring offers synced: 1 unchanged, 1 skipped: free (nothing to pay), "
+        "1 skipped: sold once, not recurring."
+    ]
+
+
+def test_period_inline_shows_the_currency_upper_case(staff, user):
+    from user_credits.models import Billing
+
+    offer = make_offer(price=Decimal("20"), currency="eur", billing=Billing.RECURRING)
+    sub = services.subscribe(user, offer)
+    services.renew_subscription(
+        sub,
+        period_start=timezone.now() - timedelta(days=1),
+        period_end=timezone.now() + timedelta(days=29),
+        reference="in_eur",
+    )
+    page = staff.get(url("subscription", "change", sub.pk))
+    assert "in_eur" in page.text and "EUR" in page.text and ">eur<" not in page.text

@@ -195,3 +195,23 @@ def test_api_explorers(site):
         assert "/api/credits/schema/" in page.text
     schema = requests.get(site.url + "/api/credits/schema/", headers={"Accept": "application/json"})
     assert schema.status_code == 200 and "/api/credits/offers/" in schema.text
+
+
+def test_language_switch_and_accept_language(site):
+    """The header's switch (Django's ``set_language``) and the browser's Accept-Language both
+    give the French pages; the choice sticks to the visitor's session."""
+    session = requests.Session()
+    english = session.get(site.url + "/pricing/")
+    assert '<html lang="en">' in english.text and ">Pricing</h1>" in english.text
+    assert 'id="language-select"' in english.text and ">français<" in english.text
+    switched = post(
+        session, site, "/i18n/setlang/", {"language": "fr", "next": "/pricing/"}, page="/pricing/"
+    )
+    assert switched.status_code == 302 and switched.headers["Location"] == "/pricing/"
+    french = session.get(site.url + "/pricing/")
+    assert '<html lang="fr">' in french.text and ">Tarifs</h1>" in french.text
+    assert "La plus choisie" in french.text and ">Acheter</button>" in french.text
+    assert "mensuel" in french.text.lower()  # the cycle switch, from the app's catalog
+    by_header = requests.get(site.url + "/accounts/login/", headers={"Accept-Language": "fr"})
+    assert '<html lang="fr">' in by_header.text and "Identifiants de démo" in by_header.text
+    assert by_header.headers["Content-Language"] == "fr"

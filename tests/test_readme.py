@@ -25,6 +25,7 @@ import time
 import tomllib
 import urllib.request
 import uuid
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -433,3 +434,13 @@ def test_curl_block_buys_pays_consumes_and_reads_on_the_example_site(tmp_path):
         (cron,) = code_blocks(section("cron-demo"))
         report = run(["bash", "-euo", "pipefail", "-c", cron[1]], cwd=ROOT, env=env)
         assert "Expired 0 lot(s)" in report and "0 low balance(s)" in report
+
+
+def test_wheel_ships_the_french_catalog(wheel):
+    """The translations install with the app: the catalog and its compiled form."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {
+        "user_credits/locale/fr/LC_MESSAGES/django.po",
+        "user_credits/locale/fr/LC_MESSAGES/django.mo",
+    } <= names
+    assert not any(name.startswith("example_project/") for name in names)

@@ -16,6 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from . import money, services
@@ -34,6 +35,7 @@ from .models import (
     OrderStatus,
     SpendingLimit,
     Subscription,
+    SubscriptionStatus,
     Tag,
 )
 
@@ -75,11 +77,15 @@ class ReadOnlyMixin:
         return False
 
 
-def run_action(modeladmin, request, queryset, service, verb, *, skip=None, **kwargs):
+def run_action(
+    modeladmin, request, queryset, service, done_message, *, skip=None, done_args=None, **kwargs
+):
     """Call ``service`` for each object and report exactly what happened, in one message:
     "2 paid, 1 skipped: already refunded, 1 failed." (then each failure's error); with
     several reasons "3 skipped: 1 already paid, 2 already refunded".
 
+    ``done_message``: what was done, with a ``%(count)s`` placeholder (``_("%(count)s paid")``)
+    and any other placeholders given in ``done_args``.
     ``skip(obj)``: why ``obj`` is left as it is (a reason), or ``None`` to call the service.
     """
     done, skipped, failed = 0, Counter(), []
@@ -92,16 +98,21 @@ def run_action(modeladmin, request, queryset, service, verb, *, skip=None, **kwa
             service(obj, **kwargs)
             done += 1
         except UserCreditsError as exc:
-            failed.append(f"{obj}: {exc}")
-    parts = [f"{done} {verb}"]
+            failed.append(gettext("%(object)s: %(error)s") % {"object": obj, "error": exc})
+    parts = [done_message % {**(done_args or {}), "count": done}]
     if len(skipped) == 1:
         ((reason, count),) = skipped.items()
-        parts.append(f"{count} skipped: {reason}")
+        parts.append(gettext("%(count)s skipped: %(reason)s") % {"count": count, "reason": reason})
     elif skipped:
-        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
-        parts.append(f"{skipped.total()} skipped: {reasons}")
+        reasons = ", ".join(
+            gettext("%(count)s %(reason)s") % {"count": count, "reason": reason}
+            for reason, count in sorted(skipped.items())
+        )
+        parts.append(
+            gettext("%(count)s skipped: %(reason)s") % {"count": skipped.total(), "reason": reasons}
+        )
     if failed:
-        parts.append(f"{len(failed)} failed")
+        parts.append(gettext("%(count)s failed") % {"count": len(failed)})
     level = messages.SUCCESS if not (skipped or failed) else messages.WARNING
     if not done:
         level = messages.ERROR if failed else messages.WARNING
@@ -165,6 +176,19 @@ class OfferPriceInline(admin.TabularInline):
     verbose_name_plural = _("prices in other currencies (no conversion)")
 
 
+#: What *Sync prices* did to each offer (``services.sync_prices``' results).
+SYNC_RESULTS = {
+    "created": _("%(count)s created"),
+    "updated": _("%(count)s updated"),
+    "unchanged": _("%(count)s unchanged"),
+}
+#: Why *Sync prices* leaves an offer out.
+SYNC_SKIPPED = {
+    "one_time": _("sold once, not recurring"),
+    "free": _("free (nothing to pay)"),
+}
+
+
 @admin.register(Offer)
 class OfferAdmin(admin.ModelAdmin):
     list_display = (
@@ -210,16 +234,31 @@ class OfferAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Create or update the Stripe price of recurring offers"))
     def sync_prices(self, request, queryset):
+        offers = list(queryset)
         try:
-            results = services.sync_prices(queryset)
+            results = services.sync_prices(offers)
         except UserCreditsError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
-        counts = {}
-        for result in results.values():
-            counts[result] = counts.get(result, 0) + 1
-        summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "none"
-        self.message_user(request, f"Recurring offers synced: {summary}.", messages.SUCCESS)
+        done = Counter(results.values())
+        skipped = Counter(
+            str(SYNC_SKIPPED["one_time" if not offer.is_recurring else "free"])
+            for offer in offers
+            if offer.pk not in results
+        )
+        parts = [
+            SYNC_RESULTS[what] % {"count": done[what]} for what in SYNC_RESULTS if done[what]
+        ] or [gettext("no offer synced")]
+        parts += [
+            gettext("%(count)s skipped: %(reason)s") % {"count": count, "reason": reason}
+            for reason, count in sorted(skipped.items())
+        ]
+        level = messages.WARNING if skipped else messages.SUCCESS
+        self.message_user(
+            request,
+            gettext("Recurring offers synced: %(summary)s.") % {"summary": ", ".join(parts)},
+            level,
+        )
 
     @admin.display(description=_("price"), ordering="price")
     def price_display(self, obj):
@@ -246,10 +285,13 @@ class OfferAdmin(admin.ModelAdmin):
         groups = ", ".join(g.key for g in obj.unlocked_by.all())
         if not groups:
             return "—"
-        key = (
-            f" (replaces “{obj.overriding_key}”, weight {obj.weight})" if obj.overriding_key else ""
-        )
-        return groups + key
+        if not obj.overriding_key:
+            return groups
+        return gettext("%(groups)s (replaces “%(key)s”, weight %(weight)s)") % {
+            "groups": groups,
+            "key": obj.overriding_key,
+            "weight": obj.weight,
+        }
 
 
 # --- orders ------------------------------------------------------------------------------
@@ -261,6 +303,11 @@ def acting_user(metadata):
     if "by" not in metadata:
         return "—"
     return f"{metadata.get('by_name') or '?'} (#{metadata['by']})"
+
+
+def by_user(text, user):
+    """``text`` signed by the operator who wrote it, for the order history or a lot's reason."""
+    return gettext("%(text)s (by %(user)s)") % {"text": text, "user": user}
 
 
 class OrderEventInline(ReadOnlyMixin, admin.TabularInline):
@@ -297,7 +344,9 @@ def not_refundable(order):
 
 class MarkPaidForm(forms.Form):
     message = forms.CharField(
-        label=_("Message for the order history"), initial="Validated manually.", max_length=500
+        label=_("Message for the order history"),
+        initial=_("Validated manually."),
+        max_length=500,
     )
 
 
@@ -358,13 +407,13 @@ class OrderAdmin(admin.ModelAdmin):
         )
         if not isinstance(form, forms.Form):
             return form
-        message = f"{form.cleaned_data['message']} (by {request.user})"
+        message = by_user(form.cleaned_data["message"], request.user)
         run_action(
             self,
             request,
             queryset,
             services.mark_paid,
-            "paid",
+            _("%(count)s paid"),
             skip=not_payable,
             message=message,
             by=request.user,
@@ -383,7 +432,7 @@ class OrderAdmin(admin.ModelAdmin):
             request,
             queryset,
             services.refund,
-            "refunded",
+            _("%(count)s refunded"),
             skip=not_refundable,
             payload={"reason": form.cleaned_data["reason"]},
             by=request.user,
@@ -556,9 +605,10 @@ class CreditAccountAdmin(admin.ModelAdmin):
             request,
             queryset,
             grant,
-            f"account(s) granted {data['tokens']} token(s)",
+            _("%(count)s account(s) granted %(tokens)s token(s)"),
+            done_args={"tokens": data["tokens"]},
             expires=data["expires"],
-            reason=f"{data['reason']} (by {request.user})",
+            reason=by_user(data["reason"], request.user),
             by=request.user,
         )
         return None
@@ -589,7 +639,7 @@ class CreditAccountAdmin(admin.ModelAdmin):
                     data["offer_group"],
                     data["tokens"],
                     expires=data["expires"],
-                    reason=f"{data['reason']} (by {request.user})",
+                    reason=by_user(data["reason"], request.user),
                     by=request.user,
                 )
             except UserCreditsError as exc:
@@ -597,8 +647,12 @@ class CreditAccountAdmin(admin.ModelAdmin):
             else:
                 self.message_user(
                     request,
-                    f"Granted {data['tokens']} token(s) to {data['holder']} "
-                    f"in {data['offer_group'].key}.",
+                    gettext("Granted %(tokens)s token(s) to %(holder)s in %(group)s.")
+                    % {
+                        "tokens": data["tokens"],
+                        "holder": data["holder"],
+                        "group": data["offer_group"].key,
+                    },
                     messages.SUCCESS,
                 )
                 return redirect("admin:user_credits_creditaccount_changelist")
@@ -618,18 +672,32 @@ class CreditAccountAdmin(admin.ModelAdmin):
             expired += report.expired_lots
             tokens += report.expired_tokens
         self.message_user(
-            request, f"Expired {expired} lot(s), {tokens} token(s).", messages.SUCCESS
+            request,
+            gettext("Expired %(lots)s lot(s), %(tokens)s token(s).")
+            % {"lots": expired, "tokens": tokens},
+            messages.SUCCESS,
         )
 
     def has_grant_permission(self, request):
         return request.user.has_perm("user_credits.add_creditlot")
 
 
+def account_link(account):
+    """The account (holder and group) linked to its page; not its ``str``, which carries the
+    balance of today and would be wrong on every row of the past."""
+    return format_html(
+        '<a href="{}">{} · {}</a>',
+        reverse("admin:user_credits_creditaccount_change", args=[account.pk]),
+        account.holder,
+        account.offer_group.key,
+    )
+
+
 @admin.register(CreditLot)
 class CreditLotAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "id",
-        "account",
+        "account_link",
         "order",
         "category",
         "granted",
@@ -641,6 +709,10 @@ class CreditLotAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ("status", "category", "account__offer_group")
     search_fields = (*holder_search_fields("account__"), "reason")
     list_select_related = ("account__holder", "account__offer_group", "order")
+
+    @admin.display(description=_("account"), ordering="account")
+    def account_link(self, obj):
+        return account_link(obj.account)
 
 
 class EstimatedCountPaginator(Paginator):
@@ -674,9 +746,10 @@ def _planned_rows(queryset) -> int:
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    # Each row tells the balance after its own entry, never the account's balance of today.
     list_display = (
         "created_at",
-        "account",
+        "account_link",
         "kind",
         "amount",
         "balance_after",
@@ -709,6 +782,10 @@ class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
             return queryset.filter(account_id__in=accounts), False
         return queryset.filter(idempotency_key=term), False
 
+    @admin.display(description=_("account"), ordering="account")
+    def account_link(self, obj):
+        return account_link(obj.account)
+
     @admin.display(description=_("by"))
     def done_by(self, obj):
         return acting_user(obj.metadata)
@@ -721,11 +798,35 @@ class PeriodOrderInline(ReadOnlyMixin, admin.TabularInline):
     model = Order
     fk_name = "subscription"
     extra = 0
-    fields = ("id", "status", "starts", "expires", "total", "currency", "payment_reference")
+    fields = ("id", "status", "starts", "expires", "total", "currency_code", "payment_reference")
     readonly_fields = fields
     ordering = ("-starts",)
     verbose_name = _("paid period")
     verbose_name_plural = _("periods")
+
+    @admin.display(description=_("currency"))
+    def currency_code(self, obj):
+        return obj.currency.upper()
+
+
+def not_cancelable(subscription):
+    """Why *Cancel now* skips ``subscription``: canceled already."""
+    if subscription.status == SubscriptionStatus.CANCELED:
+        return _("already canceled")
+    return None
+
+
+def not_cancelable_at_period_end(subscription):
+    """Why *Cancel at the period end* skips ``subscription``: canceled, set to already, or
+    without a current paid period to end with."""
+    if subscription.status == SubscriptionStatus.CANCELED:
+        return _("already canceled")
+    if subscription.cancel_at_period_end:
+        return _("already set to cancel at the period end")
+    if subscription.status != SubscriptionStatus.ACTIVE or subscription.current_period_end is None:
+        # The service would cancel these at once: that is the other action's job.
+        return _("no current paid period (cancel it now instead)")
+    return None
 
 
 @admin.register(Subscription)
@@ -773,7 +874,8 @@ class SubscriptionAdmin(admin.ModelAdmin):
             request,
             queryset,
             services.cancel_subscription,
-            "{count} subscription(s) set to cancel at their period end.",
+            _("%(count)s set to cancel at their period end"),
+            skip=not_cancelable_at_period_end,
             at_period_end=True,
         )
 
@@ -784,7 +886,8 @@ class SubscriptionAdmin(admin.ModelAdmin):
             request,
             queryset,
             services.cancel_subscription,
-            "{count} subscription(s) canceled.",
+            _("%(count)s canceled"),
+            skip=not_cancelable,
             at_period_end=False,
         )
 

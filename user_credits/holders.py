@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext
 
 from .conf import app_settings
 
@@ -93,9 +94,9 @@ def requester_holder(request, *, required: bool = True):
     holder = holder_from_request(request)
     if holder is None:
         if required:
-            raise PermissionDenied("This request has no credits holder.")
+            raise PermissionDenied(gettext("This request has no credits holder."))
         return None
     user = member_from_request(request)
     if user is not None and not can_spend(user, holder):
-        raise PermissionDenied("You may not use these credits.")
+        raise PermissionDenied(gettext("You may not use these credits."))
     return holder

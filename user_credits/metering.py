@@ -43,6 +43,7 @@ from django.http import HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
+from django.utils.translation import gettext
 
 from . import holders, services
 from .conf import app_settings
@@ -133,12 +134,15 @@ class Charge:
         ``Refused``. ``request.credits`` is set; ``used`` defaults to the cost."""
         holder = holders.holder_from_request(request)
         if holder is None:
-            detail = "Authentication credentials were not provided."
+            detail = gettext("Authentication credentials were not provided.")
             raise Refused(401, error_body("not_authenticated", detail))
         member = holders.member_from_request(request)
         if member is not None and not holders.can_spend(member, holder):
             raise Refused(
-                403, error_body("permission_denied", "You may not spend this holder's credits.")
+                403,
+                error_body(
+                    "permission_denied", gettext("You may not spend this holder's credits.")
+                ),
             )
         count = _count(cost(request) if callable(cost) else cost, "cost")
         credits = Credits(
@@ -242,7 +246,10 @@ class Charge:
                     409,
                     error_body(
                         "idempotency_in_progress",
-                        f"A request with this {KEY_HEADER} is being served; retry once it ends.",
+                        gettext(
+                            "A request with this %(header)s is being served; retry once it ends."
+                        )
+                        % {"header": KEY_HEADER},
                     ),
                 )
             # The earlier attempt failed (released) or died (expired): a fresh reservation,
@@ -444,7 +451,10 @@ def _succeeded(status):
 
 def _count(value, name):
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidCount(f"{name} must be a non-negative integer, got {value!r}.")
+        raise InvalidCount(
+            gettext("%(field)s must be a non-negative integer, got %(value)r.")
+            % {"field": name, "value": value}
+        )
     return value
 
 

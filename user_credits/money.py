@@ -26,6 +26,7 @@ from functools import lru_cache
 
 from babel.numbers import get_currency_precision, list_currencies
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext
 
 from .exceptions import InvalidArgument
 
@@ -57,11 +58,15 @@ def currency_decimals(currency: str, *, field: str = "currency") -> int:
     """
     code = _code(currency)
     if code not in _known_currencies():
-        raise InvalidArgument(f"{currency!r} is not an ISO 4217 currency code.", field=field)
+        raise InvalidArgument(
+            gettext("%(currency)r is not an ISO 4217 currency code.") % {"currency": currency},
+            field=field,
+        )
     decimals = get_currency_precision(code.upper())
     if decimals > STORED_DECIMALS:
         raise InvalidArgument(
-            f"{code.upper()} has {decimals} decimals; at most {STORED_DECIMALS} are supported.",
+            gettext("%(currency)s has %(decimals)s decimals; at most %(supported)s are supported.")
+            % {"currency": code.upper(), "decimals": decimals, "supported": STORED_DECIMALS},
             field=field,
         )
     return decimals
@@ -74,22 +79,36 @@ def _unit(decimals: int) -> Decimal:
 def parse_amount(amount, field: str = "amount") -> Decimal:
     """A finite ``Decimal`` from a ``Decimal``, an int or a string; ``InvalidArgument`` if not."""
     if isinstance(amount, bool):
-        raise InvalidArgument(f"{field} {amount!r} is not an amount.", field=field)
+        raise InvalidArgument(_not_an_amount(field, amount), field=field)
     try:
         value = amount if isinstance(amount, Decimal) else Decimal(str(amount).strip())
     except (InvalidOperation, ValueError, TypeError):
-        raise InvalidArgument(f"{field} {amount!r} is not an amount.", field=field) from None
+        raise InvalidArgument(_not_an_amount(field, amount), field=field) from None
     if not value.is_finite():
-        raise InvalidArgument(f"{field} {amount!r} is not an amount.", field=field)
+        raise InvalidArgument(_not_an_amount(field, amount), field=field)
     return value
 
 
 def _decimals_problem(value: Decimal, currency: str, field: str) -> str | None:
     decimals = currency_decimals(currency)
     if value != value.quantize(_unit(decimals)):
-        allowed = "no decimals" if decimals == 0 else f"at most {decimals} decimal(s)"
-        return f"{field} {value} has more decimals than {currency.upper()} allows ({allowed})."
+        if decimals == 0:
+            allowed = gettext("no decimals")
+        else:
+            allowed = gettext("at most %(decimals)s decimal(s)") % {"decimals": decimals}
+        return gettext(
+            "%(field)s %(value)s has more decimals than %(currency)s allows (%(allowed)s)."
+        ) % {
+            "field": field,
+            "value": value,
+            "currency": currency.upper(),
+            "allowed": allowed,
+        }
     return None
+
+
+def _not_an_amount(field: str, amount) -> str:
+    return gettext("%(field)s %(amount)r is not an amount.") % {"field": field, "amount": amount}
 
 
 def validate_amount(amount, currency: str, field: str = "amount") -> Decimal:
@@ -181,6 +200,8 @@ def from_minor(amount: int, currency: str) -> Decimal:
         try:
             amount = int(amount)
         except (TypeError, ValueError):
-            raise InvalidArgument(f"{amount!r} is not an integer amount.", field="amount") from None
+            raise InvalidArgument(
+                gettext("%(amount)r is not an integer amount.") % {"amount": amount}, field="amount"
+            ) from None
     value = Decimal(amount).scaleb(-stripe_exponent(currency))
     return quantize(value, currency)

@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -22,11 +23,13 @@ from user_credits import money, services
 from user_credits.exceptions import UserCreditsError
 from user_credits.holders import requester_holder
 from user_credits.metering import GROUP_HEADER, REMAINING_HEADER, meters
-from user_credits.models import LedgerEntry, Offer, OfferPrice, Order, OrderStatus
+from user_credits.models import Cycle, LedgerEntry, Offer, OfferPrice, Order, OrderStatus
 from user_credits.payments import get_provider
 from user_credits.payments.manual import ManualProvider
 
 CYCLES = ("monthly", "yearly")
+#: The pricing page's cycle switch, as shown.
+CYCLE_LABELS = {"monthly": Cycle.MONTHLY.label, "yearly": Cycle.YEARLY.label}
 
 
 def sale_currencies() -> list[str]:
@@ -51,12 +54,12 @@ def pricing(request):
         return services.load_offers(holder, list(tags), currency=currency)
 
     sections = [
-        ("Plans", offers("subscription", cycle)),
-        ("Event talks", offers("EventTalk") + offers("tokens")),
-        ("Mobile", offers("mobile")),
+        (_("Plans"), offers("subscription", cycle)),
+        (_("Event talks"), offers("EventTalk") + offers("tokens")),
+        (_("Mobile"), offers("mobile")),
     ]
     if currency:
-        for _, listed in sections:
+        for _title, listed in sections:
             for offer in listed:
                 offer.shown_price = money.quantize(offer.price_in(currency), currency)
     return render(
@@ -64,7 +67,10 @@ def pricing(request):
         "shop/pricing.html",
         {
             "cycle": cycle,
-            "cycles": [(c, urlencode({"cycle": c, "currency": currency or ""})) for c in CYCLES],
+            "cycles": [
+                (c, urlencode({"cycle": c, "currency": currency or ""}), CYCLE_LABELS[c])
+                for c in CYCLES
+            ],
             "currency": currency,
             "currencies": [(c, urlencode({"cycle": cycle, "currency": c})) for c in currencies],
             "sections": sections,
@@ -104,7 +110,7 @@ def buy(request, offer_id):
         messages.error(request, str(exc))
         return redirect("pricing")
     if order.status == OrderStatus.PAID:
-        messages.success(request, f"{order.name} is yours (free).")
+        messages.success(request, _("%(offer)s is yours (free).") % {"offer": order.name})
         return redirect("credits")
     if _stripe_enabled():
         return redirect(get_provider().start_payment(order, request=request).redirect_url)
@@ -124,7 +130,9 @@ def simulate_payment(request, order_id):
     order = _own_order(request, order_id)
     if request.method == "POST":
         ManualProvider().validate(order, message="Simulated payment on the example site.")
-        messages.success(request, f"Payment simulated: {order.name} is paid.")
+        messages.success(
+            request, _("Payment simulated: %(offer)s is paid.") % {"offer": order.name}
+        )
         return redirect("credits")
     total = money.quantize(order.total, order.currency)
     return render(request, "shop/simulate.html", {"order": order, "total": total})
@@ -145,7 +153,7 @@ def balance_chart(points, width=600, height=120):
         return round(height - max(balance, 0) / top * (height - 10), 1)
 
     coords = []
-    for (moment, balance), (_, before) in zip(points, [points[0], *points], strict=False):
+    for (moment, balance), (_previous, before) in zip(points, [points[0], *points], strict=False):
         coords += [f"{x(moment)},{y(before)}", f"{x(moment)},{y(balance)}"]
     return {"width": width, "height": height, "points": " ".join(coords), "top": top}
 
@@ -204,7 +212,10 @@ def simulated_task(prompt, length):
     answer_words = LENGTHS[length] * 4 // 5
     seed = sum(map(ord, prompt))
     words = [WORDS[(seed + i * 7) % len(WORDS)] for i in range(answer_words)]
-    answer = f"Here is a {length} answer about “{prompt.strip()}”: " + " ".join(words[:40])
+    answer = _("Here is a %(length)s answer about “%(prompt)s”: ") % {
+        "length": length,
+        "prompt": prompt.strip(),
+    } + " ".join(words[:40])
     if answer_words > 40:
         answer += " …"
     return answer, min(len(prompt_words) + answer_words, LENGTHS[length])
@@ -225,7 +236,7 @@ def playground(request):
     task never runs and the decorator answers 402 with a link to the pricing page."""
     accounts = _ai_accounts(requester_holder(request))
     choices = [(g.offer_group, g.name) for g in accounts] or [("Startup", "Startup (Standard)")]
-    groups = [key for key, _ in choices]
+    groups = [key for key, _name in choices]
     form = {
         "prompt": request.POST.get("prompt", "").strip(),
         "length": request.POST.get("length", "medium"),
@@ -235,11 +246,11 @@ def playground(request):
     result = None
     if request.method == "POST":
         if not form["prompt"] or len(form["prompt"]) > 500:
-            errors["prompt"] = "Ask a question (at most 500 characters)."
+            errors["prompt"] = _("Ask a question (at most 500 characters).")
         if form["length"] not in LENGTHS:
-            errors["length"] = f"Choose one of {', '.join(LENGTHS)}."
+            errors["length"] = _("Choose one of %(lengths)s.") % {"lengths": ", ".join(LENGTHS)}
         if form["group"] not in groups:
-            errors["group"] = "Choose one of your plans."
+            errors["group"] = _("Choose one of your plans.")
         if not errors:
             before = services.get_balance(requester_holder(request), form["group"])
 
@@ -290,7 +301,7 @@ class SimulatePaymentAPI(APIView):
     def post(self, request, order_id):
         if _stripe_enabled():
             return Response(
-                {"code": "stripe_enabled", "detail": "Stripe keys are set: pay through Stripe."},
+                {"code": "stripe_enabled", "detail": _("Stripe keys are set: pay through Stripe.")},
                 status=409,
             )
         order = ManualProvider().validate(

@@ -3,6 +3,7 @@
 Domain errors (the ``UserCreditsError`` tree) are mapped to HTTP here and only here.
 """
 
+from django.utils.translation import gettext
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -64,5 +65,5 @@ def _reshape(data):
     # A ValidationError about fields.
     fields = {k: v for k, v in data.items() if k != "non_field_errors"}
     general = data.get("non_field_errors")
-    message = str(general[0]) if general else "Invalid input."
+    message = str(general[0]) if general else gettext("Invalid input.")
     return error_body("invalid", message, fields or None)

@@ -2,6 +2,7 @@ from datetime import UTC
 
 import django_filters
 from django import forms
+from django.utils.translation import gettext_lazy as _
 from django_filters.fields import IsoDateTimeRangeField
 
 from ..models import EntryKind, LedgerEntry, Order, OrderStatus
@@ -15,7 +16,7 @@ class UTCDateTimeRangeField(IsoDateTimeRangeField):
         try:
             data_list = [value.astimezone(UTC) if value else value for value in data_list or []]
         except (OverflowError, ValueError):
-            raise forms.ValidationError("Date out of range.", code="invalid") from None
+            raise forms.ValidationError(_("Date out of range."), code="invalid") from None
         return super().compress(data_list)
 
 

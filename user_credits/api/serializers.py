@@ -37,12 +37,12 @@ class StrictSerializer(serializers.Serializer):
         if isinstance(self.initial_data, dict):
             unknown = sorted(set(self.initial_data) - set(self.fields))
             if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+                raise serializers.ValidationError({name: [_("Unknown field.")] for name in unknown})
         return attrs
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
-            raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+            raise serializers.ValidationError({"non_field_errors": [_("Expected a JSON object.")]})
         return super().to_internal_value(data)
 
 
@@ -273,18 +273,18 @@ class HolderSerializer(StrictSerializer):
         name = "holder" if holder is not None or user is None else "user"
         if user is not None:
             if not holder_is_user():
-                raise serializers.ValidationError({"user": ["Use holder."]})
+                raise serializers.ValidationError({"user": [_("Use holder.")]})
             if holder is not None and holder != user:
-                raise serializers.ValidationError({"user": ["Give holder or user, not both."]})
+                raise serializers.ValidationError({"user": [_("Give holder or user, not both.")]})
         value = holder if holder is not None else user
         if value is None:
-            raise serializers.ValidationError({"holder": ["This field is required."]})
+            raise serializers.ValidationError({"holder": [_("This field is required.")]})
         if not get_holder_model()._default_manager.filter(pk=value).exists():
-            raise serializers.ValidationError({name: [f"Unknown {name}."]})
+            raise serializers.ValidationError({name: [_("Unknown %(field)s.") % {"field": name}]})
         attrs["holder"] = value
         member = attrs.get("member")
         if member is not None and not get_user_model().objects.filter(pk=member).exists():
-            raise serializers.ValidationError({"member": ["Unknown user."]})
+            raise serializers.ValidationError({"member": [_("Unknown user.")]})
         return attrs
 
 

@@ -1,5 +1,7 @@
 """Thin views: serializers validate, services write, ``api.exceptions`` maps errors."""
 
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -41,14 +43,14 @@ class CreditsAPIMixin:
 
 
 class CanConsumeCredits(permissions.BasePermission):
-    message = "The user_credits.consume_credits permission is required."
+    message = _("The user_credits.consume_credits permission is required.")
 
     def has_permission(self, request, view):
         return bool(request.user and request.user.has_perm("user_credits.consume_credits"))
 
 
 class CanGrantCredits(permissions.BasePermission):
-    message = "Staff with the user_credits.add_creditlot permission only."
+    message = _("Staff with the user_credits.add_creditlot permission only.")
 
     def has_permission(self, request, view):
         user = request.user
@@ -96,7 +98,7 @@ class OfferViewSet(CreditsAPIMixin, viewsets.ViewSet):
     def retrieve(self, request, pk=None):
         offer = next((o for o in self._offers(request) if str(o.pk) == str(pk)), None)
         if offer is None:
-            raise NotFound("No such offer.")
+            raise NotFound(gettext("No such offer."))
         return Response(self._serialize(request, offer))
 
 
@@ -193,7 +195,7 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 class IdempotencyKeyRequired(APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_code = "idempotency_key_required"
-    default_detail = "Send an Idempotency-Key header of 1 to 255 characters."
+    default_detail = _("Send an Idempotency-Key header of 1 to 255 characters.")
 
 
 def idempotency_key(request):

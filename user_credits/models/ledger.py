@@ -23,9 +23,14 @@ class CreditAccount(models.Model):
     """
 
     holder = models.ForeignKey(
-        holder_model_name(), on_delete=models.PROTECT, related_name="credit_accounts"
+        holder_model_name(),
+        on_delete=models.PROTECT,
+        related_name="credit_accounts",
+        verbose_name=_("holder"),
     )
-    offer_group = models.ForeignKey(OfferGroup, on_delete=models.PROTECT, related_name="accounts")
+    offer_group = models.ForeignKey(
+        OfferGroup, on_delete=models.PROTECT, related_name="accounts", verbose_name=_("offer group")
+    )
     balance = models.BigIntegerField(_("balance"), default=0)
     overdraft = models.BigIntegerField(
         _("overdraft"),
@@ -38,7 +43,7 @@ class CreditAccount(models.Model):
     last_digest = models.CharField(max_length=64, blank=True, default="", editable=False)
     # The low-balance threshold already warned about; cleared when the balance rises above it.
     low_warned_threshold = models.BigIntegerField(null=True, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         verbose_name = _("credit account")
@@ -69,27 +74,38 @@ class LotStatus(models.TextChoices):
 class CreditLot(models.Model):
     """Tokens granted at once (by an order, a bundle item or a manual grant) to one account."""
 
-    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="lots")
+    account = models.ForeignKey(
+        CreditAccount, on_delete=models.PROTECT, related_name="lots", verbose_name=_("account")
+    )
     order = models.ForeignKey(
-        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="lots"
+        Order,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="lots",
+        verbose_name=_("order"),
     )
     granted = models.BigIntegerField(_("granted"))
     remaining = models.BigIntegerField(_("remaining"))
     starts = models.DateTimeField(_("starts"), default=now)
     expires = models.DateTimeField(_("expires"), null=True, blank=True)
     category = models.CharField(
-        max_length=16, choices=LotCategory.choices, default=LotCategory.PAID
+        _("category"), max_length=16, choices=LotCategory.choices, default=LotCategory.PAID
     )
     priority = models.SmallIntegerField(
-        default=50, help_text=_("Lower burns first, before any expiry ordering.")
+        _("priority"), default=50, help_text=_("Lower burns first, before any expiry ordering.")
     )
-    status = models.CharField(max_length=16, choices=LotStatus.choices, default=LotStatus.ACTIVE)
+    status = models.CharField(
+        _("status"), max_length=16, choices=LotStatus.choices, default=LotStatus.ACTIVE
+    )
     held = models.BigIntegerField(
         _("held"), default=0, help_text=_("Tokens of this lot reserved by active holds.")
     )
-    reason = models.CharField(max_length=255, blank=True)
-    expiry_warned_at = models.DateTimeField(null=True, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(_("reason"), max_length=255, blank=True)
+    expiry_warned_at = models.DateTimeField(
+        _("expiry warned at"), null=True, blank=True, editable=False
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         ordering = ("id",)
@@ -156,16 +172,23 @@ class EntryKind(models.TextChoices):
 class LedgerEntry(models.Model):
     """Append-only token ledger. Corrections are new entries, never edits."""
 
-    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="entries")
-    lot = models.ForeignKey(
-        CreditLot, on_delete=models.PROTECT, null=True, blank=True, related_name="entries"
+    account = models.ForeignKey(
+        CreditAccount, on_delete=models.PROTECT, related_name="entries", verbose_name=_("account")
     )
-    kind = models.CharField(max_length=16, choices=EntryKind.choices)
-    amount = models.BigIntegerField()
-    balance_after = models.BigIntegerField()
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(default=now, db_index=True)
+    lot = models.ForeignKey(
+        CreditLot,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="entries",
+        verbose_name=_("lot"),
+    )
+    kind = models.CharField(_("kind"), max_length=16, choices=EntryKind.choices)
+    amount = models.BigIntegerField(_("amount"))
+    balance_after = models.BigIntegerField(_("balance after"))
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255, null=True, blank=True)
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=now, db_index=True)
     # Position in the account's ledger (1, 2, 3…) and the chained digest sealing it and every
     # entry before it (``user_credits.chain``); ``user_credits_verify`` recomputes both.
     seq = models.BigIntegerField(_("sequence"), editable=False)
@@ -177,6 +200,7 @@ class LedgerEntry(models.Model):
         null=True,
         blank=True,
         related_name="+",
+        verbose_name=_("member"),
     )
 
     class Meta:
@@ -324,16 +348,27 @@ class SpendingLimit(models.Model):
     """
 
     holder = models.ForeignKey(
-        holder_model_name(), on_delete=models.CASCADE, related_name="credit_spending_limits"
+        holder_model_name(),
+        on_delete=models.CASCADE,
+        related_name="credit_spending_limits",
+        verbose_name=_("holder"),
     )
-    member = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    member = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("member"),
+    )
     offer_group = models.ForeignKey(
-        OfferGroup, on_delete=models.CASCADE, related_name="spending_limits"
+        OfferGroup,
+        on_delete=models.CASCADE,
+        related_name="spending_limits",
+        verbose_name=_("offer group"),
     )
     tokens = models.BigIntegerField(_("tokens per period"))
     period = models.CharField(_("period"), max_length=16, default=Cycle.MONTHLY)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("spending limit")

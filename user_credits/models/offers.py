@@ -51,6 +51,8 @@ KEY_IN_USE = _(
     "The key of a group with credit accounts cannot change: code and running processes refer "
     "to the group by it. Create a new group instead."
 )
+
+
 class Billing(models.TextChoices):
     ONE_TIME = "one_time", _("one-time purchase")
     RECURRING = "recurring", _("recurring (a subscription that renews)")
@@ -100,6 +102,7 @@ class Tag(models.Model):
 
     class Meta:
         ordering = ("name",)
+        verbose_name = _("tag")
 
     def __str__(self):
         return self.name
@@ -131,12 +134,13 @@ class Offer(models.Model):
         default=False,
         help_text=_("Start at the latest expiry of the buyer's paid orders in the group."),
     )
-    tags = models.ManyToManyField(Tag, blank=True, related_name="offers")
+    tags = models.ManyToManyField(Tag, blank=True, related_name="offers", verbose_name=_("tags"))
     unlocked_by = models.ManyToManyField(
         OfferGroup,
         blank=True,
         related_name="unlocks",
         help_text=_("Shown only to buyers with a paid, unexpired order in one of these groups."),
+        verbose_name=_("unlocked by"),
     )
     overriding_key = models.CharField(_("overriding key"), max_length=64, blank=True)
     weight = models.IntegerField(_("weight"), default=0)
@@ -167,9 +171,10 @@ class Offer(models.Model):
         blank=True,
         help_text=_("price_… of a recurring offer, set by user_credits_sync_prices."),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
+        verbose_name = _("offer")
         ordering = ("id",)
         constraints = [
             models.CheckConstraint(condition=Q(price__gte=0), name="offer_price_not_negative"),
@@ -278,9 +283,15 @@ class OfferPrice(models.Model):
 class BundleItem(models.Model):
     """One offer inside a bundle offer, with optional group and cycle overrides."""
 
-    bundle = models.ForeignKey(Offer, on_delete=models.CASCADE, related_name="bundle_items")
-    offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="+")
-    quantity = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    bundle = models.ForeignKey(
+        Offer, on_delete=models.CASCADE, related_name="bundle_items", verbose_name=_("bundle")
+    )
+    offer = models.ForeignKey(
+        Offer, on_delete=models.PROTECT, related_name="+", verbose_name=_("offer")
+    )
+    quantity = models.PositiveIntegerField(
+        _("quantity"), default=1, validators=[MinValueValidator(1)]
+    )
     offer_group = models.ForeignKey(
         OfferGroup,
         on_delete=models.PROTECT,
@@ -288,11 +299,13 @@ class BundleItem(models.Model):
         blank=True,
         related_name="+",
         help_text=_("Grant into this group instead of the item offer's group."),
+        verbose_name=_("offer group"),
     )
-    cycle = models.CharField(max_length=16, choices=Cycle.choices, blank=True)
-    custom_cycle = models.PositiveIntegerField(null=True, blank=True)
+    cycle = models.CharField(_("cycle"), max_length=16, choices=Cycle.choices, blank=True)
+    custom_cycle = models.PositiveIntegerField(_("custom cycle"), null=True, blank=True)
 
     class Meta:
+        verbose_name = _("bundle item")
         ordering = ("id",)
         constraints = [
             models.CheckConstraint(

@@ -42,7 +42,10 @@ class Order(models.Model):
     """
 
     holder = models.ForeignKey(
-        holder_model_name(), on_delete=models.PROTECT, related_name="credit_orders"
+        holder_model_name(),
+        on_delete=models.PROTECT,
+        related_name="credit_orders",
+        verbose_name=_("holder"),
     )
     placed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -51,8 +54,11 @@ class Order(models.Model):
         blank=True,
         related_name="+",
         help_text=_("The user who placed the order for the holder."),
+        verbose_name=_("placed by"),
     )
-    offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="orders")
+    offer = models.ForeignKey(
+        Offer, on_delete=models.PROTECT, related_name="orders", verbose_name=_("offer")
+    )
     parent = models.ForeignKey(
         "self",
         on_delete=models.PROTECT,
@@ -60,6 +66,7 @@ class Order(models.Model):
         blank=True,
         related_name="children",
         help_text=_("The bundle order that created this order."),
+        verbose_name=_("parent"),
     )
     subscription = models.ForeignKey(
         "user_credits.Subscription",
@@ -68,37 +75,46 @@ class Order(models.Model):
         blank=True,
         related_name="orders",
         help_text=_("The subscription this order is one paid period of."),
+        verbose_name=_("subscription"),
     )
     status = models.CharField(
         _("status"), max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING
     )
     # Snapshot of the offer.
     name = models.CharField(_("name"), max_length=200)
-    offer_group = models.ForeignKey(OfferGroup, on_delete=models.PROTECT, related_name="orders")
+    offer_group = models.ForeignKey(
+        OfferGroup, on_delete=models.PROTECT, related_name="orders", verbose_name=_("offer group")
+    )
     cycle = models.CharField(_("cycle"), max_length=16, choices=Cycle.choices)
-    custom_cycle = models.PositiveIntegerField(null=True, blank=True)
-    append_date = models.BooleanField(default=False)
-    token_count = models.PositiveIntegerField(null=True, blank=True)
-    unit_price = models.DecimalField(max_digits=13, decimal_places=money.STORED_DECIMALS)
-    quantity = models.PositiveIntegerField(default=1)
-    total = models.DecimalField(max_digits=15, decimal_places=money.STORED_DECIMALS)
-    currency = models.CharField(max_length=3, validators=[currency_validator])
+    custom_cycle = models.PositiveIntegerField(_("custom cycle"), null=True, blank=True)
+    append_date = models.BooleanField(_("append date"), default=False)
+    token_count = models.PositiveIntegerField(_("token count"), null=True, blank=True)
+    unit_price = models.DecimalField(
+        _("unit price"), max_digits=13, decimal_places=money.STORED_DECIMALS
+    )
+    quantity = models.PositiveIntegerField(_("quantity"), default=1)
+    total = models.DecimalField(_("total"), max_digits=15, decimal_places=money.STORED_DECIMALS)
+    currency = models.CharField(_("currency"), max_length=3, validators=[currency_validator])
     bundle_items = models.JSONField(
-        default=list, blank=True, help_text=_("Snapshot of the bundle's items at creation.")
+        _("bundle items"),
+        default=list,
+        blank=True,
+        help_text=_("Snapshot of the bundle's items at creation."),
     )
     # Period, set when paid (or requested at creation).
     starts = models.DateTimeField(_("starts"), null=True, blank=True)
     expires = models.DateTimeField(_("expires"), null=True, blank=True)
     amount_refunded = models.DecimalField(
-        max_digits=15, decimal_places=money.STORED_DECIMALS, default=0
+        _("amount refunded"), max_digits=15, decimal_places=money.STORED_DECIMALS, default=0
     )
     payment_reference = models.CharField(
         _("payment reference"), max_length=255, blank=True, db_index=True
     )
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
+        verbose_name = _("order")
         ordering = ("-created_at", "-id")
         indexes = [
             models.Index(
@@ -145,13 +161,16 @@ class Order(models.Model):
 class OrderEvent(models.Model):
     """One line of an order's history."""
 
-    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
-    status = models.CharField(max_length=16, choices=OrderStatus.choices)
-    message = models.TextField(blank=True)
-    payload = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    order = models.ForeignKey(
+        Order, on_delete=models.CASCADE, related_name="events", verbose_name=_("order")
+    )
+    status = models.CharField(_("status"), max_length=16, choices=OrderStatus.choices)
+    message = models.TextField(_("message"), blank=True)
+    payload = models.JSONField(_("payload"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
+        verbose_name = _("order event")
         ordering = ("created_at", "id")
 
     def __str__(self):

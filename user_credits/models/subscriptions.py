@@ -23,7 +23,10 @@ class Subscription(models.Model):
     """A holder's recurring plan: each paid period is an ``Order`` of it (``orders``)."""
 
     holder = models.ForeignKey(
-        holder_model_name(), on_delete=models.PROTECT, related_name="credit_subscriptions"
+        holder_model_name(),
+        on_delete=models.PROTECT,
+        related_name="credit_subscriptions",
+        verbose_name=_("holder"),
     )
     placed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -32,8 +35,11 @@ class Subscription(models.Model):
         blank=True,
         related_name="+",
         help_text=_("The user who subscribed (for a holder that is not a user)."),
+        verbose_name=_("placed by"),
     )
-    offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="subscriptions")
+    offer = models.ForeignKey(
+        Offer, on_delete=models.PROTECT, related_name="subscriptions", verbose_name=_("offer")
+    )
     quantity = models.PositiveIntegerField(_("quantity"), default=1)
     status = models.CharField(
         _("status"),
@@ -48,8 +54,8 @@ class Subscription(models.Model):
         _("provider reference"), max_length=255, blank=True, db_index=True, help_text="sub_…"
     )
     canceled_at = models.DateTimeField(_("canceled at"), null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ("-created_at", "-id")

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db import OperationalError, router, transaction
 from django.db.models import Exists, Model, OuterRef
 from django.dispatch import Signal
+from django.utils.translation import gettext
 
 from ..exceptions import AccountBusy, InvalidArgument, InvalidCount, UnknownOfferGroup
 from ..holders import get_holder_model
@@ -22,22 +23,29 @@ def holder_pk(holder: Any, field: str = "holder") -> Any:
     """Accept a holder (an instance of ``USER_CREDITS_HOLDER_MODEL``; a user when holders are
     users) or its primary key. An instance of another model raises ``InvalidArgument``."""
     if holder is None:
-        raise InvalidArgument(f"{field} is required.", field=field)
+        raise InvalidArgument(gettext("%(field)s is required.") % {"field": field}, field=field)
     if getattr(holder, "is_anonymous", False):
-        raise InvalidArgument("An anonymous user has no credits.", field=field)
+        raise InvalidArgument(gettext("An anonymous user has no credits."), field=field)
     if isinstance(holder, Model):
         model = get_holder_model()
         if not isinstance(holder, model):
             raise InvalidArgument(
-                f"{field} must be a {model._meta.label} (USER_CREDITS_HOLDER_MODEL), "
-                f"not a {type(holder)._meta.label}.",
+                gettext(
+                    "%(field)s must be a %(model)s (USER_CREDITS_HOLDER_MODEL), not a %(given)s."
+                )
+                % {"field": field, "model": model._meta.label, "given": type(holder)._meta.label},
                 field=field,
             )
         if holder.pk is None:
-            raise InvalidArgument(f"{field} is not saved.", field=field)
+            raise InvalidArgument(
+                gettext("%(field)s is not saved.") % {"field": field}, field=field
+            )
         return holder.pk
     if isinstance(holder, bool) or not isinstance(holder, int | str | uuid.UUID):
-        raise InvalidArgument(f"{field} must be a holder or its primary key.", field=field)
+        raise InvalidArgument(
+            gettext("%(field)s must be a holder or its primary key.") % {"field": field},
+            field=field,
+        )
     return holder
 
 
@@ -46,15 +54,15 @@ def member_pk(member: Any) -> Any:
     if member is None:
         return None
     if getattr(member, "is_anonymous", False):
-        raise InvalidArgument("An anonymous user cannot spend credits.", field="member")
+        raise InvalidArgument(gettext("An anonymous user cannot spend credits."), field="member")
     if isinstance(member, Model):
         if not isinstance(member, get_user_model()):
-            raise InvalidArgument("member must be a user.", field="member")
+            raise InvalidArgument(gettext("member must be a user."), field="member")
         if member.pk is None:
-            raise InvalidArgument("member is not saved.", field="member")
+            raise InvalidArgument(gettext("member is not saved."), field="member")
         return member.pk
     if isinstance(member, bool) or not isinstance(member, int | str | uuid.UUID):
-        raise InvalidArgument("member must be a user or its primary key.", field="member")
+        raise InvalidArgument(gettext("member must be a user or its primary key."), field="member")
     return member
 
 
@@ -92,7 +100,9 @@ def resolve_group(offer_group: OfferGroup | str) -> OfferGroup:
     try:
         group = OfferGroup.objects.using(using).annotate(settled=has_entries).get(key=offer_group)
     except OfferGroup.DoesNotExist:
-        raise UnknownOfferGroup(f"Unknown offer group {offer_group!r}.") from None
+        raise UnknownOfferGroup(
+            gettext("Unknown offer group %(key)r.") % {"key": offer_group}
+        ) from None
     if group.__dict__.pop("settled") and isinstance(offer_group, str):
         # Only once what was read is committed: a rolled-back group must not be remembered.
         entry = (using, offer_group)
@@ -102,7 +112,11 @@ def resolve_group(offer_group: OfferGroup | str) -> OfferGroup:
 
 def positive_int(value: Any, name: str = "count") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidCount(f"{name} must be a positive integer, got {value!r}.", field=name)
+        raise InvalidCount(
+            gettext("%(field)s must be a positive integer, got %(value)r.")
+            % {"field": name, "value": value},
+            field=name,
+        )
     return value
 
 
@@ -113,7 +127,7 @@ def clean_key(idempotency_key: Any) -> str | None:
     key = str(idempotency_key)
     if not key or len(key) > 255:
         raise InvalidArgument(
-            "idempotency_key must be 1 to 255 characters.", field="idempotency_key"
+            gettext("idempotency_key must be 1 to 255 characters."), field="idempotency_key"
         )
     return key
 
@@ -153,5 +167,8 @@ def waits_as_busy(what: str) -> Iterator[None]:
         if getattr(exc.__cause__, "sqlstate", None) not in WAIT_TIMEOUTS:
             raise
         raise AccountBusy(
-            f"{what} is busy; nothing was written. Retry with the same idempotency key."
+            gettext(
+                "%(account)s is busy; nothing was written. Retry with the same idempotency key."
+            )
+            % {"account": what}
         ) from exc

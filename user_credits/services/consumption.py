@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .. import signals
 from ..conf import app_settings
@@ -42,7 +43,8 @@ class Consumption:
 
 def insufficient(group: OfferGroup, count: int, available: int) -> InsufficientCredits:
     return InsufficientCredits(
-        f"Not enough tokens in {group.key}: {count} requested, {available} available.",
+        gettext("Not enough tokens in %(group)s: %(requested)s requested, %(available)s available.")
+        % {"group": group.key, "requested": count, "available": available},
         requested=count,
         available=available,
     )
@@ -50,7 +52,8 @@ def insufficient(group: OfferGroup, count: int, available: int) -> InsufficientC
 
 def conflict(key: str, first_count: int) -> IdempotencyConflict:
     return IdempotencyConflict(
-        f"Idempotency key {key!r} was used for {first_count} token(s) in another request.",
+        gettext("Idempotency key %(key)r was used for %(count)s token(s) in another request.")
+        % {"key": key, "count": first_count},
         field="idempotency_key",
     )
 

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from dateutil.relativedelta import relativedelta
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from ..exceptions import InvalidArgument
 from ..models import Cycle
@@ -29,19 +30,21 @@ def cycle_end(
     A custom cycle is an exact number of seconds.
     """
     if quantity < 1:
-        raise InvalidArgument("quantity must be at least 1.", field="quantity")
+        raise InvalidArgument(gettext("quantity must be at least 1."), field="quantity")
     if cycle == Cycle.ONCE:
         return None
     if cycle == Cycle.CUSTOM:
         if not custom_cycle:
             raise InvalidArgument(
-                "A custom cycle needs custom_cycle seconds.", field="custom_cycle"
+                gettext("A custom cycle needs custom_cycle seconds."), field="custom_cycle"
             )
         return start + timedelta(seconds=custom_cycle * quantity)
     try:
         step = _CALENDAR_STEPS[cycle]
     except KeyError:
-        raise InvalidArgument(f"Unknown cycle {cycle!r}.", field="cycle") from None
+        raise InvalidArgument(
+            gettext("Unknown cycle %(cycle)r.") % {"cycle": cycle}, field="cycle"
+        ) from None
     local = timezone.localtime(start)
     # One relativedelta for the whole duration: Jan 31 + 2 months is Mar 31, not Mar 28.
     # ZoneInfo resolves the new wall-clock time's own UTC offset; store it in UTC so that
@@ -59,7 +62,9 @@ def period_start(now: datetime, period: str) -> datetime:
     Bi-weekly periods are pairs of weeks counted from Monday 1970-01-05."""
     if period not in _CALENDAR_STEPS:
         raise InvalidArgument(
-            f"Unknown period {period!r}; one of {', '.join(LIMIT_PERIODS)}.", field="period"
+            gettext("Unknown period %(period)r; one of %(periods)s.")
+            % {"period": period, "periods": ", ".join(LIMIT_PERIODS)},
+            field="period",
         )
     local = timezone.localtime(now)
     day = local.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .. import signals
 from ..conf import app_settings
@@ -58,7 +59,8 @@ def _as_timedelta(value):
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return timedelta(seconds=value)
     raise InvalidArgument(
-        f"warn_before must be a timedelta or seconds, got {value!r}.", field="warn_before"
+        gettext("warn_before must be a timedelta or seconds, got %(value)r.") % {"value": value},
+        field="warn_before",
     )
 
 
@@ -71,7 +73,9 @@ def _thresholds(low):
     for group, minimum in pairs:
         if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 0:
             raise InvalidArgument(
-                f"The low-balance minimum for {group!r} must be an integer ≥ 0.", field="low"
+                gettext("The low-balance minimum for %(group)r must be an integer ≥ 0.")
+                % {"group": group},
+                field="low",
             )
         result.append((resolve_group(group), minimum))
     return result

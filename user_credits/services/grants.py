@@ -5,6 +5,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from ..exceptions import InvalidArgument
 from ..models import CreditLot, LotCategory, OfferGroup
@@ -30,11 +31,13 @@ def grant(
     tokens = positive_int(tokens, "tokens")
     if category not in LotCategory.values:
         raise InvalidArgument(
-            f"category must be one of {', '.join(LotCategory.values)}.", field="category"
+            gettext("category must be one of %(categories)s.")
+            % {"categories": ", ".join(LotCategory.values)},
+            field="category",
         )
     now = timezone.now()
     if expires is not None and expires <= now:
-        raise InvalidArgument("expires must be in the future.", field="expires")
+        raise InvalidArgument(gettext("expires must be in the future."), field="expires")
     uid = holder_pk(holder)
     group = resolve_group(offer_group)
     with transaction.atomic():

@@ -14,6 +14,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .. import signals
 from ..conf import app_settings
@@ -79,7 +80,8 @@ def hold(
             if first is not None:
                 if first.account.offer_group_id != group.pk or first.count != count:
                     raise IdempotencyConflict(
-                        f"Idempotency key {key!r} was used for another hold.",
+                        gettext("Idempotency key %(key)r was used for another hold.")
+                        % {"key": key},
                         field="idempotency_key",
                     )
                 first.replayed = True
@@ -127,7 +129,7 @@ def capture(
     their spending limit.
     """
     if over not in ("consume", "raise"):
-        raise InvalidArgument("over must be 'consume' or 'raise'.", field="over")
+        raise InvalidArgument(gettext("over must be 'consume' or 'raise'."), field="over")
     if count is not None:
         count = positive_int(count)
     with (
@@ -164,7 +166,10 @@ def _capture(account, hold, count, metadata, over, now, mid=None) -> Consumption
     held = sum(line.count for line in lines)
     wanted = held if count is None else count
     if wanted > held and over == "raise":
-        raise InvalidArgument(f"{wanted} tokens asked, {held} held.", field="count")
+        raise InvalidArgument(
+            gettext("%(wanted)s tokens asked, %(held)s held.") % {"wanted": wanted, "held": held},
+            field="count",
+        )
     writer = LedgerWriter(account, now)
     takes = dict(allocate(lines, wanted, capacity=lambda line: line.count)[0])
     for line in lines:
@@ -239,7 +244,9 @@ def _ttl(ttl) -> timedelta:
     if isinstance(ttl, int | float) and not isinstance(ttl, bool):
         ttl = timedelta(seconds=ttl)
     if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
-        raise InvalidArgument("ttl must be a positive timedelta or number of seconds.", field="ttl")
+        raise InvalidArgument(
+            gettext("ttl must be a positive timedelta or number of seconds."), field="ttl"
+        )
     return ttl
 
 
@@ -249,7 +256,9 @@ def _lock(hold) -> tuple[CreditAccount, Hold]:
     try:
         account_id = Hold.objects.values_list("account_id", flat=True).get(pk=pk)
     except (Hold.DoesNotExist, ValueError, TypeError):
-        raise InvalidArgument(f"Unknown hold {hold!r}.", field="hold") from None
+        raise InvalidArgument(
+            gettext("Unknown hold %(hold)r.") % {"hold": hold}, field="hold"
+        ) from None
     account = (
         CreditAccount.objects.select_for_update(of=("self",))
         .select_related("offer_group")

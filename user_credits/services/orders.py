@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .. import money, signals
 from ..exceptions import InvalidArgument, InvalidOrder, InvalidTransition, PaymentMismatch
@@ -45,11 +46,13 @@ def check_quantity(offer: Offer, quantity: Any) -> None:
     """``quantity`` is a positive integer within the offer's limit, else ``InvalidOrder``."""
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
         raise InvalidOrder(
-            f"quantity must be a positive integer, got {quantity!r}.", field="quantity"
+            gettext("quantity must be a positive integer, got %(value)r.") % {"value": quantity},
+            field="quantity",
         )
     if offer.quantity_limit is not None and quantity > offer.quantity_limit:
         raise InvalidOrder(
-            f"quantity {quantity} is over the limit of {offer.quantity_limit} for {offer.name!r}.",
+            gettext("quantity %(quantity)s is over the limit of %(limit)s for %(offer)r.")
+            % {"quantity": quantity, "limit": offer.quantity_limit, "offer": offer.name},
             field="quantity",
         )
 
@@ -59,9 +62,13 @@ def resolve_offer(offer) -> Offer:
         try:
             offer = Offer.objects.select_related("offer_group").get(pk=offer)
         except (Offer.DoesNotExist, ValueError, TypeError):
-            raise InvalidOrder(f"Unknown offer {offer!r}.", field="offer") from None
+            raise InvalidOrder(
+                gettext("Unknown offer %(offer)r.") % {"offer": offer}, field="offer"
+            ) from None
     if not offer.is_active:
-        raise InvalidOrder(f"The offer {offer.name!r} is not for sale.", field="offer")
+        raise InvalidOrder(
+            gettext("The offer %(offer)r is not for sale.") % {"offer": offer.name}, field="offer"
+        )
     return offer
 
 
@@ -76,7 +83,8 @@ def _check_unlocked(uid, offer, now):
     )
     if not owned.exists():
         raise InvalidOrder(
-            f"The offer {offer.name!r} is not unlocked for this user.", field="offer"
+            gettext("The offer %(offer)r is not unlocked for this user.") % {"offer": offer.name},
+            field="offer",
         )
 
 
@@ -110,17 +118,23 @@ def order_price(offer, currency, quantity) -> tuple[str, Decimal, Decimal]:
             c.upper() for c in [offer.currency, *offer.prices.values_list("currency", flat=True)]
         )
         raise InvalidOrder(
-            f"{offer.name!r} has no price in {code.upper()} (sold in {sold_in}).", field="currency"
+            gettext("%(offer)r has no price in %(currency)s (sold in %(sold_in)s).")
+            % {"offer": offer.name, "currency": code.upper(), "sold_in": sold_in},
+            field="currency",
         )
     try:
         unit_price = money.validate_amount(unit_price, code, "price")
     except InvalidArgument as exc:
-        raise InvalidOrder(f"{offer.name!r}: {exc}", field="price") from None
+        raise InvalidOrder(
+            gettext("%(offer)r: %(error)s") % {"offer": offer.name, "error": exc}, field="price"
+        ) from None
     total = money.validate_amount(unit_price * quantity, code, "total")
     column = Order._meta.get_field("total")
     if total.adjusted() >= column.max_digits - column.decimal_places:
         raise InvalidOrder(
-            f"quantity {quantity} makes a total too large to store.", field="quantity"
+            gettext("quantity %(quantity)s makes a total too large to store.")
+            % {"quantity": quantity},
+            field="quantity",
         )
     return code, unit_price, total
 
@@ -154,9 +168,9 @@ def create_order(
     now = timezone.now()
     if starts is not None:
         if timezone.is_naive(starts):
-            raise InvalidOrder("starts must be an aware datetime.", field="starts")
+            raise InvalidOrder(gettext("starts must be an aware datetime."), field="starts")
         if starts < now:
-            raise InvalidOrder("starts cannot be in the past.", field="starts")
+            raise InvalidOrder(gettext("starts cannot be in the past."), field="starts")
     _check_unlocked(uid, offer, now)
     with transaction.atomic():
         order = Order.objects.create(
@@ -192,7 +206,9 @@ def start_payment(order: Order | int, *, request: Any = None) -> "PaymentStart":
     order = Order.objects.select_related("offer_group").get(pk=pk)
     if order.status not in OrderStatus.payable():
         raise InvalidTransition(
-            f"Order #{order.pk} is {order.status}; it cannot be paid.", field="order"
+            gettext("Order #%(order)s is %(status)s; it cannot be paid.")
+            % {"order": order.pk, "status": order.status},
+            field="order",
         )
     return get_provider().start_payment(order, request=request)
 
@@ -236,7 +252,9 @@ def mark_paid(
         if order.status in OrderStatus.settled():
             return order
         if order.parent_id is not None:
-            raise InvalidTransition("A bundle item order is paid through its bundle order.")
+            raise InvalidTransition(
+                gettext("A bundle item order is paid through its bundle order.")
+            )
         details = {**(payload or {}), **acting_user(by)}
         if reference:
             details["reference"] = reference
@@ -297,7 +315,8 @@ def mark_failed(
     """
     if status not in (OrderStatus.REFUSED, OrderStatus.ERROR):
         raise InvalidTransition(
-            f"mark_failed sets 'refused' or 'error', not {status!r}.", field="status"
+            gettext("mark_failed sets 'refused' or 'error', not %(status)r.") % {"status": status},
+            field="status",
         )
     with transaction.atomic():
         order = lock_order(order)

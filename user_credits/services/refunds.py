@@ -6,6 +6,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .. import money, signals
 from ..exceptions import InvalidTransition, PaymentMismatch
@@ -41,7 +42,7 @@ def refund(
             return order
         if total_refunded is not None:
             if amount is not None:
-                raise PaymentMismatch("Give amount or total_refunded, not both.")
+                raise PaymentMismatch(gettext("Give amount or total_refunded, not both."))
             amount = (
                 parse_money(total_refunded, "total_refunded", order.currency)
                 - order.amount_refunded
@@ -77,19 +78,20 @@ def _refundable_amount(order: Order, amount) -> Decimal:
     """``amount`` (default: all that is left) checked against what the order can refund, at
     the currency's decimals (exactly: the database never rounds)."""
     if order.parent_id is not None:
-        raise InvalidTransition("Refund the bundle order, not one of its items.")
+        raise InvalidTransition(gettext("Refund the bundle order, not one of its items."))
     if order.status not in (OrderStatus.PAID, OrderStatus.PARTIAL, OrderStatus.EXPIRED):
         raise InvalidTransition(
-            f"Order #{order.pk} is {order.status}; only a paid order can be refunded."
+            gettext("Order #%(order)s is %(status)s; only a paid order can be refunded.")
+            % {"order": order.pk, "status": order.status}
         )
     if order.total == 0:
-        raise InvalidTransition("A free order cannot be refunded.")
+        raise InvalidTransition(gettext("A free order cannot be refunded."))
     refundable = order.total - order.amount_refunded
     amount = refundable if amount is None else parse_money(amount, "amount", order.currency)
     if amount <= 0 or amount > refundable:
         raise PaymentMismatch(
-            f"Refund amount {amount} is out of range: "
-            f"{money.quantize(refundable, order.currency)} is left to refund.",
+            gettext("Refund amount %(amount)s is out of range: %(left)s is left to refund.")
+            % {"amount": amount, "left": money.quantize(refundable, order.currency)},
             field="amount",
         )
     return money.quantize(amount, order.currency)

@@ -13,6 +13,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Model, Sum
+from django.utils.translation import gettext
 
 from ..exceptions import InvalidArgument, SpendingLimitExceeded, SpendingNotAllowed
 from ..holders import can_spend, get_holder_model
@@ -41,11 +42,16 @@ def authorize(member: Any, holder: Any) -> Any:
     if not hasattr(member, "pk"):
         member = get_user_model()._default_manager.filter(pk=mid).first()
         if member is None:
-            raise InvalidArgument(f"Unknown member {mid!r}.", field="member")
+            raise InvalidArgument(
+                gettext("Unknown member %(member)r.") % {"member": mid}, field="member"
+            )
     if not isinstance(holder, Model):  # the hook is given instances
         holder = get_holder_model()._default_manager.filter(pk=holder).first()
     if holder is None or not can_spend(member, holder):
-        raise SpendingNotAllowed(f"{member} may not spend these credits.", field="member")
+        raise SpendingNotAllowed(
+            gettext("%(member)s may not spend these credits.") % {"member": member},
+            field="member",
+        )
     return mid
 
 
@@ -87,7 +93,11 @@ def check_limit(
 
 def exceeded(group: OfferGroup, limit: int, spent: int, count: int) -> SpendingLimitExceeded:
     return SpendingLimitExceeded(
-        f"Spending limit in {group.key}: {count} requested, {spent} of {limit} spent this period.",
+        gettext(
+            "Spending limit in %(group)s: %(requested)s requested, "
+            "%(spent)s of %(limit)s spent this period."
+        )
+        % {"group": group.key, "requested": count, "spent": spent, "limit": limit},
         limit=limit,
         spent=spent,
         requested=count,
@@ -101,15 +111,20 @@ def set_spending_limit(
     (``daily``, ``weekly``, ``bi-weekly``, ``monthly``, ``trimester``, ``semester``,
     ``yearly``). One limit per holder, member and group: setting it again changes it."""
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
-        raise InvalidArgument(f"tokens must be a positive integer, got {tokens!r}.", field="tokens")
+        raise InvalidArgument(
+            gettext("tokens must be a positive integer, got %(value)r.") % {"value": tokens},
+            field="tokens",
+        )
     if period not in LIMIT_PERIODS:
         raise InvalidArgument(
-            f"Unknown period {period!r}; one of {', '.join(LIMIT_PERIODS)}.", field="period"
+            gettext("Unknown period %(period)r; one of %(periods)s.")
+            % {"period": period, "periods": ", ".join(LIMIT_PERIODS)},
+            field="period",
         )
     hid = holder_pk(holder)
     mid = member_pk(member)
     if mid is None:
-        raise InvalidArgument("member is required.", field="member")
+        raise InvalidArgument(gettext("member is required."), field="member")
     group = resolve_group(offer_group)
     with transaction.atomic():
         limit, _ = SpendingLimit.objects.update_or_create(

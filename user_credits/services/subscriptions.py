@@ -25,6 +25,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Min, Q
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .. import signals
 from ..conf import app_settings
@@ -78,13 +79,15 @@ def subscribe(
     offer = resolve_offer(offer)
     if not offer.is_recurring:
         raise InvalidOrder(
-            f"{offer.name!r} is sold once, not as a subscription: buy it with an order.",
+            gettext("%(offer)r is sold once, not as a subscription: buy it with an order.")
+            % {"offer": offer.name},
             field="offer",
         )
     check_quantity(offer, quantity)
     if cycle_end(timezone.now(), offer.cycle, custom_cycle=offer.custom_cycle) is None:
         raise InvalidOrder(
-            f"{offer.name!r} has no cycle: a recurring offer needs one.", field="offer"
+            gettext("%(offer)r has no cycle: a recurring offer needs one.") % {"offer": offer.name},
+            field="offer",
         )
     member_id = None if member is None else member_pk(member)
     order_price(offer, None, quantity)  # a price the currency can hold, or InvalidOrder
@@ -94,7 +97,8 @@ def subscribe(
                 holder_id=hid, offer=offer, status__in=SubscriptionStatus.live()
             ).exists():
                 raise InvalidOrder(
-                    f"This holder already subscribes to {offer.name!r}.", field="offer"
+                    gettext("This holder already subscribes to %(offer)r.") % {"offer": offer.name},
+                    field="offer",
                 )
             subscription = Subscription.objects.create(
                 holder_id=hid,
@@ -104,7 +108,8 @@ def subscribe(
             )
     except IntegrityError:  # subscribed meanwhile by a concurrent request
         raise InvalidOrder(
-            f"This holder already subscribes to {offer.name!r}.", field="offer"
+            gettext("This holder already subscribes to %(offer)r.") % {"offer": offer.name},
+            field="offer",
         ) from None
     subscription.payment_start = None
     if offer.price == 0:
@@ -142,16 +147,19 @@ def lock_subscription(subscription: Subscription | int) -> Subscription:
         )
     except (Subscription.DoesNotExist, ValueError, TypeError):
         raise InvalidArgument(
-            f"Unknown subscription {subscription!r}.", field="subscription"
+            gettext("Unknown subscription %(subscription)r.") % {"subscription": subscription},
+            field="subscription",
         ) from None
 
 
 def _check_period(period_start, period_end):
     for name, value in (("period_start", period_start), ("period_end", period_end)):
         if not isinstance(value, datetime) or timezone.is_naive(value):
-            raise InvalidArgument(f"{name} must be an aware datetime.", field=name)
+            raise InvalidArgument(
+                gettext("%(field)s must be an aware datetime.") % {"field": name}, field=name
+            )
     if period_end <= period_start:
-        raise InvalidArgument("period_end must be after period_start.", field="period_end")
+        raise InvalidArgument(gettext("period_end must be after period_start."), field="period_end")
 
 
 def renew_subscription(
@@ -174,7 +182,7 @@ def renew_subscription(
     """
     reference = str(reference or "")
     if not reference:
-        raise InvalidArgument("reference is required (the invoice id).", field="reference")
+        raise InvalidArgument(gettext("reference is required (the invoice id)."), field="reference")
     _check_period(period_start, period_end)
     with transaction.atomic():
         sub = lock_subscription(subscription)
@@ -183,7 +191,8 @@ def renew_subscription(
             return done
         if sub.status == SubscriptionStatus.CANCELED:
             raise InvalidTransition(
-                f"Subscription #{sub.pk} is canceled; it renews no more.", field="subscription"
+                gettext("Subscription #%(pk)s is canceled; it renews no more.") % {"pk": sub.pk},
+                field="subscription",
             )
         offer = sub.offer
         code = offer.currency if currency is None else str(currency).strip().lower()
@@ -332,7 +341,8 @@ def cancel_subscription(
     sub = _get(subscription)
     if sub.status == SubscriptionStatus.CANCELED:
         raise InvalidTransition(
-            f"Subscription #{sub.pk} is already canceled.", field="subscription"
+            gettext("Subscription #%(pk)s is already canceled.") % {"pk": sub.pk},
+            field="subscription",
         )
     at_end = bool(at_period_end) and sub.current_period_end is not None
     if sub.status != SubscriptionStatus.ACTIVE:
@@ -352,7 +362,8 @@ def _get(subscription) -> Subscription:
         return Subscription.objects.select_related("offer").get(pk=pk)
     except (Subscription.DoesNotExist, ValueError, TypeError):
         raise InvalidArgument(
-            f"Unknown subscription {subscription!r}.", field="subscription"
+            gettext("Unknown subscription %(subscription)r.") % {"subscription": subscription},
+            field="subscription",
         ) from None
 
 
@@ -378,7 +389,10 @@ def resume_subscription(subscription: Subscription | int) -> Subscription:
     sub = _get(subscription)
     if sub.status != SubscriptionStatus.ACTIVE or not sub.cancel_at_period_end:
         raise InvalidTransition(
-            f"Subscription #{sub.pk} is not set to cancel at its period end; nothing to resume.",
+            gettext(
+                "Subscription #%(pk)s is not set to cancel at its period end; nothing to resume."
+            )
+            % {"pk": sub.pk},
             field="subscription",
         )
     if sub.reference:
@@ -598,7 +612,8 @@ def _plan_offer(sub: Subscription, offer) -> Offer:
     offer = Offer.objects.select_related("offer_group").filter(pk=pk).first()
     if offer is None or not offer.is_recurring or offer.offer_group_id != sub.offer.offer_group_id:
         raise InvalidArgument(
-            f"Subscription #{sub.pk} can only change to a recurring offer of its group.",
+            gettext("Subscription #%(pk)s can only change to a recurring offer of its group.")
+            % {"pk": sub.pk},
             field="offer",
         )
     return offer
@@ -622,7 +637,7 @@ def prorate_upgrade(
     equal plan grants nothing (``None``)."""
     reference = str(reference or "")
     if not reference:
-        raise InvalidArgument("reference is required (the invoice id).", field="reference")
+        raise InvalidArgument(gettext("reference is required (the invoice id)."), field="reference")
     with transaction.atomic():
         sub = lock_subscription(subscription)
         done = Order.objects.filter(subscription=sub, payment_reference=reference).first()
@@ -636,7 +651,7 @@ def prorate_upgrade(
         start, end = sub.current_period_start, sub.current_period_end
         if start is None or end is None or not (start <= since < end):
             raise InvalidArgument(
-                "since must fall in the subscription's current period.", field="since"
+                gettext("since must fall in the subscription's current period."), field="since"
             )
         extra = ((new.token_count or 0) - (old.token_count or 0)) * sub.quantity
         extra = int(extra * (end - since).total_seconds() // (end - start).total_seconds())

@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from ...conf import app_settings
 from ...exceptions import UserCreditsError
@@ -30,20 +31,22 @@ USAGE = 2
 def duration(text):
     match = _DURATION.match(text.strip())
     if not match:
-        raise ValueError(f"{text!r} is not a duration such as 90m, 12h, 7d or 2w")
+        raise ValueError(
+            gettext("%(value)r is not a duration such as 90m, 12h, 7d or 2w") % {"value": text}
+        )
     return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
 def threshold(text):
     group, sep, minimum = text.partition("=")
     if not sep or not group or not minimum.isdigit():
-        raise ValueError(f"{text!r} is not GROUP=MIN (e.g. calls=10)")
+        raise ValueError(gettext("%(value)r is not GROUP=MIN (e.g. calls=10)") % {"value": text})
     return group, int(minimum)
 
 
 def positive(text):
     if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{text!r} is not a positive integer")
+        raise ValueError(gettext("%(value)r is not a positive integer") % {"value": text})
     return int(text)
 
 
@@ -55,7 +58,9 @@ def to_second(moment):
 def listing(names, total=None):
     total = len(names) if total is None else total
     shown = ", ".join(names[:LISTED])
-    return shown + (f" … ({total - LISTED} more)" if total > LISTED else "")
+    if total > LISTED:
+        shown += gettext(" … (%(count)s more)") % {"count": total - LISTED}
+    return shown
 
 
 class Progress:
@@ -70,7 +75,7 @@ class Progress:
         self.done = self.tenths = 0
         self.drawn = False
         if not self.tty:
-            stream.write(f"{total:,} due lot(s) to expire.")
+            stream.write(gettext("%(count)s due lot(s) to expire.") % {"count": f"{total:,}"})
 
     def __call__(self, report):
         done = min(report.expired_lots, self.total)
@@ -81,13 +86,23 @@ class Progress:
             filled = self.WIDTH * done // self.total
             bar = "#" * filled + "-" * (self.WIDTH - filled)
             self.stream.write(
-                f"\r[{bar}] {done:,}/{self.total:,} lots {100 * done // self.total}%", ending=""
+                f"\r[{bar}] "
+                + gettext("%(done)s/%(total)s lots %(percent)s%%")
+                % {
+                    "done": f"{done:,}",
+                    "total": f"{self.total:,}",
+                    "percent": 100 * done // self.total,
+                },
+                ending="",
             )
             self.stream.flush()
             self.drawn = True
         elif 10 * done // self.total > self.tenths:
             self.tenths = 10 * done // self.total
-            self.stream.write(f"{done:,}/{self.total:,} lots expired ({10 * self.tenths}%).")
+            self.stream.write(
+                gettext("%(done)s/%(total)s lots expired (%(percent)s%%).")
+                % {"done": f"{done:,}", "total": f"{self.total:,}", "percent": 10 * self.tenths}
+            )
 
     def close(self):
         if self.drawn:
@@ -176,20 +191,27 @@ class Command(BaseCommand):
         total = users.count()
         if total <= LISTED:
             names = list(users.order_by(field).values_list(field, flat=True))
-            known = f"Users: {listing(names)}." if names else "There are no users."
+            if names:
+                known = gettext("Users: %(names)s.") % {"names": listing(names)}
+            else:
+                known = gettext("There are no users.")
         else:
             close = list(
                 users.filter(**{f"{field}__icontains": value})
                 .order_by(field)
                 .values_list(field, flat=True)[:LISTED]
             )
-            known = f"{total:,} users; " + (
-                f"{field}s containing {value!r}: {listing(close)}."
-                if close
-                else f"no {field} contains {value!r}."
-            )
+            args = {"total": f"{total:,}", "field": field, "value": value}
+            if close:
+                known = gettext("%(total)s users; %(field)ss containing %(value)r: %(names)s.") % {
+                    **args,
+                    "names": listing(close),
+                }
+            else:
+                known = gettext("%(total)s users; no %(field)s contains %(value)r.") % args
         raise CommandError(
-            f"--user {value}: no user has this primary key or {field}. {known}",
+            gettext("--user %(value)s: no user has this primary key or %(field)s. %(known)s")
+            % {"value": value, "field": field, "known": known},
             returncode=USAGE,
         )
 
@@ -199,11 +221,13 @@ class Command(BaseCommand):
         unknown = sorted(keys - known)
         if unknown:
             names = list(OfferGroup.objects.order_by("key").values_list("key", flat=True))
-            existing = (
-                f"Offer groups: {listing(names)}." if names else "There are no offer groups yet."
-            )
+            if names:
+                existing = gettext("Offer groups: %(names)s.") % {"names": listing(names)}
+            else:
+                existing = gettext("There are no offer groups yet.")
             raise CommandError(
-                f"--low: unknown offer group(s) {', '.join(unknown)}; nothing was done. {existing}",
+                gettext("--low: unknown offer group(s) %(keys)s; nothing was done. %(existing)s")
+                % {"keys": ", ".join(unknown), "existing": existing},
                 returncode=USAGE,
             )
         return low
@@ -250,23 +274,37 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(json.dumps(summary))
             return
-        prefix = "Would expire" if report.dry_run else "Expired"
+        counts = {
+            "lots": report.expired_lots,
+            "tokens": report.expired_tokens,
+            "orders": report.expired_orders,
+        }
+        if report.dry_run:
+            done = gettext(
+                "Would expire %(lots)s lot(s), %(tokens)s token(s); %(orders)s order(s) ended."
+            )
+        else:
+            done = gettext(
+                "Expired %(lots)s lot(s), %(tokens)s token(s); %(orders)s order(s) ended."
+            )
+        self.stdout.write(done % counts)
         self.stdout.write(
-            f"{prefix} {report.expired_lots} lot(s), {report.expired_tokens} token(s); "
-            f"{report.expired_orders} order(s) ended."
-        )
-        self.stdout.write(
-            f"Warnings: {report.expiring_lots} expiring lot(s), "
-            f"{report.low_accounts} low balance(s)."
+            gettext("Warnings: %(expiring)s expiring lot(s), %(low)s low balance(s).")
+            % {"expiring": report.expiring_lots, "low": report.low_accounts}
         )
         for item in expiring:
             self.stdout.write(
-                "  expiring: user {user} {offer_group}: {remaining} token(s) of lot {lot} "
-                "on {when}".format(**item, when=item["expires"].replace("T", " "))
+                gettext(
+                    "  expiring: user %(user)s %(offer_group)s: %(remaining)s token(s) of lot "
+                    "%(lot)s on %(when)s"
+                )
+                % {**item, "when": item["expires"].replace("T", " ")}
             )
         for item in low:
             self.stdout.write(
-                "  low: user {user} {offer_group}: {balance} token(s), minimum {minimum}".format(
-                    **item
+                gettext(
+                    "  low: user %(user)s %(offer_group)s: %(balance)s token(s), "
+                    "minimum %(minimum)s"
                 )
+                % item
             )

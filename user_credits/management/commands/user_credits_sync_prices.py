@@ -1,10 +1,18 @@
 """Create or update the payment provider's Product and Price of every recurring offer."""
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext, gettext_lazy
 
 from ... import services
 from ...exceptions import UserCreditsError
 from ...models import Billing, Offer
+
+#: ``services.sync_prices``' result for each offer, as printed.
+RESULTS = {
+    "created": gettext_lazy("created"),
+    "updated": gettext_lazy("updated"),
+    "unchanged": gettext_lazy("unchanged"),
+}
 
 
 class Command(BaseCommand):
@@ -27,5 +35,13 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         names = {o.pk: o for o in offers}
         for pk, result in results.items():
-            self.stdout.write(f"{names[pk].name} (#{pk}): {result} {names[pk].stripe_price_id}")
-        self.stdout.write(f"{len(results)} recurring offer(s) synced.")
+            self.stdout.write(
+                gettext("%(offer)s (#%(pk)s): %(result)s %(price)s")
+                % {
+                    "offer": names[pk].name,
+                    "pk": pk,
+                    "result": RESULTS.get(result, result),
+                    "price": names[pk].stripe_price_id,
+                }
+            )
+        self.stdout.write(gettext("%(count)s recurring offer(s) synced.") % {"count": len(results)})

@@ -8,6 +8,7 @@ Price (the old one is archived) and the offer points to it. Run by
 """
 
 import stripe
+from django.utils.translation import gettext
 from djstripe.settings import djstripe_settings
 
 from ...exceptions import InvalidArgument, PaymentProviderError
@@ -36,7 +37,9 @@ def wanted_price(offer: Offer) -> dict:
         interval, count = INTERVALS[offer.cycle]
     except KeyError:
         raise InvalidArgument(
-            f"{offer.name!r}: a {offer.cycle} cycle has no Stripe interval.", field="cycle"
+            gettext("%(offer)r: a %(cycle)s cycle has no Stripe interval.")
+            % {"offer": offer.name, "cycle": offer.cycle},
+            field="cycle",
         ) from None
     wanted = {
         "currency": offer.currency,
@@ -102,7 +105,10 @@ def sync_offer(offer: Offer) -> str:
         if old is not None and old.get("active"):
             stripe.Price.modify(old["id"], api_key=api_key, active=False)
     except stripe.StripeError as exc:
-        raise PaymentProviderError(f"Stripe refused the price of {offer.name!r}: {exc}") from exc
+        raise PaymentProviderError(
+            gettext("Stripe refused the price of %(offer)r: %(error)s")
+            % {"offer": offer.name, "error": exc}
+        ) from exc
     offer.stripe_price_id = price["id"]
     Offer.objects.filter(pk=offer.pk).update(stripe_price_id=price["id"])
     return "updated" if old is not None else "created"

@@ -8,6 +8,7 @@ and amount converted to Stripe's minor units by ``user_credits.money``.
 import logging
 
 import stripe
+from django.utils.translation import gettext
 from djstripe.models import Customer
 from djstripe.settings import djstripe_settings
 
@@ -78,7 +79,8 @@ class StripeProvider(PaymentProvider):
         except stripe.StripeError as exc:
             logger.warning("Stripe refused to start a payment for order %s: %s", order.pk, exc)
             raise PaymentProviderError(
-                f"Stripe refused the payment: {exc.user_message or exc}"
+                gettext("Stripe refused the payment: %(error)s")
+                % {"error": exc.user_message or exc}
             ) from exc
         services.record_payment_event(
             order,
@@ -97,7 +99,8 @@ class StripeProvider(PaymentProvider):
         offer = subscription.offer
         if not offer.stripe_price_id:
             raise PaymentProviderError(
-                f"{offer.name!r} has no Stripe price: run manage.py user_credits_sync_prices."
+                gettext("%(offer)r has no Stripe price: run manage.py user_credits_sync_prices.")
+                % {"offer": offer.name}
             )
         livemode = djstripe_settings.STRIPE_LIVE_MODE
         api_key = djstripe_settings.get_default_api_key(livemode=livemode)
@@ -140,7 +143,8 @@ class StripeProvider(PaymentProvider):
         except stripe.StripeError as exc:
             logger.warning("Stripe refused subscription %s: %s", subscription.pk, exc)
             raise PaymentProviderError(
-                f"Stripe refused the subscription: {exc.user_message or exc}"
+                gettext("Stripe refused the subscription: %(error)s")
+                % {"error": exc.user_message or exc}
             ) from exc
         if reference:
             type(subscription).objects.filter(pk=subscription.pk, reference="").update(
@@ -159,7 +163,9 @@ class StripeProvider(PaymentProvider):
             else:
                 stripe.Subscription.cancel(subscription.reference, api_key=api_key)
         except stripe.StripeError as exc:
-            raise PaymentProviderError(f"Stripe refused the cancel: {exc}") from exc
+            raise PaymentProviderError(
+                gettext("Stripe refused the cancel: %(error)s") % {"error": exc}
+            ) from exc
 
     def resume_subscription(self, subscription) -> None:
         api_key = djstripe_settings.get_default_api_key(livemode=djstripe_settings.STRIPE_LIVE_MODE)
@@ -168,7 +174,9 @@ class StripeProvider(PaymentProvider):
                 subscription.reference, api_key=api_key, cancel_at_period_end=False
             )
         except stripe.StripeError as exc:
-            raise PaymentProviderError(f"Stripe refused to resume: {exc}") from exc
+            raise PaymentProviderError(
+                gettext("Stripe refused to resume: %(error)s") % {"error": exc}
+            ) from exc
 
     def sync_price(self, offer) -> str:
         from .prices import sync_offer
