@@ -21,10 +21,11 @@ from .factories import make_offer
 from .stripe_fake import SECRET
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def localstripe_server():
     """localstripe's aiohttp app on 127.0.0.1 only (its CLI binds every interface), once per
-    module: its app binds to the first event loop that serves it."""
+    test run: its app binds to the first event loop that serves it, and pytest-django runs
+    this module's transactional test apart from the others."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
