@@ -401,3 +401,123 @@ def test_narrow_screens_do_not_scroll_sideways(site, browser, tmp_path, width):
             screenshot(browser, f"mobile-{path.strip('/').replace('/', '-')}", tmp_path)
     wide = {path: sizes for path, sizes in pages.items() if sizes[0] > sizes[1]}
     assert not wide, f"wider than {width} px: {wide}"
+
+
+# --- recurring plans -------------------------------------------------------------------------
+
+
+def click_and_wait(driver, element):
+    """Click a button whose form posts and comes back to the same page: wait for the new one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 10).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
+
+
+def period_end(site, username, offer_name):
+    """The end of the user's current period of the plan, as the site's pages show dates."""
+    return site.python(
+        "from django.utils import timezone; from user_credits.models import Subscription; "
+        f"s = Subscription.objects.get(holder__username={username!r}, offer__name={offer_name!r}); "
+        "print(timezone.localtime(s.current_period_end).strftime('%Y-%m-%d'))"
+    )
+
+
+def test_recurring_plan_journey(site, browser, tmp_path):
+    """Subscribe to Pro Monthly (1,000 tokens a month, up to 300 unused roll over) → simulated
+    first payment → the credits page shows its next renewal → spend 500 → simulated renewal:
+    300 of the 500 unused move into the new period's lot (1,000 + 300), the other 200 stay in
+    the old lot until its period ends: 1,500 available → cancel: "Ends on …" → resume. Every
+    page passes axe-core, and fits 390 px without scrolling sideways."""
+    from selenium.webdriver.common.by import By
+
+    new_user(site, "subscriber")
+    checked = []
+    browser.get(f"{site.url}/accounts/login/")
+    log_in(browser, "subscriber")
+    wait_for_path(browser, "/pricing/")
+    card = browser.find_element(By.CSS_SELECTOR, '.card[data-offer="Pro Monthly"]')
+    assert "15.00 USD" in card.text and "1000 tokens monthly" in card.text
+    assert "Unused tokens move to the next period, up to 300." in card.text
+    accessible(browser, checked)
+    button = card.find_element(By.TAG_NAME, "button")
+    assert button.get_attribute("aria-label") == "Subscribe to Pro Monthly"
+    button.click()
+    wait_for_path(browser, "/simulate-payment/")
+    assert "Demo only" in browser.page_source and "15.00 USD" in browser.page_source
+    accessible(browser, checked)
+    browser.find_element(By.ID, "simulate").click()
+    wait_for_path(browser, "/credits/")
+
+    def plan():
+        return browser.find_element(By.CSS_SELECTOR, '[data-plan="Pro Monthly"]')
+
+    def pro_balance():
+        return int(browser.find_element(By.CSS_SELECTOR, '[data-group="Pro"] .balance').text)
+
+    first_end = period_end(site, "subscriber", "Pro Monthly")
+    assert plan().find_element(By.CSS_SELECTOR, ".renewal").text == f"Renews on {first_end}."
+    assert "1000 tokens per period." in plan().text and "up to 300" in plan().text
+    assert "Demo control" in plan().text
+    assert pro_balance() == 1000
+    accessible(browser, checked)
+
+    site.python(
+        "from django.contrib.auth import get_user_model; from user_credits import services; "
+        "services.consume(get_user_model().objects.get(username='subscriber'), 'Pro', 500)"
+    )
+    browser.refresh()
+    assert pro_balance() == 500
+    click_and_wait(browser, plan().find_element(By.CSS_SELECTOR, "button.simulate-renewal"))
+    assert "300 unused token(s) rolled over" in browser.find_element(By.CLASS_NAME, "messages").text
+    assert pro_balance() == 1500 == balance(site, "subscriber", "Pro")
+    lots = browser.find_elements(By.CSS_SELECTOR, '[data-group="Pro"] table tr:not(.head)')
+    granted_remaining = sorted(
+        (
+            int(r.find_element(By.CSS_SELECTOR, '[data-label="Granted"]').text),
+            int(r.find_element(By.CSS_SELECTOR, '[data-label="Remaining"]').text),
+        )
+        for r in lots
+    )
+    assert granted_remaining == [(1000, 200), (1300, 1300)]
+    second_end = period_end(site, "subscriber", "Pro Monthly")
+    assert second_end > first_end
+    assert plan().find_element(By.CSS_SELECTOR, ".renewal").text == f"Renews on {second_end}."
+    accessible(browser, checked)
+    browser.execute_script("arguments[0].scrollIntoView()", plan())
+    screenshot(browser, "recurring-plans", tmp_path)
+
+    click_and_wait(browser, plan().find_element(By.CSS_SELECTOR, "button.cancel"))
+    assert plan().find_element(By.CSS_SELECTOR, ".renewal").text == f"Ends on {second_end}."
+    assert not plan().find_elements(By.CSS_SELECTOR, "button.simulate-renewal")
+    assert pro_balance() == 1500  # the paid periods' tokens stay
+    accessible(browser, checked)
+    click_and_wait(browser, plan().find_element(By.CSS_SELECTOR, "button.resume"))
+    assert plan().find_element(By.CSS_SELECTOR, ".renewal").text == f"Renews on {second_end}."
+    assert plan().find_elements(By.CSS_SELECTOR, "button.simulate-renewal")
+    accessible(browser, checked)
+    status = site.python(
+        "from user_credits.models import Subscription; "
+        "s = Subscription.objects.get(holder__username='subscriber'); "
+        "print(s.status, s.cancel_at_period_end, s.orders.count())"
+    )
+    assert status == "active False 2"
+
+    browser.set_window_size(390, 900)
+    widths = {}
+    for path in ("/pricing/", "/credits/"):
+        browser.get(site.url + path)
+        widths[path] = browser.execute_script(
+            "const e = document.documentElement; return [e.scrollWidth, e.clientWidth]"
+        )
+        accessible(browser, checked)
+    browser.execute_script("arguments[0].scrollIntoView()", plan())
+    screenshot(browser, "mobile-recurring-plans", tmp_path)
+    assert all(scroll <= client for scroll, client in widths.values()), widths
+    assert len(checked) == 8

@@ -215,3 +215,91 @@ def test_language_switch_and_accept_language(site):
     by_header = requests.get(site.url + "/accounts/login/", headers={"Accept-Language": "fr"})
     assert '<html lang="fr">' in by_header.text and "Identifiants de démo" in by_header.text
     assert by_header.headers["Content-Language"] == "fr"
+
+
+# --- recurring plans ---------------------------------------------------------------------------
+
+
+def plan_of(site, username, offer_name):
+    """``status cancel_at_period_end period_end`` of the user's latest subscription to it."""
+    return site.python(
+        "from user_credits.models import Subscription; "
+        f"s = Subscription.objects.filter(holder__username={username!r}, "
+        f"offer__name={offer_name!r}).latest('pk'); "
+        "print(s.pk, s.status, s.cancel_at_period_end, "
+        "s.current_period_end and s.current_period_end.date())"
+    ).split()
+
+
+def group_balance(site, username, group):
+    return int(
+        site.python(
+            "from django.contrib.auth import get_user_model; from user_credits import services; "
+            f"print(services.get_balance(get_user_model().objects.get(username={username!r}), "
+            f"{group!r}))"
+        )
+    )
+
+
+def test_free_plan_subscribes_at_once_and_its_simulated_renewal_is_the_sweeps(site):
+    new_user(site, "hobbyist")
+    session = requests.Session()
+    log_in(session, site, "hobbyist")
+    subscribed = post(
+        session, site, f"/subscribe/{offer_id(site, 'Hobby Monthly')}/", {}, "/pricing/"
+    )
+    assert subscribed.status_code == 302 and subscribed.headers["Location"] == "/credits/"
+    pk, status, ending, period_end = plan_of(site, "hobbyist", "Hobby Monthly")
+    assert (status, ending) == ("active", "False")
+    page = session.get(site.url + "/credits/").text
+    assert f"Renews on {period_end}." in page and "100 tokens per period." in page
+    assert "Unused tokens expire with their period." in page and "Demo control" in page
+    assert group_balance(site, "hobbyist", "Hobby") == 100
+    renewed = post(session, site, f"/plans/{pk}/simulate-renewal/", page="/credits/")
+    assert renewed.status_code == 302
+    # The free period is granted under the expiry sweep's own reference: when the sweep runs
+    # at that period's start, it finds it paid and grants nothing more.
+    references = site.python(
+        "from user_credits.models import Order; print(sorted(o.payment_reference.split(':')[0] "
+        f"for o in Order.objects.filter(subscription_id={pk})))"
+    )
+    assert references == "['free', 'free']"
+    assert group_balance(site, "hobbyist", "Hobby") == 200  # the next period's 100 count now
+    assert "You subscribe to this plan." in session.get(site.url + "/pricing/").text
+
+
+def test_plans_refuse_bad_requests_and_other_users(site):
+    new_user(site, "planowner")
+    new_user(site, "intruder")
+    owner, intruder = requests.Session(), requests.Session()
+    log_in(owner, site, "planowner")
+    log_in(intruder, site, "intruder")
+    pro = offer_id(site, "Pro Monthly")
+    assert (
+        post(owner, site, f"/subscribe/{pro}/", {"currency": "usd"}, "/pricing/").status_code == 302
+    )
+    pk, status, _, _ = plan_of(site, "planowner", "Pro Monthly")
+    assert status == "incomplete"
+    # Not paid yet: no renewal to simulate; a second subscription to the same plan is refused.
+    assert post(owner, site, f"/plans/{pk}/simulate-renewal/", page="/credits/").status_code == 302
+    again = post(owner, site, f"/subscribe/{pro}/", {}, "/pricing/")
+    assert again.headers["Location"] == "/pricing/"
+    assert "already subscribes" in owner.get(site.url + "/pricing/").text
+    # A one-time offer is not sold as a subscription.
+    one_time = post(owner, site, f"/subscribe/{offer_id(site, '1 Talk')}/", {}, "/pricing/")
+    assert one_time.headers["Location"] == "/pricing/"
+    assert "sold once, not as a subscription" in owner.get(site.url + "/pricing/").text
+    # Someone else's plan: 403 for every action, nothing changes.
+    for action in ("simulate-payment", "simulate-renewal", "cancel", "resume"):
+        answer = post(intruder, site, f"/plans/{pk}/{action}/", page="/credits/")
+        assert answer.status_code == 403, action
+    count = site.python(
+        "from user_credits.models import Subscription, Order; "
+        "print(Subscription.objects.filter(holder__username='planowner').count(), "
+        "Order.objects.filter(holder__username='planowner').count())"
+    )
+    assert count == "1 0"
+    assert plan_of(site, "planowner", "Pro Monthly")[1:3] == ["incomplete", "False"]
+    # The owner cancels the unpaid plan: at once.
+    assert post(owner, site, f"/plans/{pk}/cancel/", page="/credits/").status_code == 302
+    assert plan_of(site, "planowner", "Pro Monthly")[1] == "canceled"

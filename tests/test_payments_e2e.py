@@ -11,7 +11,7 @@ import requests
 import stripe
 from aiohttp import web
 from django.test import override_settings
-from localstripe import server as localstripe_server
+from localstripe import server as localstripe_app
 
 from user_credits import services, signals
 from user_credits.models import OrderStatus
@@ -21,16 +21,18 @@ from .factories import make_offer
 from .stripe_fake import SECRET
 
 
-@pytest.fixture
-def localstripe():
-    """localstripe's aiohttp app on 127.0.0.1 only (its CLI binds every interface)."""
+@pytest.fixture(scope="session")
+def localstripe_server():
+    """localstripe's aiohttp app on 127.0.0.1 only (its CLI binds every interface), once per
+    test run: its app binds to the first event loop that serves it, and pytest-django runs
+    this module's transactional test apart from the others."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
     loop = asyncio.new_event_loop()
     ready = threading.Event()
-    runner = web.AppRunner(localstripe_server.app)
+    runner = web.AppRunner(localstripe_app.app)
 
     def serve():
         asyncio.set_event_loop(loop)
@@ -42,14 +44,20 @@ def localstripe():
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     assert ready.wait(10)
-    url = f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+@pytest.fixture
+def localstripe(localstripe_server):
+    """Stripe's API base on localstripe for one test; its data is dropped afterwards."""
+    url = localstripe_server
     saved, stripe.api_base = stripe.api_base, url
     yield url
     stripe.api_base = saved
     requests.delete(f"{url}/_config/data", timeout=5)
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
 
 
 @pytest.fixture
@@ -105,3 +113,60 @@ def test_pay_with_localstripe_until_the_signed_webhook_grants(
     assert order.events.filter(
         status=OrderStatus.PAID, payload__stripe_object=start.reference
     ).exists()
+
+
+# --- recurring plans ---------------------------------------------------------------------------
+#
+# No end-to-end run of a subscription against localstripe 1.15 is possible; this test pins down
+# why, call by call, so that an upgrade that lifts it shows. localstripe has no Prices API and
+# no Checkout Sessions, refuses subscription items given as ``price`` and
+# ``payment_behavior=default_incomplete`` (what our provider sends). It has Plans, and a
+# subscription to a Plan pays its first invoice with a test card; but dj-stripe 2.11 re-reads
+# each invoice with ``expand[]=discounts``, which localstripe refuses (so the webhook fails
+# before our receiver), and localstripe's subscription items lack ``subscription`` (dj-stripe's
+# copy of ``customer.subscription.created`` fails on its NOT NULL column).
+
+
+@pytest.mark.django_db
+@override_settings(USER_CREDITS={"STRIPE_FLOW": "payment_intent"})
+def test_what_localstripe_refuses_of_a_subscription(localstripe, endpoint, user, settings):
+    from djstripe.models import Customer
+
+    from user_credits.exceptions import PaymentProviderError
+    from user_credits.models import Billing
+
+    key = settings.STRIPE_TEST_SECRET_KEY
+
+    def post(path, data):
+        return requests.post(f"{localstripe}{path}", auth=(key, ""), data=data, timeout=5)
+
+    product = stripe.Product.create(api_key=key, name="Pro Monthly")
+    price = {"product": product["id"], "unit_amount": 1500, "currency": "usd"}
+    assert post("/v1/prices", {**price, "recurring[interval]": "month"}).status_code == 404
+    checkout = {"mode": "subscription", "success_url": "https://shop.test/ok"}
+    assert post("/v1/checkout/sessions", checkout).status_code == 404
+    plan = stripe.Plan.create(
+        api_key=key, product=product["id"], amount=1500, currency="usd", interval="month"
+    )
+    offer = make_offer(price=Decimal("15"), token_count=300, billing=Billing.RECURRING)
+    offer.stripe_price_id = plan["id"]  # Stripe takes a Plan's id where it takes a Price's
+    offer.save(update_fields=["stripe_price_id"])
+    subscription = services.subscribe(user, offer)  # manual provider: nothing started yet
+    with pytest.raises(PaymentProviderError, match="Bad request"):  # items[0][price]=plan_…
+        StripeProvider().start_subscription(subscription)
+
+    customer, _ = Customer.get_or_create(subscriber=user, livemode=False)
+    stripe.PaymentMethod.attach("pm_card_visa", api_key=key, customer=customer.id)
+    stripe.Customer.modify(
+        customer.id, api_key=key, invoice_settings={"default_payment_method": "pm_card_visa"}
+    )
+    item = {"customer": customer.id, "items[0][plan]": plan["id"]}
+    behaviour = post("/v1/subscriptions", {**item, "payment_behavior": "default_incomplete"})
+    assert behaviour.status_code == 400 and behaviour.json()["error"]["message"] == "Bad request"
+    created = post("/v1/subscriptions", item).json()
+    assert created["status"] == "active"
+    assert "subscription" not in created["items"]["data"][0]
+    invoice = stripe.Invoice.retrieve(created["latest_invoice"], api_key=key)
+    assert invoice["status"] == "paid" and invoice["amount_paid"] == 1500
+    with pytest.raises(stripe.InvalidRequestError, match="Bad expand 'discounts'"):
+        stripe.Invoice.retrieve(invoice["id"], api_key=key, expand=["discounts"])

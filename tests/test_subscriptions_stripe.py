@@ -503,3 +503,95 @@ def test_downgrade_takes_effect_at_the_next_period(deliver, plan):
     deliver(fake.event("invoice.paid", plan.invoice(1)))
     assert sub.orders.filter(status=OrderStatus.PAID).count() == 2
     assert plan.balance() == 300 + 100
+
+
+# --- an invoice's refund seen before the invoice was paid ------------------------------------
+
+
+def _invoice_charge(invoice, *, refunded):
+    return {
+        **fake.charge(
+            amount=invoice["amount_paid"],
+            currency="usd",
+            metadata={},
+            amount_refunded=refunded,
+        ),
+        "invoice": invoice["id"],
+    }
+
+
+def revokes():
+    return [e.amount for e in LedgerEntry.objects.filter(kind=EntryKind.REVOKE)]
+
+
+@pytest.mark.django_db
+def test_refund_of_an_invoice_arriving_before_its_invoice_paid(deliver, plan, stripe_api):
+    deliver(fake.event("invoice.paid", plan.invoice(0)))
+    renewal = stripe_api.put(plan.invoice(1))  # Stripe knows the invoice; we have not heard
+    assert (
+        deliver(fake.event("charge.refunded", _invoice_charge(renewal, refunded=2000))).status_code
+        == 200
+    )
+    assert any(r[0] == "GET" and renewal["id"] in r[1] for r in stripe_api.requests)
+    order = Order.objects.get(payment_reference=renewal["id"])
+    assert order.status == OrderStatus.REFUNDED
+    assert order.events.filter(payload__seen_on_refund__startswith="ch_").exists()
+    assert plan.balance() == 100 and revokes() == [-100]
+    # The late invoice.paid (and its twin) is a replay of the invoice: nothing more.
+    before = table_snapshot()
+    assert deliver(fake.event("invoice.paid", renewal)).status_code == 200
+    assert deliver(fake.event("invoice.payment_succeeded", renewal)).status_code == 200
+    assert table_snapshot() == before
+    assert grants() == 2 and plan.balance() == 100
+    assert plan.refresh().orders.count() == 2
+    assert services.verify_ledger().ok
+
+
+@pytest.mark.django_db
+def test_partial_refund_of_a_first_invoice_before_its_invoice_paid(deliver, plan, stripe_api):
+    first = stripe_api.put(plan.invoice(0))
+    deliver(fake.event("charge.refunded", _invoice_charge(first, refunded=500)))
+    deliver(fake.event("invoice.paid", first))
+    sub = plan.refresh()
+    assert sub.status == SubscriptionStatus.ACTIVE and sub.reference == plan.sub["id"]
+    (order,) = sub.orders.all()
+    assert order.status == OrderStatus.PARTIAL
+    assert plan.balance() == 75 and revokes() == [-25] and grants() == 1
+
+
+@pytest.mark.django_db
+def test_refund_of_an_unknown_or_one_off_invoice_changes_nothing(deliver, plan, stripe_api):
+    one_off = plan.invoice(0)
+    one_off = stripe_api.put(
+        {**one_off, "subscription": None, "lines": {**one_off["lines"], "data": []}}
+    )
+    missing = plan.invoice(1)  # never put: Stripe answers 404
+    before = table_snapshot()
+    for invoice in (one_off, missing):
+        evt = fake.event("charge.refunded", _invoice_charge(invoice, refunded=2000))
+        assert deliver(evt).status_code == 200
+    assert table_snapshot() == before
+
+
+@pytest.mark.postgres
+def test_refund_and_invoice_paid_at_once_grant_once_and_revoke_once(
+    deliver, stripe_api, endpoint, user
+):
+    from .test_concurrency import in_threads
+
+    plan = Plan(stripe_api, user)
+    invoice = stripe_api.put(plan.invoice(0))
+    events = [
+        fake.event("charge.refunded", _invoice_charge(invoice, refunded=2000)),
+        fake.event("invoice.paid", invoice),
+        fake.event("invoice.payment_succeeded", invoice),
+    ]
+    for evt in events:
+        stripe_api.put(evt["data"]["object"])
+    in_threads(3, lambda i: deliver(events[i]).status_code)
+    for evt in events:  # a 500 of dj-stripe's own copy is retried by Stripe
+        assert deliver(evt).status_code == 200
+    (order,) = plan.refresh().orders.all()
+    assert order.status == OrderStatus.REFUNDED
+    assert grants() == 1 and revokes() == [-100] and plan.balance() == 0
+    assert services.verify_ledger().ok

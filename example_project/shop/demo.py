@@ -8,7 +8,17 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from user_credits.models import BundleItem, Cycle, Offer, OfferGroup, OfferKind, OfferPrice, Tag
+from user_credits.models import (
+    Billing,
+    BundleItem,
+    Cycle,
+    Offer,
+    OfferGroup,
+    OfferKind,
+    OfferPrice,
+    Rollover,
+    Tag,
+)
 
 PLANS = [  # (group, standard monthly price, tokens a month)
     ("Startup", Decimal("20"), 1_000),
@@ -131,6 +141,34 @@ def load_demo_catalog() -> dict[str, Offer]:
         BundleItem.objects.update_or_create(
             bundle=bundle, offer=item_offer, defaults={"quantity": 1}
         )
+    # Recurring plans: subscriptions that renew every month until canceled, each period with
+    # its own lot; Pro carries up to 300 unused tokens into the next period.
+    offers["Pro Monthly"] = _offer(
+        "Pro Monthly",
+        _group("Pro", "Pro plan"),
+        kind=OfferKind.SUBSCRIPTION,
+        billing=Billing.RECURRING,
+        price=Decimal("15"),
+        currency="usd",
+        token_count=1_000,
+        cycle=Cycle.MONTHLY,
+        rollover=Rollover.CAPPED,
+        rollover_cap=300,
+        tags=("recurring",),
+    )
+    offers["Hobby Monthly"] = _offer(
+        "Hobby Monthly",
+        _group("Hobby", "Hobby plan"),
+        kind=OfferKind.SUBSCRIPTION,
+        billing=Billing.RECURRING,
+        price=Decimal("0"),
+        currency="usd",
+        token_count=100,
+        cycle=Cycle.MONTHLY,
+        rollover=Rollover.NONE,
+        rollover_cap=None,
+        tags=("recurring",),
+    )
     for name, offer in offers.items():
         prices = {"eur": (offer.price * EUR_LIST_PRICE).quantize(Decimal("0.01"))}
         if name in KWD_PRICES:

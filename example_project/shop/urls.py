@@ -17,6 +17,19 @@ urlpatterns = [
     path("credits/", views.credits, name="credits"),
     path("credits/ledger/", views.ledger, name="ledger"),
     path("playground/", views.playground, name="playground"),
+    path("subscribe/<int:offer_id>/", views.subscribe, name="subscribe"),
+    path(
+        "plans/<int:subscription_id>/simulate-payment/",
+        views.simulate_subscription_payment,
+        name="simulate_subscription_payment",
+    ),
+    path(
+        "plans/<int:subscription_id>/simulate-renewal/",
+        views.simulate_renewal,
+        name="simulate_renewal",
+    ),
+    path("plans/<int:subscription_id>/cancel/", views.cancel_plan, name="cancel_plan"),
+    path("plans/<int:subscription_id>/resume/", views.resume_plan, name="resume_plan"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(template_name="shop/login.html"),

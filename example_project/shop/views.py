@@ -10,9 +10,11 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 from rest_framework.permissions import IsAuthenticated
@@ -23,9 +25,21 @@ from user_credits import money, services
 from user_credits.exceptions import UserCreditsError
 from user_credits.holders import requester_holder
 from user_credits.metering import GROUP_HEADER, REMAINING_HEADER, meters
-from user_credits.models import Cycle, LedgerEntry, Offer, OfferPrice, Order, OrderStatus
+from user_credits.models import (
+    Cycle,
+    LedgerEntry,
+    Offer,
+    OfferPrice,
+    Order,
+    OrderStatus,
+    Rollover,
+    Subscription,
+    SubscriptionStatus,
+)
 from user_credits.payments import get_provider
 from user_credits.payments.manual import ManualProvider
+from user_credits.services.cycles import cycle_end
+from user_credits.services.subscriptions import current_period, free_reference
 
 CYCLES = ("monthly", "yearly")
 #: The pricing page's cycle switch, as shown.
@@ -58,8 +72,11 @@ def pricing(request):
         (_("Event talks"), offers("EventTalk") + offers("tokens")),
         (_("Mobile"), offers("mobile")),
     ]
+    recurring = offers("recurring")
+    for offer in recurring:
+        offer.rollover_rule = rollover_rule(offer)
     if currency:
-        for _title, listed in sections:
+        for _title, listed in [*sections, (None, recurring)]:
             for offer in listed:
                 offer.shown_price = money.quantize(offer.price_in(currency), currency)
     return render(
@@ -75,6 +92,8 @@ def pricing(request):
             "currencies": [(c, urlencode({"cycle": cycle, "currency": c})) for c in currencies],
             "sections": sections,
             "stripe": _stripe_enabled(),
+            "recurring": recurring,
+            "subscribed": _subscribed_offers(holder),
         },
     )
 
@@ -181,7 +200,11 @@ def credits(request):
         for group in groups
         if group.lots or group.total or group.overdraft
     ]
-    return render(request, "shop/credits.html", {"rows": rows})
+    return render(
+        request,
+        "shop/credits.html",
+        {"rows": rows, "plans": _live_plans(holder), "simulated": not _stripe_enabled()},
+    )
 
 
 @login_required
@@ -308,3 +331,216 @@ class SimulatePaymentAPI(APIView):
             _own_order(request, order_id), message="Simulated payment on the example site (API)."
         )
         return Response({"id": order.pk, "status": order.status})
+
+
+# --- recurring plans: subscribe, cancel, resume, and the demo's simulated provider -----------
+
+
+def rollover_rule(offer) -> str:
+    """What happens to a period's unused tokens, in a sentence."""
+    if offer.rollover == Rollover.ALL:
+        return _("All unused tokens move to the next period.")
+    if offer.rollover == Rollover.CAPPED:
+        return _("Unused tokens move to the next period, up to %(cap)s.") % {
+            "cap": offer.rollover_cap
+        }
+    return _("Unused tokens expire with their period.")
+
+
+def _subscribed_offers(holder) -> set[int]:
+    if holder is None:
+        return set()
+    return set(
+        Subscription.objects.filter(
+            holder_id=holder.pk, status__in=SubscriptionStatus.live()
+        ).values_list("offer_id", flat=True)
+    )
+
+
+def _live_plans(holder) -> list[Subscription]:
+    plans = list(
+        Subscription.objects.filter(holder_id=holder.pk, status__in=SubscriptionStatus.live())
+        .select_related("offer")
+        .order_by("created_at", "pk")
+    )
+    for plan in plans:
+        plan.tokens_per_period = (plan.offer.token_count or 0) * plan.quantity
+        plan.rollover_rule = rollover_rule(plan.offer)
+    return plans
+
+
+def _own_subscription(request, subscription_id) -> Subscription:
+    subscription = get_object_or_404(
+        Subscription.objects.select_related("offer"), pk=subscription_id
+    )
+    if subscription.holder_id != requester_holder(request).pk:
+        raise PermissionDenied
+    return subscription
+
+
+def _plan_currency(offer, asked) -> str:
+    asked = (asked or "").lower()
+    return asked if asked and offer.price_in(asked) is not None else offer.currency
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def subscribe(request, offer_id):
+    """``POST`` subscribes to a recurring offer; ``GET`` (after the login page) shows the plan
+    and the same button. A free plan is active at once; a paid one goes to Stripe Checkout, or
+    without Stripe keys to the simulated payment of its first period."""
+    offer = get_object_or_404(Offer, pk=offer_id, is_active=True)
+    currency = _plan_currency(offer, request.POST.get("currency") or request.GET.get("currency"))
+    if request.method == "GET":
+        price = money.quantize(offer.price_in(currency), currency)
+        offer.rollover_rule = rollover_rule(offer)
+        return render(
+            request,
+            "shop/subscribe.html",
+            {"offer": offer, "currency": currency, "price": price, "stripe": _stripe_enabled()},
+        )
+    try:
+        subscription = services.subscribe(
+            requester_holder(request), offer, member=request.user, request=request
+        )
+    except UserCreditsError as exc:
+        messages.error(request, str(exc))
+        return redirect("pricing")
+    if subscription.status == SubscriptionStatus.ACTIVE:
+        messages.success(
+            request,
+            _("%(name)s is active: this period's tokens are yours.") % {"name": offer.name},
+        )
+        return redirect("credits")
+    start = subscription.payment_start
+    if start is not None and start.redirect_url:
+        return redirect(start.redirect_url)
+    if _stripe_enabled():
+        messages.info(request, _("Your subscription waits for its first payment."))
+        return redirect("credits")
+    url = reverse("simulate_subscription_payment", args=[subscription.pk])
+    return redirect(f"{url}?{urlencode({'currency': currency})}")
+
+
+def _simulated_only():
+    if _stripe_enabled():
+        raise Http404("Stripe keys are set: Stripe renews the plans.")
+
+
+def _paid_period(subscription, start, end, currency):
+    """One period of ``subscription`` paid through the simulated provider: the same service a
+    provider's paid invoice calls, once per period (the reference names its start)."""
+    if subscription.offer.price == 0:
+        reference = free_reference(subscription, start)
+    else:
+        reference = f"demo:{subscription.pk}:{int(start.timestamp())}"
+    return services.renew_subscription(
+        subscription,
+        period_start=start,
+        period_end=end,
+        reference=reference,
+        currency=currency,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def simulate_subscription_payment(request, subscription_id):
+    """Without Stripe keys, the first period of a paid plan is paid here, clearly labelled."""
+    _simulated_only()
+    subscription = _own_subscription(request, subscription_id)
+    offer = subscription.offer
+    currency = _plan_currency(offer, request.POST.get("currency") or request.GET.get("currency"))
+    if request.method == "POST":
+        if subscription.status != SubscriptionStatus.INCOMPLETE:
+            messages.error(request, _("This plan's first period is already paid."))
+            return redirect("credits")
+        now = timezone.now()
+        end = cycle_end(now, offer.cycle, custom_cycle=offer.custom_cycle)
+        try:
+            order = _paid_period(subscription, now, end, currency)
+        except UserCreditsError as exc:
+            messages.error(request, str(exc))
+            return redirect("credits")
+        messages.success(
+            request,
+            _("Payment simulated: %(name)s is active until %(date)s.")
+            % {"name": offer.name, "date": date_format(order.expires, "Y-m-d")},
+        )
+        return redirect("credits")
+    total = money.quantize(offer.price_in(currency) * subscription.quantity, currency)
+    return render(
+        request,
+        "shop/simulate_subscription.html",
+        {"subscription": subscription, "currency": currency, "total": total},
+    )
+
+
+@login_required
+@require_http_methods(["POST"])
+def simulate_renewal(request, subscription_id):
+    """Demo control: the next period is paid now, as the provider's renewal invoice would pay
+    it at the period's end (its lot starts then; the unused tokens roll over by the plan's
+    rule). A free plan renews as the expiry sweep renews it, with the same reference."""
+    _simulated_only()
+    subscription = _own_subscription(request, subscription_id)
+    if subscription.status != SubscriptionStatus.ACTIVE or subscription.cancel_at_period_end:
+        messages.error(request, _("Only an active plan that is not canceled renews."))
+        return redirect("credits")
+    start, end = current_period(subscription, subscription.current_period_end)
+    last = subscription.orders.filter(status=OrderStatus.PAID).order_by("-starts").first()
+    try:
+        order = _paid_period(subscription, start, end, last.currency if last else None)
+    except UserCreditsError as exc:
+        messages.error(request, str(exc))
+        return redirect("credits")
+    paid = order.events.filter(status=OrderStatus.PAID).order_by("-pk").first()
+    rolled = (paid.payload or {}).get("rolled_over", 0) if paid else 0
+    messages.success(
+        request,
+        _(
+            "Renewal simulated: %(name)s is paid from %(start)s to %(end)s; "
+            "%(rolled)s unused token(s) rolled over."
+        )
+        % {
+            "name": subscription.offer.name,
+            "start": date_format(start, "Y-m-d"),
+            "end": date_format(end, "Y-m-d"),
+            "rolled": rolled,
+        },
+    )
+    return redirect("credits")
+
+
+@login_required
+@require_http_methods(["POST"])
+def cancel_plan(request, subscription_id):
+    """Cancel at the period's end (a plan not paid yet: at once)."""
+    subscription = _own_subscription(request, subscription_id)
+    try:
+        subscription = services.cancel_subscription(subscription, at_period_end=True)
+    except UserCreditsError as exc:
+        messages.error(request, str(exc))
+        return redirect("credits")
+    if subscription.cancel_at_period_end:
+        message = _("%(name)s ends on %(date)s; its tokens stay until they expire.") % {
+            "name": subscription.offer.name,
+            "date": date_format(subscription.current_period_end, "Y-m-d"),
+        }
+    else:
+        message = _("%(name)s is canceled.") % {"name": subscription.offer.name}
+    messages.success(request, message)
+    return redirect("credits")
+
+
+@login_required
+@require_http_methods(["POST"])
+def resume_plan(request, subscription_id):
+    subscription = _own_subscription(request, subscription_id)
+    try:
+        services.resume_subscription(subscription)
+    except UserCreditsError as exc:
+        messages.error(request, str(exc))
+        return redirect("credits")
+    messages.success(request, _("%(name)s renews again.") % {"name": subscription.offer.name})
+    return redirect("credits")

@@ -12,7 +12,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import stripe
+from django.db import transaction
 from djstripe.event_handlers import djstripe_receiver
+from djstripe.settings import djstripe_settings
 
 from ... import services
 from ...exceptions import UserCreditsError
@@ -157,6 +160,8 @@ def parse(event) -> tuple[str, PaymentNotification] | None:
 def on_stripe_event(sender, event, **kwargs):
     parsed = parse(event)
     if parsed is None:
+        if event.type == "charge.refunded":
+            _invoice_refunded_before_paid(event)
         return
     kind, notification = parsed
     try:
@@ -389,5 +394,59 @@ def on_stripe_subscription_event(sender, event, **kwargs):
             event.id,
             event.type,
             notification.subscription_id,
+            exc,
+        )
+
+
+# --- a subscription invoice's refund seen before the invoice was paid -----------------------
+#
+# Stripe does not order its events: the ``charge.refunded`` of an invoice's charge can arrive
+# before that invoice's ``invoice.paid``. As for a one-time order (a refund seen before its
+# payment first records the payment from the refunded charge), the refund first records the
+# period the invoice paid, read from Stripe, then revokes it, in one transaction: the period's
+# order ends ``refunded`` with its lot revoked, and the late ``invoice.paid`` is a replay of
+# the same invoice id that grants nothing.
+
+
+def _invoice_refunded_before_paid(event) -> None:
+    charge = event.data.get("object", {})
+    invoice_id = _id(charge.get("invoice"))
+    if not invoice_id or not charge.get("paid"):
+        return
+    api_key = djstripe_settings.get_default_api_key(livemode=bool(event.livemode))
+    try:
+        invoice = stripe.Invoice.retrieve(invoice_id, api_key=api_key)
+    except stripe.InvalidRequestError as exc:  # not an invoice Stripe knows: nothing of ours
+        logger.warning(
+            "Stripe %s: invoice %s of charge %s: %s", event.id, invoice_id, charge.get("id"), exc
+        )
+        return
+    invoice = invoice.to_dict() if hasattr(invoice, "to_dict") else dict(invoice)
+    if not _stripe_subscription_id(invoice):
+        return  # a one-off invoice
+    subscription_id = subscription_id_of(invoice)
+    if subscription_id is None:
+        return
+    kind, notification = _invoice_paid(event, invoice, subscription_id)
+    payload = {
+        "stripe_event": event.id,
+        "event_type": event.type,
+        "seen_on_refund": charge.get("id"),
+        **notification.payload,
+    }
+    notification = replace(notification, payload=payload)
+    try:
+        with transaction.atomic():
+            SUBSCRIPTION_DISPATCH[kind](notification)
+            parsed = parse(event)  # the period's order exists now: the refund finds it
+            if parsed is not None:
+                refund_kind, refund = parsed
+                DISPATCH[refund_kind](refund)
+    except UserCreditsError as exc:
+        logger.warning(
+            "Stripe event %s (%s) for subscription %s: %s",
+            event.id,
+            event.type,
+            subscription_id,
             exc,
         )
