@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from user_credits import services
+from user_credits.exceptions import SpendingLimitExceeded
 from user_credits.models import CreditAccount, LedgerEntry, OfferPrice, Order, OrderStatus
 
 from .factories import (
@@ -18,6 +19,7 @@ from .factories import (
     make_holder,
     make_offer,
     make_user,
+    person,
     table_snapshot,
 )
 
@@ -405,3 +407,52 @@ def test_grant_form_needs_the_grant_permission(client, holder):
     client.force_login(clerk)
     assert "Grant tokens to a holder" not in client.get(url("creditaccount")).text
     assert client.get(reverse("admin:user_credits_creditaccount_grant")).status_code == 403
+
+
+def test_spending_limits_are_edited_inline_on_the_holders_page(staff, holder, rf, monkeypatch):
+    """``SpendingLimitInline`` on the holder model's admin (the example's workspaces have it;
+    a site whose holders are users adds it to its user admin, as here)."""
+    from django.contrib import admin
+
+    from user_credits.admin import SpendingLimitInline
+    from user_credits.models import SpendingLimit
+
+    model_admin = admin.site._registry[type(holder)]
+    if SpendingLimitInline not in model_admin.inlines:
+        monkeypatch.setattr(model_admin, "inlines", [*model_admin.inlines, SpendingLimitInline])
+    meta = type(holder)._meta
+    page = staff.get(reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[holder.pk]))
+    assert page.status_code == 200
+    assert 'name="credit_spending_limits-TOTAL_FORMS"' in page.text
+    assert "Spending limits" in page.text
+    group, member = make_group("g"), person(holder)
+    request = rf.post("/")
+    request.user = get_user_model().objects.get(username="root")
+    inline = SpendingLimitInline(type(holder), admin.site)
+    FormSet = inline.get_formset(request, holder)
+    prefix = FormSet.get_default_prefix()
+
+    def submit(**row):
+        data = {f"{prefix}-TOTAL_FORMS": "1", f"{prefix}-INITIAL_FORMS": "0"}
+        data.update({f"{prefix}-0-{k}": v for k, v in row.items()})
+        return FormSet(data, instance=holder, prefix=prefix)
+
+    bad = submit(member=member.pk, offer_group=group.pk, tokens="5", period="fortnightly")
+    assert not bad.is_valid() and "period" in bad.errors[0]
+    zero = submit(member=member.pk, offer_group=group.pk, tokens="0", period="weekly")
+    assert not zero.is_valid()
+    assert not SpendingLimit.objects.exists()
+    good = submit(member=member.pk, offer_group=group.pk, tokens="7", period="weekly")
+    assert good.is_valid(), good.errors
+    good.save()
+    limit = SpendingLimit.objects.get()
+    assert (limit.holder_id, limit.member, limit.tokens, limit.period) == (
+        holder.pk,
+        member,
+        7,
+        "weekly",
+    )
+    services.grant(holder, group, 20)
+    with pytest.raises(SpendingLimitExceeded):  # the limit set inline is enforced
+        services.consume(holder, group, 8, member=member)
+    assert services.consume(holder, group, 7, member=member).balance == 13
