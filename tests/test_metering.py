@@ -572,3 +572,27 @@ def test_eight_threads_on_exactly_one_hundred_tokens():
     assert calls.count("ok") == ok
     assert len(calls) - calls.count("ok") == failed
     assert active_holds() == 0
+
+
+def test_settling_reads_neither_the_holder_nor_the_balance_again(holder):
+    """The capture takes the member the hold recorded (allowed when it was reserved), and the
+    remaining balance header comes from the capture: after the reservation, a metered call
+    reads no holder row, and nothing at all once the hold is captured."""
+    from django.test.utils import CaptureQueriesContext
+
+    from user_credits.holders import get_holder_model
+
+    services.grant(holder, "calls", 20)
+    client = Client()
+    client.force_login(person(holder))
+    assert client.get("/function/").status_code == 200  # warm: the session, the group
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get("/function/")
+    assert response.status_code == 200 and response["Credits-Remaining"] == "18"
+    sql = [q["sql"] for q in captured.captured_queries]
+    reserved = next(i for i, q in enumerate(sql) if q.startswith('INSERT INTO "user_credits_hold"'))
+    table = f'"{get_holder_model()._meta.db_table}"'
+    assert not [q for q in sql[reserved:] if q.startswith("SELECT") and f"FROM {table}" in q]
+    done = next(i for i, q in enumerate(sql) if "SET \"status\" = 'captured'" in q)
+    assert [q for q in sql[done + 1 :] if not q.startswith("RELEASE SAVEPOINT")] == []
+    assert balance(holder, "calls") == 18
