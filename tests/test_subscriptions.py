@@ -380,3 +380,16 @@ def test_sweep_leaves_provider_and_manual_paid_renewals_alone(holder, other_hold
     services.expire_credits(now=at(2026, 3, 2))
     by_hand.refresh_from_db()
     assert by_hand.status == SubscriptionStatus.CANCELED  # … ends at the next sweep
+
+
+def test_placed_by_defaults_to_the_holder_only_when_holders_are_users(holder, user, other_user):
+    """A workspace is not a user: with a custom holder model nobody is named by default (on
+    PostgreSQL the holder's key there broke the foreign key to the user model)."""
+    from user_credits.holders import holder_is_user
+
+    sub = services.subscribe(holder, plan(price="5", tokens=30))
+    assert sub.placed_by_id == (user.pk if holder_is_user() else None)
+    order = services.create_order(holder, make_offer(price=Decimal("5"), token_count=30))
+    assert order.placed_by_id == (user.pk if holder_is_user() else None)
+    named = services.subscribe(holder, plan(price="7", tokens=30), member=other_user)
+    assert named.placed_by_id == other_user.pk
