@@ -260,8 +260,8 @@ def test_lock_wait_timeout_is_account_busy_and_writes_nothing(fast_path, timeout
         finally:
             connections.close_all()
 
-    holder = threading.Thread(target=hold_the_lock)
-    holder.start()
+    locker = threading.Thread(target=hold_the_lock)
+    locker.start()
     try:
         assert locked.wait(timeout=10)
         before = table_snapshot()
@@ -275,7 +275,7 @@ def test_lock_wait_timeout_is_account_busy_and_writes_nothing(fast_path, timeout
         assert table_snapshot() == before
     finally:
         release.set()
-        holder.join(timeout=30)
+        locker.join(timeout=30)
         with connection.cursor() as cursor:
             cursor.execute(f"RESET {timeout}")
     assert not errors
