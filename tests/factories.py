@@ -40,6 +40,21 @@ def make_holder(name=None, *, user=None, **fields):
     return Workspace.objects.create(name=slug, slug=slug, owner=owner)
 
 
+def bulk_holders(prefix, n):
+    """``n`` holders in a few statements (``bulk_create``): users named ``<prefix><i>``, or
+    under a custom holder model a workspace owned by each."""
+    users = get_user_model().objects.bulk_create(
+        get_user_model()(username=f"{prefix}{i}", password="") for i in range(n)
+    )
+    if holder_is_user():
+        return users
+    from example_project.workspaces.models import Workspace
+
+    return Workspace.objects.bulk_create(
+        Workspace(name=u.username, slug=u.username, owner=u) for u in users
+    )
+
+
 def person(holder):
     """The user who acts for ``holder``: the holder itself when it is a user, else the
     workspace's owner (the one its pages and API resolve to, ``HOLDER_FROM_REQUEST``)."""

@@ -37,7 +37,13 @@ from user_credits.models import (
     LotCategory,
 )
 
-from .factories import assert_ledger_consistent, make_group, make_holder, table_snapshot
+from .factories import (
+    assert_ledger_consistent,
+    bulk_holders,
+    make_group,
+    make_holder,
+    table_snapshot,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -144,13 +150,9 @@ def test_server_restart_mid_traffic_loses_nothing():
 
 def _due_lots(n):
     """``n`` accounts with one due lot each, written with the ORM in three statements."""
-    from django.contrib.auth import get_user_model
-
     group = make_group("sweep")
     now = timezone.now()
-    users = get_user_model().objects.bulk_create(
-        get_user_model()(username=f"sweep{i}", password="") for i in range(n)
-    )
+    users = bulk_holders("sweep", n)
     accounts = CreditAccount.objects.bulk_create(
         CreditAccount(holder=u, offer_group=group, balance=10) for u in users
     )
