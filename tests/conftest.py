@@ -1,7 +1,26 @@
 import pytest
+from django.core.signals import setting_changed
 from django.db import connection
 
-from .factories import make_catalog, make_user
+from user_credits.holders import holder_is_user
+
+from .factories import make_catalog, make_holder, make_user
+
+
+def _keep_the_holder_hooks(*, setting, value, enter, **kwargs):
+    """Under a custom holder model, a test that replaces ``USER_CREDITS`` keeps the site's two
+    holder hooks (``tests.settings_workspaces``) unless it sets them itself."""
+    if setting != "USER_CREDITS" or not enter or not isinstance(value, dict):
+        return
+    if holder_is_user():
+        return
+    from . import settings_workspaces
+
+    for key, path in settings_workspaces.USER_CREDITS.items():
+        value.setdefault(key, path)
+
+
+setting_changed.connect(_keep_the_holder_hooks)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -16,6 +35,13 @@ def _skip_without_postgres(request):
     if marker and connection.vendor != "postgresql":
         default = "needs PostgreSQL: row locks (SELECT … FOR UPDATE) are no-ops on SQLite"
         pytest.skip(marker.kwargs.get("reason", default))
+
+
+@pytest.fixture(autouse=True)
+def _skip_with_a_custom_holder_model(request):
+    marker = request.node.get_closest_marker("users_only")
+    if marker and not holder_is_user():
+        pytest.skip(marker.kwargs.get("reason", "about holders that are users"))
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +60,18 @@ def user(db):
 @pytest.fixture
 def other_user(db):
     return make_user("bob")
+
+
+@pytest.fixture
+def holder(user):
+    """The holder of ``user``'s credits: ``user`` itself under the default holder model, a
+    workspace that ``user`` owns under ``tests.settings_workspaces``."""
+    return make_holder(user=user)
+
+
+@pytest.fixture
+def other_holder(other_user):
+    return make_holder(user=other_user)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Sum
 
 from user_credits import services
+from user_credits.holders import holder_is_user
 from user_credits.models import (
     CreditAccount,
     CreditLot,
@@ -24,6 +25,45 @@ _seq = count(1)
 def make_user(username=None, **fields):
     username = username or f"user{next(_seq)}"
     return get_user_model().objects.create_user(username=username, password="pw", **fields)
+
+
+def make_holder(name=None, *, user=None, **fields):
+    """A holder (``USER_CREDITS_HOLDER_MODEL``): a user under the default model (``name`` is
+    the username); under a custom one (``tests.settings_workspaces``), a workspace owned by
+    ``user`` (a new user named ``name`` when not given), who may spend its credits."""
+    if holder_is_user():
+        return user if user is not None else make_user(name, **fields)
+    from example_project.workspaces.models import Workspace
+
+    owner = user if user is not None else make_user(name, **fields)
+    slug = f"{owner.username}-team{next(_seq)}"
+    return Workspace.objects.create(name=slug, slug=slug, owner=owner)
+
+
+def bulk_holders(prefix, n):
+    """``n`` holders in a few statements (``bulk_create``): users named ``<prefix><i>``, or
+    under a custom holder model a workspace owned by each."""
+    users = get_user_model().objects.bulk_create(
+        get_user_model()(username=f"{prefix}{i}", password="") for i in range(n)
+    )
+    if holder_is_user():
+        return users
+    from example_project.workspaces.models import Workspace
+
+    return Workspace.objects.bulk_create(
+        Workspace(name=u.username, slug=u.username, owner=u) for u in users
+    )
+
+
+def person(holder):
+    """The user who acts for ``holder``: the holder itself when it is a user, else the
+    workspace's owner (the one its pages and API resolve to, ``HOLDER_FROM_REQUEST``)."""
+    return holder if isinstance(holder, get_user_model()) else holder.owner
+
+
+def holder_name(holder):
+    """How ``user_credits_expire`` names ``holder``: a username, or a workspace's slug."""
+    return holder.get_username() if holder_is_user() else holder.slug
 
 
 def make_group(key=None, name=None):

@@ -10,9 +10,19 @@ from django.urls import reverse
 from django.utils import timezone
 
 from user_credits import services
+from user_credits.exceptions import SpendingLimitExceeded
 from user_credits.models import CreditAccount, LedgerEntry, OfferPrice, Order, OrderStatus
 
-from .factories import buy, make_group, make_offer, make_user, table_snapshot
+from .factories import (
+    buy,
+    holder_name,
+    make_group,
+    make_holder,
+    make_offer,
+    make_user,
+    person,
+    table_snapshot,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -42,9 +52,9 @@ def url(model, view="changelist", *args):
         ("spendinglimit", "?q=alice"),
     ],
 )
-def test_changelists_and_filters(staff, catalog, user, model, query):
-    buy(user, catalog["Startup Standard Monthly"])
-    services.consume(user, "Startup", 5)
+def test_changelists_and_filters(staff, catalog, holder, model, query):
+    buy(holder, catalog["Startup Standard Monthly"])
+    services.consume(holder, "Startup", 5)
     response = staff.get(url(model) + query)
     assert response.status_code == 200
 
@@ -56,8 +66,8 @@ def test_offer_list_shows_what_unlocks_what(staff, catalog):
     assert "Calls 120 min" in page.text  # bundle items inline
 
 
-def test_order_page_shows_history_and_cannot_be_edited(staff, catalog, user):
-    order = buy(user, catalog["Startup Standard Monthly"])
+def test_order_page_shows_history_and_cannot_be_edited(staff, catalog, holder):
+    order = buy(holder, catalog["Startup Standard Monthly"])
     page = staff.get(url("order", "change", order.pk))
     assert page.status_code == 200 and "Paid." in page.text
     before = table_snapshot()
@@ -66,8 +76,8 @@ def test_order_page_shows_history_and_cannot_be_edited(staff, catalog, user):
     assert staff.get(url("order", "add")).status_code == 403
 
 
-def test_ledger_has_no_add_change_or_delete(staff, user):
-    services.grant(user, make_group("g"), 5)
+def test_ledger_has_no_add_change_or_delete(staff, holder):
+    services.grant(holder, make_group("g"), 5)
     entry = LedgerEntry.objects.get()
     assert staff.get(url("ledgerentry", "add")).status_code == 403
     assert staff.post(url("ledgerentry", "delete", entry.pk), {"post": "yes"}).status_code == 403
@@ -76,8 +86,8 @@ def test_ledger_has_no_add_change_or_delete(staff, user):
     assert entry.amount == 5
 
 
-def test_mark_paid_action_asks_for_a_message_then_pays(staff, user):
-    order = services.create_order(user, make_offer(token_count=7))
+def test_mark_paid_action_asks_for_a_message_then_pays(staff, holder):
+    order = services.create_order(holder, make_offer(token_count=7))
     data = {"action": "mark_paid", ACTION_CHECKBOX_NAME: [order.pk]}
     form = staff.post(url("order"), data)
     assert form.status_code == 200 and "Message for the order history" in form.text
@@ -88,7 +98,7 @@ def test_mark_paid_action_asks_for_a_message_then_pays(staff, user):
     order.refresh_from_db()
     assert order.status == OrderStatus.PAID
     assert order.events.get(status="paid").message.startswith("Bank transfer 42 (by root)")
-    assert services.get_balance(user, order.offer_group) == 7
+    assert services.get_balance(holder, order.offer_group) == 7
     root = get_user_model().objects.get(username="root")
     payload = order.events.get(status="paid").payload
     assert (payload["by"], payload["by_name"]) == (root.pk, "root")
@@ -96,9 +106,9 @@ def test_mark_paid_action_asks_for_a_message_then_pays(staff, user):
     assert f"root (#{root.pk})" in page.text  # the history shows who did it
 
 
-def test_refund_action_and_its_failure(staff, user):
-    paid = buy(user, make_offer(price=5, token_count=7))
-    pending = services.create_order(user, make_offer(price=5))
+def test_refund_action_and_its_failure(staff, holder):
+    paid = buy(holder, make_offer(price=5, token_count=7))
+    pending = services.create_order(holder, make_offer(price=5))
     data = {"action": "refund", "apply": "1", "reason": "goodwill"}
     before = table_snapshot()
     failed = staff.post(url("order"), {**data, ACTION_CHECKBOX_NAME: [pending.pk]}, follow=True)
@@ -108,13 +118,13 @@ def test_refund_action_and_its_failure(staff, user):
     done = staff.post(url("order"), {**data, ACTION_CHECKBOX_NAME: [paid.pk]}, follow=True)
     assert "1 refunded." in done.text
     assert Order.objects.get(pk=paid.pk).status == OrderStatus.REFUNDED
-    assert services.get_balance(user, paid.offer_group) == 0
+    assert services.get_balance(holder, paid.offer_group) == 0
     payload = Order.objects.get(pk=paid.pk).events.get(status="refunded").payload
     assert (payload["by_name"], payload["reason"]) == ("root", "goodwill")
 
 
-def test_grant_action_with_its_form(staff, user):
-    account = CreditAccount.objects.create(holder=user, offer_group=make_group("g"))
+def test_grant_action_with_its_form(staff, holder):
+    account = CreditAccount.objects.create(holder=holder, offer_group=make_group("g"))
     data = {"action": "grant_tokens", ACTION_CHECKBOX_NAME: [account.pk], "apply": "1"}
     past = timezone.localtime() - timedelta(days=1)
     bad = staff.post(
@@ -128,19 +138,19 @@ def test_grant_action_with_its_form(staff, user):
         },
     )
     assert "The expiry must be in the future." in bad.text
-    assert services.get_balance(user, "g") == 0
+    assert services.get_balance(holder, "g") == 0
     done = staff.post(url("creditaccount"), {**data, "tokens": "5", "reason": "sorry"}, follow=True)
     assert "1 account(s) granted 5 token(s)." in done.text
-    assert services.get_balance(user, "g") == 5
+    assert services.get_balance(holder, "g") == 5
     entry = LedgerEntry.objects.get()
     assert entry.metadata["reason"] == "sorry (by root)"
     assert entry.metadata["by_name"] == "root" and entry.metadata["by"] > 0
     assert f"root (#{entry.metadata['by']})" in staff.get(url("ledgerentry")).text
 
 
-def test_expire_action(staff, user, travel):
+def test_expire_action(staff, holder, travel):
     group = make_group("g")
-    services.grant(user, group, 3, expires=timezone.now() + timedelta(hours=1))
+    services.grant(holder, group, 3, expires=timezone.now() + timedelta(hours=1))
     account = CreditAccount.objects.get()
     with travel(timezone.now() + timedelta(hours=2)):
         done = staff.post(
@@ -151,13 +161,13 @@ def test_expire_action(staff, user, travel):
     assert "Expired 1 lot(s), 3 token(s)." in done.text
 
 
-def test_actions_need_permissions(client, user):
+def test_actions_need_permissions(client, holder):
     clerk = make_user("clerk", is_staff=True)
     clerk.user_permissions.add(
         *Permission.objects.filter(codename__in=["view_order", "view_creditaccount"])
     )
     client.force_login(clerk)
-    order = services.create_order(user, make_offer())
+    order = services.create_order(holder, make_offer())
     response = client.post(
         url("order"),
         {"action": "mark_paid", "apply": "1", "message": "x", ACTION_CHECKBOX_NAME: [order.pk]},
@@ -168,7 +178,7 @@ def test_actions_need_permissions(client, user):
     assert "Mark paid" not in page.text
 
 
-def test_ledger_list_queries_do_not_grow_with_rows(staff, user):
+def test_ledger_list_queries_do_not_grow_with_rows(staff, holder):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -179,11 +189,11 @@ def test_ledger_list_queries_do_not_grow_with_rows(staff, user):
             assert staff.get(url("ledgerentry")).status_code == 200
         return len(captured)
 
-    services.grant(user, group, 100)
+    services.grant(holder, group, 100)
     few = queries()
     for i in range(30):
-        services.consume(user, group, 1, idempotency_key=f"k{i}")
-    assert queries() == few  # each row's account, user, group and lot come with the page
+        services.consume(holder, group, 1, idempotency_key=f"k{i}")
+    assert queries() == few  # each row's account, holder, group and lot come with the page
 
 
 @pytest.mark.postgres(reason="needs PostgreSQL: the estimate is its planner's")
@@ -193,10 +203,10 @@ def test_ledger_list_estimates_its_count_above_the_threshold():
 
     from user_credits.admin import EstimatedCountPaginator
 
-    user = make_user()
+    holder = make_holder()
     group = make_group("g")
     for _ in range(12):
-        services.grant(user, group, 1)
+        services.grant(holder, group, 1)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE user_credits_ledgerentry")
 
@@ -213,21 +223,20 @@ def test_ledger_list_estimates_its_count_above_the_threshold():
     assert "COUNT(*)" in captured[-1]["sql"]  # few rows: counted exactly
 
 
-def test_ledger_search_by_username_or_key_exactly(staff, user, other_user):
+def test_ledger_search_by_username_or_key_exactly(staff, holder, other_holder):
     group = make_group("g")
-    services.grant(user, group, 10)
-    services.grant(other_user, group, 10)
-    services.consume(other_user, group, 1, idempotency_key="req-42")
+    services.grant(holder, group, 10)
+    services.grant(other_holder, group, 10)
+    services.consume(other_holder, group, 1, idempotency_key="req-42")
 
     def listed(term):
         response = staff.get(url("ledgerentry"), {"q": term})
-        return sorted(
-            (e.account.holder.username, e.kind) for e in response.context["cl"].result_list
-        )
+        return sorted((str(e.account.holder), e.kind) for e in response.context["cl"].result_list)
 
-    assert listed("alice") == [("alice", "grant")]
-    assert listed("bob") == [("bob", "consume"), ("bob", "grant")]
-    assert listed("req-42") == [("bob", "consume")]
+    alice, bob = str(holder), str(other_holder)
+    assert listed(holder_name(holder)) == [(alice, "grant")]
+    assert listed(holder_name(other_holder)) == [(bob, "consume"), (bob, "grant")]
+    assert listed("req-42") == [(bob, "consume")]
     assert listed("ali") == []  # exact terms only
 
 
@@ -270,11 +279,11 @@ def messages_of(response):
     return [str(m) for m in response.context["messages"]]
 
 
-def test_mark_paid_reports_what_it_skipped_and_why(staff, user):
+def test_mark_paid_reports_what_it_skipped_and_why(staff, holder):
     offer = make_offer(price=5, token_count=7)
-    pending = [services.create_order(user, offer) for _ in range(2)]
-    paid = buy(user, offer)
-    refunded = buy(user, offer)
+    pending = [services.create_order(holder, offer) for _ in range(2)]
+    paid = buy(holder, offer)
+    refunded = buy(holder, offer)
     services.refund(refunded)
     before = {o.pk: Order.objects.get(pk=o.pk).status for o in (paid, refunded)}
     events = {o.pk: o.events.count() for o in (paid, refunded)}
@@ -291,11 +300,11 @@ def test_mark_paid_reports_what_it_skipped_and_why(staff, user):
     for order in (paid, refunded):  # nothing written for the skipped orders
         assert Order.objects.get(pk=order.pk).status == before[order.pk]
         assert order.events.count() == events[order.pk]
-    assert services.get_balance(user, offer.offer_group) == 7 * 3
+    assert services.get_balance(holder, offer.offer_group) == 7 * 3
 
 
-def test_mark_paid_on_a_refunded_order_alone_says_nothing_was_paid(staff, user):
-    refunded = buy(user, make_offer(price=5, token_count=7))
+def test_mark_paid_on_a_refunded_order_alone_says_nothing_was_paid(staff, holder):
+    refunded = buy(holder, make_offer(price=5, token_count=7))
     services.refund(refunded)
     before = table_snapshot()
     done = staff.post(
@@ -308,11 +317,11 @@ def test_mark_paid_on_a_refunded_order_alone_says_nothing_was_paid(staff, user):
     assert table_snapshot() == before
 
 
-def test_refund_reports_skipped_and_failed(staff, user):
+def test_refund_reports_skipped_and_failed(staff, holder):
     offer = make_offer(price=5, token_count=7)
-    paid, refunded = buy(user, offer), buy(user, offer)
+    paid, refunded = buy(holder, offer), buy(holder, offer)
     services.refund(refunded)
-    pending = services.create_order(user, offer)
+    pending = services.create_order(holder, offer)
     done = staff.post(
         url("order"),
         {
@@ -333,8 +342,8 @@ def test_refund_reports_skipped_and_failed(staff, user):
     assert Order.objects.get(pk=pending.pk).status == OrderStatus.PENDING
 
 
-def test_grant_form_has_the_admin_date_time_widget(staff, user):
-    account = CreditAccount.objects.create(holder=user, offer_group=make_group("g"))
+def test_grant_form_has_the_admin_date_time_widget(staff, holder):
+    account = CreditAccount.objects.create(holder=holder, offer_group=make_group("g"))
     form = staff.post(
         url("creditaccount"), {"action": "grant_tokens", ACTION_CHECKBOX_NAME: [account.pk]}
     )
@@ -347,9 +356,9 @@ def test_grant_form_has_the_admin_date_time_widget(staff, user):
         assert script in form.text
 
 
-def test_currencies_are_upper_case_in_the_admin_lists(staff, user):
+def test_currencies_are_upper_case_in_the_admin_lists(staff, holder):
     offer = make_offer("Priced", price=Decimal("20"), currency="eur")
-    services.create_order(user, offer)
+    services.create_order(holder, offer)
     offers = staff.get(url("offer") + "?q=Priced")
     orders = staff.get(url("order"))
     for page in (offers, orders):
@@ -357,21 +366,21 @@ def test_currencies_are_upper_case_in_the_admin_lists(staff, user):
         assert ">eur<" not in page.text
 
 
-def test_account_page_shows_its_spending_limits(staff, user, other_user):
+def test_account_page_shows_its_spending_limits(staff, holder, other_user):
     group = make_group("g")
-    services.grant(user, group, 10)
-    services.set_spending_limit(user, other_user, group, 7, period="weekly")
-    account = CreditAccount.objects.get(holder=user)
+    services.grant(holder, group, 10)
+    services.set_spending_limit(holder, other_user, group, 7, period="weekly")
+    account = CreditAccount.objects.get(holder=holder)
     page = staff.get(url("creditaccount", "change", account.pk))
     assert page.status_code == 200
     assert "bob: 7 / weekly" in page.text
-    assert f"?holder={user.pk}&amp;offer_group={group.pk}" in page.text
+    assert f"?holder={holder.pk}&amp;offer_group={group.pk}" in page.text
     found = staff.get(url("spendinglimit"), {"q": "alice"})
     assert found.status_code == 200 and "bob" in found.text
     assert staff.get(url("order"), {"q": "alice"}).status_code == 200
 
 
-def test_grant_form_picks_a_holder(staff, user):
+def test_grant_form_picks_a_holder(staff, holder):
     group = make_group("g")
     page = staff.get(url("creditaccount"))
     assert "Grant tokens to a holder" in page.text
@@ -384,16 +393,16 @@ def test_grant_form_picks_a_holder(staff, user):
     assert bad.status_code == 200 and not CreditAccount.objects.exists()
     done = staff.post(
         reverse("admin:user_credits_creditaccount_grant"),
-        {"holder": user.pk, "offer_group": group.pk, "tokens": "5", "reason": "welcome"},
+        {"holder": holder.pk, "offer_group": group.pk, "tokens": "5", "reason": "welcome"},
         follow=True,
     )
-    assert "Granted 5 token(s) to alice in g." in done.text
-    assert services.get_balance(user, "g") == 5
+    assert f"Granted 5 token(s) to {holder} in g." in done.text
+    assert services.get_balance(holder, "g") == 5
     entry = LedgerEntry.objects.get(kind="grant")
     assert entry.metadata["by_name"] == "root"
 
 
-def test_grant_form_needs_the_grant_permission(client, user):
+def test_grant_form_needs_the_grant_permission(client, holder):
     clerk = make_user("clerk", is_staff=True)
     clerk.user_permissions.add(Permission.objects.get(codename="view_creditaccount"))
     client.force_login(clerk)
@@ -483,3 +492,52 @@ def test_period_inline_shows_the_currency_upper_case(staff, user):
     )
     page = staff.get(url("subscription", "change", sub.pk))
     assert "in_eur" in page.text and "EUR" in page.text and ">eur<" not in page.text
+
+
+def test_spending_limits_are_edited_inline_on_the_holders_page(staff, holder, rf, monkeypatch):
+    """``SpendingLimitInline`` on the holder model's admin (the example's workspaces have it;
+    a site whose holders are users adds it to its user admin, as here)."""
+    from django.contrib import admin
+
+    from user_credits.admin import SpendingLimitInline
+    from user_credits.models import SpendingLimit
+
+    model_admin = admin.site._registry[type(holder)]
+    if SpendingLimitInline not in model_admin.inlines:
+        monkeypatch.setattr(model_admin, "inlines", [*model_admin.inlines, SpendingLimitInline])
+    meta = type(holder)._meta
+    page = staff.get(reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[holder.pk]))
+    assert page.status_code == 200
+    assert 'name="credit_spending_limits-TOTAL_FORMS"' in page.text
+    assert "Spending limits" in page.text
+    group, member = make_group("g"), person(holder)
+    request = rf.post("/")
+    request.user = get_user_model().objects.get(username="root")
+    inline = SpendingLimitInline(type(holder), admin.site)
+    FormSet = inline.get_formset(request, holder)
+    prefix = FormSet.get_default_prefix()
+
+    def submit(**row):
+        data = {f"{prefix}-TOTAL_FORMS": "1", f"{prefix}-INITIAL_FORMS": "0"}
+        data.update({f"{prefix}-0-{k}": v for k, v in row.items()})
+        return FormSet(data, instance=holder, prefix=prefix)
+
+    bad = submit(member=member.pk, offer_group=group.pk, tokens="5", period="fortnightly")
+    assert not bad.is_valid() and "period" in bad.errors[0]
+    zero = submit(member=member.pk, offer_group=group.pk, tokens="0", period="weekly")
+    assert not zero.is_valid()
+    assert not SpendingLimit.objects.exists()
+    good = submit(member=member.pk, offer_group=group.pk, tokens="7", period="weekly")
+    assert good.is_valid(), good.errors
+    good.save()
+    limit = SpendingLimit.objects.get()
+    assert (limit.holder_id, limit.member, limit.tokens, limit.period) == (
+        holder.pk,
+        member,
+        7,
+        "weekly",
+    )
+    services.grant(holder, group, 20)
+    with pytest.raises(SpendingLimitExceeded):  # the limit set inline is enforced
+        services.consume(holder, group, 8, member=member)
+    assert services.consume(holder, group, 7, member=member).balance == 13

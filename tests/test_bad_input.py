@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from user_credits import services
 
-from .factories import buy, make_group, make_offer, make_user, table_snapshot
+from .factories import buy, make_group, make_holder, make_offer, make_user, person, table_snapshot
 
 pytestmark = pytest.mark.django_db
 API = "/api/credits/"
@@ -21,7 +21,7 @@ PAST = "2001-01-01T00:00:00Z"
 
 @pytest.fixture
 def world(catalog):
-    alice, bob = make_user("alice"), make_user("bob")
+    alice, bob = make_holder("alice"), make_holder("bob")
     robot = make_user("robot")
     robot.user_permissions.add(Permission.objects.get(codename="consume_credits"))
     staff = make_user("staff", is_staff=True)
@@ -49,7 +49,7 @@ def consume(body, key="k-new"):
         "robot",
         "post",
         "consume/",
-        {"user": "ALICE", "offer_group": "g", "count": 1, **body},
+        {"holder": "ALICE", "offer_group": "g", "count": 1, **body},
         {"HTTP_IDEMPOTENCY_KEY": key} if key else {},
     )
 
@@ -59,7 +59,7 @@ def order(body):
 
 
 def grant(body):
-    base = {"user": "ALICE", "offer_group": "g", "tokens": 5, "reason": "r"}
+    base = {"holder": "ALICE", "offer_group": "g", "tokens": 5, "reason": "r"}
     return ("staff", "post", "grants/", {**base, **body}, {})
 
 
@@ -77,7 +77,7 @@ CASES = {
             "robot",
             "post",
             "consume/",
-            {"user": "ALICE", "offer_group": "g"},
+            {"holder": "ALICE", "offer_group": "g"},
             {"HTTP_IDEMPOTENCY_KEY": "k"},
         ),
         400,
@@ -92,8 +92,8 @@ CASES = {
         ),
         400,
     ),
-    "user unknown": (consume({"user": 999_999}), 400),
-    "user string": (consume({"user": "alice"}), 400),
+    "user unknown": (consume({"holder": 999_999}), 400),
+    "user string": (consume({"holder": "alice"}), 400),
     "group unknown": (consume({"offer_group": "nope"}), 400),
     "group empty": (consume({"offer_group": ""}), 400),
     "group overlong": (consume({"offer_group": "g" * 300}), 400),
@@ -142,7 +142,7 @@ CASES = {
     ),
     "grant zero tokens": (grant({"tokens": 0}), 400),
     "grant without reason": (
-        ("staff", "post", "grants/", {"user": "ALICE", "offer_group": "g", "tokens": 5}, {}),
+        ("staff", "post", "grants/", {"holder": "ALICE", "offer_group": "g", "tokens": 5}, {}),
         400,
     ),
     "grant expiring in the past": (grant({"expires": PAST}), 400),
@@ -170,7 +170,7 @@ def resolve(value, world):
 def test_bad_input(world, case):
     (actor, method, path, body, headers), expected = CASES[case]
     client = APIClient()
-    client.force_authenticate(world[actor])
+    client.force_authenticate(person(world[actor]))
     before = table_snapshot()
     response = getattr(client, method)(
         API + resolve(path, world), resolve(body, world), format="json", **headers
@@ -184,7 +184,7 @@ def test_bad_input(world, case):
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe", b""])
 def test_bodies_that_are_not_a_json_object(world, raw):
     client = APIClient()
-    client.force_authenticate(world["robot"])
+    client.force_authenticate(person(world["robot"]))
     before = table_snapshot()
     response = client.post(
         API + "consume/", raw, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k-raw"

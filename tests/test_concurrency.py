@@ -16,7 +16,7 @@ from user_credits import services
 from user_credits.exceptions import IdempotencyConflict, InsufficientCredits
 from user_credits.models import CreditLot, EntryKind, LedgerEntry, LotStatus, OrderStatus
 
-from .factories import assert_ledger_consistent, make_group, make_offer, make_user, table_snapshot
+from .factories import assert_ledger_consistent, make_group, make_holder, make_offer, table_snapshot
 from .faults import failing_ledger_insert
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -41,16 +41,16 @@ def in_threads(n, work):
 
 @pytest.mark.postgres
 def test_eight_threads_never_overspend():
-    user = make_user()
+    holder = make_holder()
     group = make_group("api")
     for _ in range(4):
-        services.grant(user, group, 250)
+        services.grant(holder, group, 250)
 
     def work(i):
         ok = refused = 0
         for _ in range(250):
             try:
-                services.consume(user, group, 1)
+                services.consume(holder, group, 1)
                 ok += 1
             except InsufficientCredits:
                 refused += 1
@@ -60,7 +60,7 @@ def test_eight_threads_never_overspend():
     assert all(isinstance(r, tuple) for r in results), results
     assert sum(r[0] for r in results) == 1000
     assert sum(r[1] for r in results) == 1000
-    assert services.get_balance(user, group) == 0
+    assert services.get_balance(holder, group) == 0
     assert LedgerEntry.objects.filter(kind=EntryKind.CONSUME).count() == 1000
     assert_ledger_consistent()
 
@@ -68,7 +68,7 @@ def test_eight_threads_never_overspend():
 @pytest.mark.postgres
 def test_two_sweeps_at_once_expire_each_lot_once(travel):
     group = make_group("g")
-    users = [make_user() for _ in range(60)]
+    users = [make_holder() for _ in range(60)]
     with travel(T0):
         for u in users:
             services.grant(u, group, 3, expires=T0 + timedelta(hours=1))
@@ -94,23 +94,23 @@ def test_two_sweeps_at_once_expire_each_lot_once(travel):
 
 @pytest.mark.postgres
 def test_concurrent_payment_notifications_grant_once():
-    user = make_user()
-    order = services.create_order(user, make_offer(token_count=10, append_date=True))
+    holder = make_holder()
+    order = services.create_order(holder, make_offer(token_count=10, append_date=True))
     results = in_threads(4, lambda i: services.mark_paid(order, reference=f"evt_{i}"))
     # Every notification returns the paid order: none fails, none sees a half-paid order.
     assert not [r for r in results if isinstance(r, Exception)], results
     assert [(r.pk, r.status) for r in results] == [(order.pk, OrderStatus.PAID)] * 4
     assert CreditLot.objects.filter(order=order).count() == 1
     assert order.events.filter(status=OrderStatus.PAID).count() == 1
-    assert services.get_balance(user, order.offer_group) == 10
+    assert services.get_balance(holder, order.offer_group) == 10
 
 
 @pytest.mark.postgres
 def test_concurrent_chained_payments_queue_up():
-    user = make_user()
+    holder = make_holder()
     group = make_group("sub")
     offer = make_offer(group=group, append_date=True)
-    orders = [services.create_order(user, offer) for _ in range(4)]
+    orders = [services.create_order(holder, offer) for _ in range(4)]
     results = in_threads(4, lambda i: services.mark_paid(orders[i]))
     assert not [r for r in results if isinstance(r, Exception)], results
     assert [(r.pk, r.status) for r in results] == [(o.pk, OrderStatus.PAID) for o in orders]
@@ -120,30 +120,30 @@ def test_concurrent_chained_payments_queue_up():
     )
     for (_, end), (start, _) in zip(periods, periods[1:], strict=False):
         assert start == end  # each payment chains onto the previous one, no overlap
-    assert services.get_balance(user, group) == 4 * offer.token_count
+    assert services.get_balance(holder, group) == 4 * offer.token_count
 
 
 @pytest.mark.postgres
 def test_same_idempotency_key_from_many_threads_consumes_once():
-    user = make_user()
+    holder = make_holder()
     group = make_group("g")
-    services.grant(user, group, 10)
-    results = in_threads(6, lambda i: services.consume(user, group, 3, idempotency_key="once"))
+    services.grant(holder, group, 10)
+    results = in_threads(6, lambda i: services.consume(holder, group, 3, idempotency_key="once"))
     assert all(not isinstance(r, Exception) for r in results), results
     assert sum(not r.replayed for r in results) == 1
     assert {r.balance for r in results} == {7}
-    assert services.get_balance(user, group) == 7
+    assert services.get_balance(holder, group) == 7
 
 
 @pytest.mark.postgres
 def test_same_key_in_two_groups_at_once_conflicts():
-    user = make_user()
+    holder = make_holder()
     groups = [make_group("a"), make_group("b")]
     for g in groups:
-        services.grant(user, g, 10)
-    results = in_threads(2, lambda i: services.consume(user, groups[i], 1, idempotency_key="k"))
+        services.grant(holder, g, 10)
+    results = in_threads(2, lambda i: services.consume(holder, groups[i], 1, idempotency_key="k"))
     assert sum(isinstance(r, IdempotencyConflict) for r in results) == 1, results
-    assert sum(services.get_balance(user, g) for g in groups) == 19
+    assert sum(services.get_balance(holder, g) for g in groups) == 19
     assert_ledger_consistent()
 
 
@@ -151,25 +151,25 @@ def test_same_key_in_two_groups_at_once_conflicts():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_fault_in_consume_writes_nothing(user, travel):
+def test_fault_in_consume_writes_nothing(holder, travel):
     group = make_group("g")
     with travel(T0):
-        services.grant(user, group, 4, expires=T0 + timedelta(hours=1))
-        services.grant(user, group, 4)
+        services.grant(holder, group, 4, expires=T0 + timedelta(hours=1))
+        services.grant(holder, group, 4)
     with travel(T0 + timedelta(hours=2)):
         before = table_snapshot()
         with failing_ledger_insert("consume") as error:
             with pytest.raises(error):
-                services.consume(user, group, 2, idempotency_key="k")
+                services.consume(holder, group, 2, idempotency_key="k")
         assert table_snapshot() == before
-        assert services.consume(user, group, 2, idempotency_key="k").balance == 2
+        assert services.consume(holder, group, 2, idempotency_key="k").balance == 2
     assert CreditLot.objects.filter(status=LotStatus.EXPIRED).count() == 1
     assert_ledger_consistent()
 
 
 @pytest.mark.django_db
-def test_fault_in_mark_paid_writes_nothing(catalog, user):
-    order = services.create_order(user, catalog["Mobile Max"])
+def test_fault_in_mark_paid_writes_nothing(catalog, holder):
+    order = services.create_order(holder, catalog["Mobile Max"])
     before = table_snapshot()
     real_insert = LedgerEntry.objects.bulk_create
     calls = []
@@ -187,7 +187,7 @@ def test_fault_in_mark_paid_writes_nothing(catalog, user):
     order.refresh_from_db()
     assert order.status == OrderStatus.PENDING
     assert services.mark_paid(order).status == OrderStatus.PAID
-    assert services.get_balance(user, "calls") == 120
+    assert services.get_balance(holder, "calls") == 120
     assert_ledger_consistent()
 
 
@@ -195,15 +195,15 @@ def test_fault_in_mark_paid_writes_nothing(catalog, user):
 def test_eight_threads_holding_then_capturing_never_overdraw():
     from user_credits.exceptions import InvalidTransition
 
-    user = make_user()
+    holder = make_holder()
     group = make_group("ai")
-    services.grant(user, group, 100)
+    services.grant(holder, group, 100)
 
     def work(i):
         captured = refused = 0
         for n in range(20):
             try:
-                held = services.hold(user, group, 3, idempotency_key=f"{i}-{n}")
+                held = services.hold(holder, group, 3, idempotency_key=f"{i}-{n}")
             except InsufficientCredits:
                 refused += 1
                 continue
@@ -220,7 +220,7 @@ def test_eight_threads_holding_then_capturing_never_overdraw():
     results = in_threads(8, work)
     assert all(isinstance(r, tuple) for r in results), results
     spent = sum(r[0] for r in results)
-    detail = services.get_balance_detail(user, group)
+    detail = services.get_balance_detail(holder, group)
     assert spent <= 100 and detail.held == 0
     assert detail.available == detail.total == 100 - spent
     assert LedgerEntry.objects.filter(kind=EntryKind.CONSUME).count() > 0

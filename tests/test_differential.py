@@ -25,7 +25,7 @@ from user_credits.exceptions import (
 )
 from user_credits.models import Cycle, LotCategory
 
-from .factories import assert_ledger_consistent, make_group, make_offer, make_user
+from .factories import assert_ledger_consistent, make_group, make_holder, make_offer, make_user
 
 pytestmark = pytest.mark.postgres
 
@@ -316,14 +316,14 @@ def _consume_one(item):
 
 
 def members_may_spend(user, holder):
-    """The test's ``CAN_SPEND``: every user may spend every holder's credits."""
+    """The test's ``CAN_SPEND``: every holder may spend every holder's credits."""
     return True
 
 
 @pytest.fixture
 def fixture():
     groups = [make_group("g1"), make_group("g2"), make_group("debt")]
-    users = [make_user(), make_user()]
+    users = [make_holder(), make_holder()]
     members = [make_user(), make_user(), make_user()]
     # Limits small enough to be reached: monthly (the run crosses a month end), daily on the
     # overdraft group, weekly on another holder.

@@ -10,6 +10,7 @@ from django.db import connections
 
 from user_credits import services, signals
 from user_credits.exceptions import InvalidArgument, UnknownOfferGroup
+from user_credits.holders import holder_is_user
 from user_credits.models import (
     CreditAccount,
     CreditLot,
@@ -19,7 +20,15 @@ from user_credits.models import (
     OrderStatus,
 )
 
-from .factories import assert_ledger_consistent, buy, make_group, make_user, table_snapshot
+from .factories import (
+    assert_ledger_consistent,
+    buy,
+    holder_name,
+    make_group,
+    make_holder,
+    make_user,
+    table_snapshot,
+)
 from .faults import failing_ledger_insert
 
 pytestmark = pytest.mark.django_db
@@ -46,11 +55,13 @@ def received():
         signal.disconnect(handler)
 
 
-def test_expiry_removes_only_the_expired_lots_remainder(catalog, user, travel, on_commit, received):
+def test_expiry_removes_only_the_expired_lots_remainder(
+    catalog, holder, travel, on_commit, received
+):
     with travel(T0):
-        pack = buy(user, catalog["3 Talks"])  # yearly
-        forever = buy(user, catalog["EventTalk"])  # never expires
-        services.consume(user, "talks", 1)
+        pack = buy(holder, catalog["3 Talks"])  # yearly
+        forever = buy(holder, catalog["EventTalk"])  # never expires
+        services.consume(holder, "talks", 1)
     with travel(T0 + timedelta(days=366)), on_commit():
         report = services.expire_credits()
     assert [lot.order_id for lot in report.expired] == [pack.pk]
@@ -61,15 +72,15 @@ def test_expiry_removes_only_the_expired_lots_remainder(catalog, user, travel, o
     forever.refresh_from_db()
     assert pack.status == OrderStatus.EXPIRED and forever.status == OrderStatus.PAID
     assert pack.events.filter(status=OrderStatus.EXPIRED).count() == 1
-    assert services.get_balance(user, "talks") == 1
+    assert services.get_balance(holder, "talks") == 1
     assert received["expired"] == [("talks", 2)]
     assert_ledger_consistent()
 
 
-def test_running_twice_changes_nothing(user, travel):
+def test_running_twice_changes_nothing(holder, travel):
     group = make_group("g")
     with travel(T0):
-        services.grant(user, group, 5, expires=T0 + timedelta(days=1))
+        services.grant(holder, group, 5, expires=T0 + timedelta(days=1))
     with travel(T0 + timedelta(days=2)):
         services.expire_credits()
         before = table_snapshot()
@@ -78,13 +89,13 @@ def test_running_twice_changes_nothing(user, travel):
     assert table_snapshot() == before
 
 
-def test_fully_consumed_order_still_ends(user, travel):
+def test_fully_consumed_order_still_ends(holder, travel):
     group = make_group("g")
     from .factories import make_offer
 
     with travel(T0):
-        order = buy(user, make_offer(group=group, token_count=3))
-        services.consume(user, group, 3)
+        order = buy(holder, make_offer(group=group, token_count=3))
+        services.consume(holder, group, 3)
     with travel(T0 + timedelta(days=40)):
         report = services.expire_credits()
     order.refresh_from_db()
@@ -95,7 +106,7 @@ def test_fully_consumed_order_still_ends(user, travel):
 
 def test_batches_cover_every_account_and_only_the_given_user(travel):
     group = make_group("g")
-    users = [make_user() for _ in range(7)]
+    users = [make_holder() for _ in range(7)]
     with travel(T0):
         for u in users:
             services.grant(u, group, 2, expires=T0 + timedelta(hours=1))
@@ -109,10 +120,10 @@ def test_batches_cover_every_account_and_only_the_given_user(travel):
     assert_ledger_consistent()
 
 
-def test_expiring_warnings_fire_once_per_lot(catalog, user, travel, on_commit, received):
+def test_expiring_warnings_fire_once_per_lot(catalog, holder, travel, on_commit, received):
     with travel(T0):
-        buy(user, catalog["Startup Standard Monthly"])  # ends Apr 1
-        buy(user, catalog["3 Talks"])  # ends next year
+        buy(holder, catalog["Startup Standard Monthly"])  # ends Apr 1
+        buy(holder, catalog["3 Talks"])  # ends next year
     with travel(T0 + timedelta(days=25)), on_commit():
         first = services.expire_credits(warn_before=timedelta(days=7))
     with travel(T0 + timedelta(days=26)), on_commit():
@@ -124,30 +135,30 @@ def test_expiring_warnings_fire_once_per_lot(catalog, user, travel, on_commit, r
 
 
 def test_low_balance_warnings_fire_once_per_threshold_and_rearm(
-    user, other_user, on_commit, received
+    holder, other_holder, on_commit, received
 ):
     calls = make_group("calls")
-    services.grant(user, calls, 20)
-    services.grant(other_user, calls, 100)
+    services.grant(holder, calls, 20)
+    services.grant(other_holder, calls, 100)
     with on_commit():
-        services.consume(user, calls, 12)  # 8 left
+        services.consume(holder, calls, 12)  # 8 left
         report = services.expire_credits(low={"calls": 10})
         again = services.expire_credits(low=[("calls", 10)])
-    assert [a.holder_id for a in report.low] == [user.pk]
+    assert [a.holder_id for a in report.low] == [holder.pk]
     assert again.low == []
     assert received["low"] == [("calls", 8, 10)]
     # A lower threshold is a new warning; a refill re-arms it.
     with on_commit():
-        services.consume(user, calls, 4)
+        services.consume(holder, calls, 4)
         assert len(services.expire_credits(low={"calls": 5}).low) == 1
-        services.grant(user, calls, 50)
+        services.grant(holder, calls, 50)
         assert services.expire_credits(low={"calls": 5}).low == []
-        services.consume(user, calls, 52)
+        services.consume(holder, calls, 52)
         assert len(services.expire_credits(low={"calls": 5}).low) == 1
     assert len(received["low"]) == 3
 
 
-def test_bad_arguments(user):
+def test_bad_arguments(holder):
     with pytest.raises(UnknownOfferGroup):
         services.expire_credits(low={"nope": 3})
     make_group("g")
@@ -157,11 +168,11 @@ def test_bad_arguments(user):
         services.expire_credits(warn_before="soon")
 
 
-def test_dry_run_reports_and_writes_nothing(user, travel, on_commit, received):
+def test_dry_run_reports_and_writes_nothing(holder, travel, on_commit, received):
     group = make_group("g")
     with travel(T0):
-        services.grant(user, group, 5, expires=T0 + timedelta(days=1))
-        services.grant(user, group, 1, expires=T0 + timedelta(days=5))
+        services.grant(holder, group, 5, expires=T0 + timedelta(days=1))
+        services.grant(holder, group, 1, expires=T0 + timedelta(days=5))
     with travel(T0 + timedelta(days=2)):
         before = table_snapshot()
         with on_commit():
@@ -176,7 +187,7 @@ def test_dry_run_reports_and_writes_nothing(user, travel, on_commit, received):
 @pytest.mark.django_db(transaction=True)
 def test_a_crash_in_a_batch_keeps_finished_batches(travel):
     group = make_group("g")
-    users = [make_user() for _ in range(4)]
+    users = [make_holder() for _ in range(4)]
     with travel(T0):
         for u in users:
             services.grant(u, group, 3, expires=T0 + timedelta(hours=1))
@@ -201,22 +212,23 @@ def run(*args, stderr=None):
     return out.getvalue()
 
 
-def test_command_expires_and_warns(user, travel):
+def test_command_expires_and_warns(holder, travel):
     group = make_group("calls")
     with travel(T0):
-        services.grant(user, group, 5, expires=T0 + timedelta(days=1))
-        services.grant(user, group, 2, expires=T0 + timedelta(days=4))
+        services.grant(holder, group, 5, expires=T0 + timedelta(days=1))
+        services.grant(holder, group, 2, expires=T0 + timedelta(days=4))
     with travel(T0 + timedelta(days=2)):
         dry = run("--dry-run")
         assert "Would expire 1 lot(s), 5 token(s)" in dry
         assert CreditLot.objects.filter(status=LotStatus.EXPIRED).count() == 0
         text = run("--warn-before", "7d", "--low", "calls=2", "--batch-size", "10")
         assert "Expired 1 lot(s), 5 token(s)" in text
-        assert "expiring: user alice calls: 2 token(s)" in text  # users by natural key
+        name = holder_name(holder)  # holders by natural key
+        assert f"expiring: holder {name} calls: 2 token(s)" in text
         assert "on 2026-03-05 08:00:00+00:00" in text
-        assert "low: user alice calls: 2 token(s), minimum 2" in text
+        assert f"low: holder {name} calls: 2 token(s), minimum 2" in text
         data = json.loads(
-            run("--json", "--warn-before", "7d", "--low", "calls=2", "--user", str(user.pk))
+            run("--json", "--warn-before", "7d", "--low", "calls=2", "--holder", str(holder.pk))
         )
     assert data["expired_lots"] == 0 and data["expiring"] == [] and data["low"] == []
 
@@ -231,11 +243,11 @@ def test_command_rejects_bad_arguments(args):
         run(*args)
 
 
-def test_unknown_low_group_is_a_usage_error_listing_the_groups_and_nothing_is_done(user, travel):
+def test_unknown_low_group_is_a_usage_error_listing_the_groups_and_nothing_is_done(holder, travel):
     group = make_group("calls")
     make_group("talks")
     with travel(T0):
-        services.grant(user, group, 5, expires=T0 + timedelta(days=1))
+        services.grant(holder, group, 5, expires=T0 + timedelta(days=1))
     with travel(T0 + timedelta(days=2)):
         before = table_snapshot()
         with pytest.raises(CommandError) as exc:
@@ -256,6 +268,7 @@ def test_unknown_low_group_is_a_usage_error_listing_the_groups_and_nothing_is_do
         assert table_snapshot() == before
 
 
+@pytest.mark.users_only(reason="--user, the deprecated alias of --holder, names users")
 def test_user_by_primary_key_or_username_and_unknown_users_listed(user, travel):
     bob = make_user("bob")
     group = make_group("calls")
@@ -271,7 +284,9 @@ def test_user_by_primary_key_or_username_and_unknown_users_listed(user, travel):
             "--user carol: no user has this primary key or username. Users: alice, bob."
         )
         assert table_snapshot() == before
-        assert "Expired 1 lot(s), 7 token(s)" in run("--user", "bob")
+        err = StringIO()
+        assert "Expired 1 lot(s), 7 token(s)" in run("--user", "bob", stderr=err)
+        assert "--user is deprecated: use --holder" in err.getvalue()
         assert "Expired 1 lot(s), 5 token(s)" in run("--user", str(user.pk))
         for n in range(25):
             make_user(f"user{n}")
@@ -283,14 +298,44 @@ def test_user_by_primary_key_or_username_and_unknown_users_listed(user, travel):
         assert "27 users; usernames containing 'ser2': user2, user20, user21" in str(exc.value)
 
 
-def test_times_are_rounded_to_the_second(user, travel):
+def test_times_are_rounded_to_the_second(holder, travel):
     group = make_group("calls")
     with travel(T0):
-        services.grant(user, group, 2, expires=T0 + timedelta(days=3, microseconds=600_000))
+        services.grant(holder, group, 2, expires=T0 + timedelta(days=3, microseconds=600_000))
         data = json.loads(run("--json", "--warn-before", "7d"))
     assert data["expiring"][0]["expires"] == "2026-03-04T08:00:01+00:00"
-    assert data["expiring"][0]["user"] == "alice"
-    assert data["expiring"][0]["user_id"] == user.pk
+    assert data["expiring"][0]["holder"] == data["expiring"][0]["user"] == holder_name(holder)
+    assert data["expiring"][0]["holder_id"] == data["expiring"][0]["user_id"] == holder.pk
+
+
+def test_holder_by_primary_key_or_natural_key_and_unknown_holders_listed(holder, travel):
+    bob = make_holder("bob")
+    group = make_group("calls")
+    with travel(T0):
+        services.grant(holder, group, 5, expires=T0 + timedelta(days=1))
+        services.grant(bob, group, 7, expires=T0 + timedelta(days=1))
+    with travel(T0 + timedelta(days=2)):
+        before = table_snapshot()
+        with pytest.raises(CommandError) as exc:
+            run("--holder", "carol")
+        assert exc.value.returncode == 2
+        noun = "user" if holder_is_user() else "workspace"
+        field = "username" if holder_is_user() else "slug"
+        names = ", ".join(sorted([holder_name(holder), holder_name(bob)]))
+        assert str(exc.value) == (
+            f"--holder carol: no {noun} has this primary key or {field}. "
+            f"{noun.capitalize()}s: {names}."
+        )
+        with pytest.raises(CommandError) as exc:
+            run("--holder", str(bob.pk), "--user", str(bob.pk))
+        assert exc.value.returncode == 2 and "not both" in str(exc.value)
+        if not holder_is_user():  # the deprecated --user names users only
+            with pytest.raises(CommandError) as exc:
+                run("--user", str(bob.pk))
+            assert exc.value.returncode == 2 and "use --holder" in str(exc.value)
+        assert table_snapshot() == before
+        assert "Expired 1 lot(s), 7 token(s)" in run("--holder", holder_name(bob))
+        assert "Expired 1 lot(s), 5 token(s)" in run("--holder", str(holder.pk))
 
 
 class Terminal(StringIO):
@@ -300,7 +345,7 @@ class Terminal(StringIO):
 
 def test_progress_on_a_large_sweep_lines_or_a_bar(travel):
     group = make_group("g")
-    users = [make_user() for _ in range(10)]
+    users = [make_holder() for _ in range(10)]
     with travel(T0):
         for u in users:
             services.grant(u, group, 1, expires=T0 + timedelta(hours=1))

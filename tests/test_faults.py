@@ -37,7 +37,13 @@ from user_credits.models import (
     LotCategory,
 )
 
-from .factories import assert_ledger_consistent, make_group, make_user, table_snapshot
+from .factories import (
+    assert_ledger_consistent,
+    bulk_holders,
+    make_group,
+    make_holder,
+    table_snapshot,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -100,19 +106,19 @@ def sweeper(stop_at, results):
     not RESTART, reason="set USER_CREDITS_PG_RESTART to a command restarting the server"
 )
 def test_server_restart_mid_traffic_loses_nothing():
-    user = make_user()
+    holder = make_holder()
     group = make_group("calls")
-    services.grant(user, group, 5000)
+    services.grant(holder, group, 5000)
     soon = timezone.now() + timedelta(seconds=2)
     for _ in range(20):  # lots for the sweep to expire while the consumers run
-        services.grant(user, group, 3, expires=soon)
+        services.grant(holder, group, 3, expires=soon)
     connections.close_all()
 
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     calls = 150
     workers = [
-        context.Process(target=consumer, args=(i, user.pk, calls, results)) for i in range(4)
+        context.Process(target=consumer, args=(i, holder.pk, calls, results)) for i in range(4)
     ]
     workers.append(context.Process(target=sweeper, args=(time.monotonic() + 6, results)))
     for worker in workers:
@@ -130,7 +136,7 @@ def test_server_restart_mid_traffic_loses_nothing():
     spent = 0
     for _, log, _, _ in reports:
         for key, count, _ in log:
-            record = ConsumptionRecord.objects.get(holder_id=user.pk, idempotency_key=key)
+            record = ConsumptionRecord.objects.get(holder_id=holder.pk, idempotency_key=key)
             assert record.count == count
             taken = LedgerEntry.objects.filter(idempotency_key=key).aggregate(t=Sum("amount"))
             assert taken["t"] == -count, key  # spent once, whatever the retries
@@ -144,13 +150,9 @@ def test_server_restart_mid_traffic_loses_nothing():
 
 def _due_lots(n):
     """``n`` accounts with one due lot each, written with the ORM in three statements."""
-    from django.contrib.auth import get_user_model
-
     group = make_group("sweep")
     now = timezone.now()
-    users = get_user_model().objects.bulk_create(
-        get_user_model()(username=f"sweep{i}", password="") for i in range(n)
-    )
+    users = bulk_holders("sweep", n)
     accounts = CreditAccount.objects.bulk_create(
         CreditAccount(holder=u, offer_group=group, balance=10) for u in users
     )
@@ -243,16 +245,16 @@ def test_expiry_command_killed_mid_sweep_finishes_on_the_next_run():
 @pytest.mark.parametrize("timeout", ["lock_timeout", "statement_timeout"])
 def test_lock_wait_timeout_is_account_busy_and_writes_nothing(fast_path, timeout, settings):
     settings.USER_CREDITS = {"POSTGRES_FAST_PATH": fast_path}
-    user = make_user()
+    holder = make_holder()
     group = make_group("hot")
-    services.grant(user, group, 10)
+    services.grant(holder, group, 10)
     locked, release = threading.Event(), threading.Event()
     errors = []
 
     def hold_the_lock():
         try:
             with transaction.atomic():
-                CreditAccount.objects.select_for_update().get(holder=user, offer_group=group)
+                CreditAccount.objects.select_for_update().get(holder=holder, offer_group=group)
                 locked.set()
                 release.wait(timeout=30)
         except Exception as exc:  # pragma: no cover - reported below
@@ -260,26 +262,26 @@ def test_lock_wait_timeout_is_account_busy_and_writes_nothing(fast_path, timeout
         finally:
             connections.close_all()
 
-    holder = threading.Thread(target=hold_the_lock)
-    holder.start()
+    locker = threading.Thread(target=hold_the_lock)
+    locker.start()
     try:
         assert locked.wait(timeout=10)
         before = table_snapshot()
         with connection.cursor() as cursor:
             cursor.execute(f"SET {timeout} = '200ms'")
         with pytest.raises(AccountBusy) as caught:
-            services.consume(user, group, 3, idempotency_key="busy")
+            services.consume(holder, group, 3, idempotency_key="busy")
         assert caught.value.retryable and "hot" in str(caught.value)
         with pytest.raises(AccountBusy):
-            services.hold(user, group, 3)
+            services.hold(holder, group, 3)
         assert table_snapshot() == before
     finally:
         release.set()
-        holder.join(timeout=30)
+        locker.join(timeout=30)
         with connection.cursor() as cursor:
             cursor.execute(f"RESET {timeout}")
     assert not errors
-    result = services.consume(user, group, 3, idempotency_key="busy")  # the retry goes through
+    result = services.consume(holder, group, 3, idempotency_key="busy")  # the retry goes through
     assert (result.balance, result.replayed) == (7, False)
     with pytest.raises(InsufficientCredits):
-        services.consume(user, group, 8)
+        services.consume(holder, group, 8)

@@ -15,7 +15,7 @@ from user_credits.exceptions import InvalidArgument, UnknownOfferGroup
 from user_credits.models import OfferGroup
 from user_credits.services.common import resolve_group
 
-from .factories import make_group, make_user
+from .factories import make_group, make_holder, make_user
 
 
 def _group_queries(queries):
@@ -26,9 +26,9 @@ def _group_queries(queries):
 
 
 @pytest.mark.django_db
-def test_key_of_a_group_with_accounts_cannot_change(user):
+def test_key_of_a_group_with_accounts_cannot_change(holder):
     group = make_group("api-calls", "API calls")
-    services.grant(user, group, 10)
+    services.grant(holder, group, 10)
     group.key = "calls"
     with pytest.raises(InvalidArgument) as raised:
         group.save()
@@ -44,9 +44,9 @@ def test_key_of_a_group_with_accounts_cannot_change(user):
 
 
 @pytest.mark.django_db
-def test_name_may_change_and_key_of_an_unused_group_too(user):
+def test_name_may_change_and_key_of_an_unused_group_too(holder):
     group = make_group("api-calls", "API calls")
-    services.grant(user, group, 10)
+    services.grant(holder, group, 10)
     group.name = "Calls to the API"
     group.full_clean()
     group.save()
@@ -59,18 +59,18 @@ def test_name_may_change_and_key_of_an_unused_group_too(user):
 
 
 @pytest.mark.django_db
-def test_group_in_use_cannot_be_deleted(user):
+def test_group_in_use_cannot_be_deleted(holder):
     group = make_group("api-calls")
-    services.grant(user, group, 10)
+    services.grant(holder, group, 10)
     with pytest.raises(ProtectedError):
         OfferGroup.objects.filter(pk=group.pk).delete()
     assert OfferGroup.objects.filter(key="api-calls").exists()
 
 
 @pytest.mark.django_db
-def test_admin_refuses_a_key_change_on_the_key_field(client, user):
+def test_admin_refuses_a_key_change_on_the_key_field(client, holder):
     group = make_group("api-calls", "API calls")
-    services.grant(user, group, 10)
+    services.grant(holder, group, 10)
     client.force_login(make_user("root", is_staff=True, is_superuser=True))
     response = client.post(
         f"/admin/user_credits/offergroup/{group.pk}/change/", {"key": "calls", "name": "API"}
@@ -86,14 +86,14 @@ def test_admin_refuses_a_key_change_on_the_key_field(client, user):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_key_in_use_resolves_without_a_query():
-    user = make_user()
+    holder = make_holder()
     group = make_group("api-calls", "API calls")
-    services.grant(user, group, 10)
+    services.grant(holder, group, 10)
     first = resolve_group("api-calls")  # committed in autocommit: remembered
     assert first.pk == group.pk
     with CaptureQueriesContext(connection) as queries:
         again = resolve_group("api-calls")
-        services.consume(user, "api-calls", 1, idempotency_key="k1")
+        services.consume(holder, "api-calls", 1, idempotency_key="k1")
     assert (again.pk, again.key) == (group.pk, "api-calls")
     assert _group_queries(queries) == []
     # The name is not cached: a rename elsewhere is seen (one query, on first access).
@@ -101,7 +101,7 @@ def test_a_key_in_use_resolves_without_a_query():
     with CaptureQueriesContext(connection) as queries:
         assert resolve_group("api-calls").name == "Renamed"
     assert len(queries) == 1
-    assert services.get_balance(user, "api-calls") == 9
+    assert services.get_balance(holder, "api-calls") == 9
 
 
 @pytest.mark.django_db(transaction=True)
@@ -120,25 +120,25 @@ def test_group_without_entries_is_looked_up_each_time():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_rolled_back_group_is_not_remembered():
-    user = make_user()
+    holder = make_holder()
     with pytest.raises(RuntimeError), transaction.atomic():
         group = make_group("temp")
-        services.grant(user, group, 10)
+        services.grant(holder, group, 10)
         assert resolve_group("temp").pk == group.pk
         raise RuntimeError("roll back")
     with pytest.raises(UnknownOfferGroup):
         resolve_group("temp")
     again = make_group("temp")  # the same key, another row
-    services.grant(user, again, 5)
+    services.grant(holder, again, 5)
     assert resolve_group("temp").pk == again.pk
-    assert services.consume(user, "temp", 2).balance == 3
+    assert services.consume(holder, "temp", 2).balance == 3
 
 
 @pytest.mark.django_db(transaction=True)
 def test_remembered_inside_a_transaction_only_once_it_commits():
-    user = make_user()
+    holder = make_holder()
     group = make_group("api-calls")
-    services.grant(user, group, 10)
+    services.grant(holder, group, 10)
     with transaction.atomic():
         resolve_group("api-calls")
         with CaptureQueriesContext(connection) as queries:
@@ -160,7 +160,7 @@ def test_unknown_key_is_an_error_naming_the_field():
 def test_the_documented_call_is_one_round_trip_on_postgresql():
     from django.utils.functional import SimpleLazyObject
 
-    loaded = make_user()
+    loaded = make_holder()
     request_user = SimpleLazyObject(lambda: loaded)  # what request.user is
     services.grant(loaded, make_group("api-calls"), 10)
     services.consume(request_user, "api-calls", 1, idempotency_key="first")

@@ -12,7 +12,7 @@ from user_credits import money, services
 from user_credits.exceptions import InvalidArgument, InvalidOrder, PaymentMismatch
 from user_credits.models import OfferPrice, Order, OrderStatus
 
-from .factories import make_offer, make_user, table_snapshot
+from .factories import make_holder, make_offer, make_user, person, table_snapshot
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ def test_full_clean_refuses_and_names_the_field():
         extra.full_clean()
     assert set(caught.value.message_dict) == {"price"}
     order = Order(
-        holder=make_user(),
+        holder=make_holder(),
         offer=offer,
         name="x",
         offer_group=offer.offer_group,
@@ -156,16 +156,16 @@ def test_full_clean_refuses_an_unknown_currency():
     assert "not an ISO 4217 currency" in caught.value.message_dict["currency"][0]
 
 
-def test_create_order_refuses_a_price_finer_than_its_currency(user, jpy_offer):
+def test_create_order_refuses_a_price_finer_than_its_currency(holder, jpy_offer):
     before = table_snapshot()
     with pytest.raises(InvalidOrder) as caught:
-        services.create_order(user, jpy_offer)
+        services.create_order(holder, jpy_offer)
     assert caught.value.field == "price" and "JPY" in str(caught.value)
     assert table_snapshot() == before
 
 
-def test_mark_paid_and_refund_refuse_an_amount_finer_than_the_order_currency(user):
-    order = services.create_order(user, make_offer(price=Decimal("100"), currency="jpy"))
+def test_mark_paid_and_refund_refuse_an_amount_finer_than_the_order_currency(holder):
+    order = services.create_order(holder, make_offer(price=Decimal("100"), currency="jpy"))
     before = table_snapshot()
     with pytest.raises(PaymentMismatch) as caught:
         services.mark_paid(order, amount="100.5", currency="jpy")
@@ -184,15 +184,15 @@ def test_mark_paid_and_refund_refuse_an_amount_finer_than_the_order_currency(use
     assert order.amount_refunded == 0
 
 
-def test_a_payment_in_another_currency_is_a_mismatch_not_an_error(user):
-    order = services.create_order(user, make_offer(price=Decimal("100"), currency="jpy"))
+def test_a_payment_in_another_currency_is_a_mismatch_not_an_error(holder):
+    order = services.create_order(holder, make_offer(price=Decimal("100"), currency="jpy"))
     order = services.mark_paid(order, amount="0.93", currency="usd")
     assert order.status == OrderStatus.INCONSISTENT
 
 
-def test_api_order_names_the_field(user, jpy_offer):
+def test_api_order_names_the_field(holder, jpy_offer):
     client = APIClient()
-    client.force_authenticate(user)
+    client.force_authenticate(person(holder))
     before = table_snapshot()
     response = client.post("/api/credits/orders/", {"offer": jpy_offer.pk}, format="json")
     assert response.status_code == 400

@@ -15,7 +15,7 @@ from .factories import make_offer, table_snapshot
 pytestmark = pytest.mark.django_db
 
 
-def test_order_snapshots_the_offer(user):
+def test_order_snapshots_the_offer(holder):
     offer = make_offer(
         "Pro",
         price=Decimal("12.50"),
@@ -25,7 +25,7 @@ def test_order_snapshots_the_offer(user):
         custom_cycle=3600,
         append_date=True,
     )
-    order = services.create_order(user, offer, quantity=3)
+    order = services.create_order(holder, offer, quantity=3)
     assert order.status == OrderStatus.PENDING
     assert (order.name, order.offer_group, order.cycle, order.custom_cycle) == (
         "Pro",
@@ -51,8 +51,8 @@ def test_order_snapshots_the_offer(user):
     assert (order.name, order.total) == ("Pro", Decimal("37.50"))
 
 
-def test_bundle_items_are_snapshotted(catalog, user):
-    order = services.create_order(user, catalog["Mobile Max"])
+def test_bundle_items_are_snapshotted(catalog, holder):
+    order = services.create_order(holder, catalog["Mobile Max"])
     items = {item["name"]: item for item in order.bundle_items}
     assert set(items) == {"Calls 120 min", "Data 20 GB", "Mobile TV"}
     assert items["Calls 120 min"]["token_count"] == 120
@@ -64,61 +64,61 @@ def test_bundle_items_are_snapshotted(catalog, user):
     assert order.bundle_items[0]["token_count"] == 120
 
 
-def test_bundle_item_overrides_group_and_cycle(user):
+def test_bundle_item_overrides_group_and_cycle(holder):
     bundle = make_offer("Bundle", token_count=None)
     item_offer = make_offer("Item", cycle=Cycle.MONTHLY, token_count=5)
     other = make_offer("Other").offer_group
     bundle.bundle_items.create(offer=item_offer, quantity=4, offer_group=other, cycle=Cycle.WEEKLY)
-    (item,) = services.create_order(user, bundle).bundle_items
+    (item,) = services.create_order(holder, bundle).bundle_items
     assert (item["offer_group"], item["cycle"], item["quantity"]) == (other.pk, "weekly", 4)
 
 
 @pytest.mark.parametrize("quantity", [0, -1, 1.5, "2", True, None])
-def test_bad_quantity_is_refused(user, quantity):
+def test_bad_quantity_is_refused(holder, quantity):
     offer = make_offer()
     before = table_snapshot()
     with pytest.raises(InvalidOrder) as exc:
-        services.create_order(user, offer, quantity=quantity)
+        services.create_order(holder, offer, quantity=quantity)
     assert exc.value.field == "quantity"
     assert table_snapshot() == before
 
 
-def test_quantity_limit(user):
+def test_quantity_limit(holder):
     offer = make_offer(quantity_limit=2)
-    assert services.create_order(user, offer, quantity=2).quantity == 2
+    assert services.create_order(holder, offer, quantity=2).quantity == 2
     before = table_snapshot()
     with pytest.raises(InvalidOrder, match="over the limit of 2"):
-        services.create_order(user, offer, quantity=3)
+        services.create_order(holder, offer, quantity=3)
     assert table_snapshot() == before
 
 
-def test_currency_must_be_one_the_offer_has_a_price_in(user):
+def test_currency_must_be_one_the_offer_has_a_price_in(holder):
     offer = make_offer(currency="eur")
-    assert services.create_order(user, offer, currency="EUR").currency == "eur"
+    assert services.create_order(holder, offer, currency="EUR").currency == "eur"
     before = table_snapshot()
     with pytest.raises(InvalidOrder, match=r"no price in USD \(sold in EUR\)") as exc:
-        services.create_order(user, offer, currency="usd")
+        services.create_order(holder, offer, currency="usd")
     assert exc.value.field == "currency"
     assert table_snapshot() == before
 
 
-def test_start_in_the_past_is_refused_and_a_future_start_is_kept(user):
+def test_start_in_the_past_is_refused_and_a_future_start_is_kept(holder):
     offer = make_offer()
     before = table_snapshot()
     with pytest.raises(InvalidOrder, match="past"):
-        services.create_order(user, offer, starts=timezone.now() - timedelta(minutes=1))
+        services.create_order(holder, offer, starts=timezone.now() - timedelta(minutes=1))
     assert table_snapshot() == before
     later = timezone.now() + timedelta(days=10)
-    assert services.create_order(user, offer, starts=later).starts == later
+    assert services.create_order(holder, offer, starts=later).starts == later
 
 
-def test_inactive_unknown_and_locked_offers_are_refused(user, catalog):
+def test_inactive_unknown_and_locked_offers_are_refused(holder, catalog):
     with pytest.raises(InvalidOrder, match="not for sale"):
-        services.create_order(user, make_offer(is_active=False))
+        services.create_order(holder, make_offer(is_active=False))
     with pytest.raises(InvalidOrder, match="Unknown offer"):
-        services.create_order(user, 999_999)
+        services.create_order(holder, 999_999)
     with pytest.raises(InvalidOrder, match="not unlocked"):
-        services.create_order(user, catalog["VIP EventTalk"])
+        services.create_order(holder, catalog["VIP EventTalk"])
     assert Order.objects.count() == 0
 
 
@@ -126,16 +126,16 @@ def test_errors_share_one_root():
     assert issubclass(InvalidOrder, UserCreditsError) and issubclass(InvalidOrder, ValueError)
 
 
-def test_free_order_is_paid_at_once(catalog, user):
-    order = services.create_order(user, catalog["Free"])
+def test_free_order_is_paid_at_once(catalog, holder):
+    order = services.create_order(holder, catalog["Free"])
     assert order.status == OrderStatus.PAID
-    assert services.get_balance(user, "Free") == 100
+    assert services.get_balance(holder, "Free") == 100
     assert list(order.events.values_list("status", flat=True)) == ["pending", "paid"]
 
 
-def test_user_may_be_given_by_primary_key(user):
-    order = services.create_order(user.pk, make_offer())
-    assert order.holder == user
+def test_user_may_be_given_by_primary_key(holder):
+    order = services.create_order(holder.pk, make_offer())
+    assert order.holder == holder
 
 
 # --- prices in several currencies ------------------------------------------------------------
@@ -160,9 +160,9 @@ def priced(db):
     ],
 )
 def test_order_takes_the_price_of_its_currency_without_conversion(
-    user, priced, currency, unit_price, total
+    holder, priced, currency, unit_price, total
 ):
-    order = services.create_order(user, priced, quantity=2, currency=currency)
+    order = services.create_order(holder, priced, quantity=2, currency=currency)
     order.refresh_from_db()
     assert (order.currency, order.unit_price, order.total) == (
         (currency or "usd").lower(),
@@ -171,19 +171,19 @@ def test_order_takes_the_price_of_its_currency_without_conversion(
     )
 
 
-def test_order_in_a_currency_without_a_price_is_refused(user, priced):
+def test_order_in_a_currency_without_a_price_is_refused(holder, priced):
     before = table_snapshot()
     with pytest.raises(InvalidOrder, match=r"no price in GBP \(sold in USD, EUR, JPY\)") as exc:
-        services.create_order(user, priced, currency="gbp")
+        services.create_order(holder, priced, currency="gbp")
     assert exc.value.field == "currency"
     with pytest.raises(InvalidOrder) as exc:
-        services.create_order(user, priced, currency="euro")
+        services.create_order(holder, priced, currency="euro")
     assert exc.value.field == "currency"
     assert table_snapshot() == before
 
 
-def test_the_snapshot_keeps_the_price_when_the_offer_price_changes(user, priced):
-    order = services.create_order(user, priced, currency="eur")
+def test_the_snapshot_keeps_the_price_when_the_offer_price_changes(holder, priced):
+    order = services.create_order(holder, priced, currency="eur")
     OfferPrice.objects.filter(offer=priced, currency="eur").update(price=Decimal("99"))
     order = services.mark_paid(order, amount="18.50", currency="eur")
     assert order.status == OrderStatus.PAID and order.total == Decimal("18.50")
@@ -204,7 +204,7 @@ def test_one_price_per_currency_never_the_offer_own(priced):
     assert "also has a price in EUR" in caught.value.message_dict["currency"][0]
 
 
-def test_a_free_price_in_another_currency_is_paid_at_once(user, priced):
+def test_a_free_price_in_another_currency_is_paid_at_once(holder, priced):
     OfferPrice.objects.create(offer=priced, currency="chf", price=Decimal("0"))
-    order = services.create_order(user, priced, currency="chf")
+    order = services.create_order(holder, priced, currency="chf")
     assert order.status == OrderStatus.PAID

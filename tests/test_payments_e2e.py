@@ -82,7 +82,7 @@ def test_pay_with_localstripe_until_the_signed_webhook_grants(
     live_server,
     localstripe,
     endpoint,
-    user,
+    holder,
     settings,
     paid,
 ):
@@ -93,7 +93,7 @@ def test_pay_with_localstripe_until_the_signed_webhook_grants(
         timeout=5,
     )
     assert registered.status_code == 200
-    order = services.create_order(user, make_offer(price=Decimal("19.99"), token_count=250))
+    order = services.create_order(holder, make_offer(price=Decimal("19.99"), token_count=250))
 
     start = StripeProvider().start_payment(order)
     assert start.client_secret
@@ -109,7 +109,7 @@ def test_pay_with_localstripe_until_the_signed_webhook_grants(
     order.refresh_from_db()
     assert order.status == OrderStatus.PAID
     assert order.payment_reference == start.reference
-    assert services.get_balance(user, order.offer_group) == 250
+    assert services.get_balance(holder, order.offer_group) == 250
     assert order.events.filter(
         status=OrderStatus.PAID, payload__stripe_object=start.reference
     ).exists()

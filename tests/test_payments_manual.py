@@ -10,17 +10,17 @@ from .factories import make_offer
 pytestmark = pytest.mark.django_db
 
 
-def test_manual_validation_pays_with_a_message(user):
+def test_manual_validation_pays_with_a_message(holder):
     from user_credits import services
 
-    order = services.create_order(user, make_offer(token_count=9))
+    order = services.create_order(holder, make_offer(token_count=9))
     provider = get_provider()
     assert isinstance(provider, ManualProvider)
     assert provider.start_payment(order).reference == f"manual-{order.pk}"
     order = provider.validate(order, validated_by="ops")
     assert order.status == OrderStatus.PAID
     assert order.events.get(status="paid").message == "Validated manually by ops."
-    assert services.get_balance(user, order.offer_group) == 9
+    assert services.get_balance(holder, order.offer_group) == 9
     assert provider.validate(order).events.filter(status="paid").count() == 1
 
 

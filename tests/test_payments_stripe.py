@@ -14,13 +14,13 @@ from user_credits.models import CreditLot, EntryKind, LedgerEntry, OfferPrice, O
 from user_credits.payments.stripe import ORDER_KEY, StripeProvider, from_minor, to_minor
 
 from . import stripe_fake as fake
-from .factories import make_offer, table_snapshot
+from .factories import make_offer, person, table_snapshot
 
 
 @pytest.fixture
-def order(db, user):
+def order(db, holder):
     return services.create_order(
-        user, make_offer(price=Decimal("12.50"), token_count=40), quantity=2
+        holder, make_offer(price=Decimal("12.50"), token_count=40), quantity=2
     )
 
 
@@ -267,10 +267,10 @@ def test_bad_signature_and_stale_timestamp_are_refused(deliver, order):
 
 
 @pytest.mark.postgres
-def test_concurrent_duplicate_deliveries_grant_once(deliver, user):
+def test_concurrent_duplicate_deliveries_grant_once(deliver, holder):
     from .test_concurrency import in_threads
 
-    order = services.create_order(user, make_offer(price=Decimal("5"), token_count=3))
+    order = services.create_order(holder, make_offer(price=Decimal("5"), token_count=3))
     evt = succeeded(order)
     results = in_threads(3, lambda i: deliver(evt).status_code)
     assert results == [200, 200, 200]
@@ -291,11 +291,11 @@ def stored_text(order, column):
 
 
 @pytest.mark.django_db
-def test_kwd_order_pays_and_refunds_to_the_fils(deliver, user):
+def test_kwd_order_pays_and_refunds_to_the_fils(deliver, holder):
     """1.125 KWD × 3 pays 3.375 through signed events; a refund of 2,125 fils is 2.125 KWD
     exactly (at two decimals SQLite stored 2.12 and PostgreSQL 2.13)."""
     offer = make_offer(price=Decimal("1.125"), currency="kwd", token_count=100)
-    order = services.create_order(user, offer, quantity=3)
+    order = services.create_order(holder, offer, quantity=3)
     assert (order.unit_price, order.total) == (Decimal("1.125"), Decimal("3.375"))
     evt = succeeded(order)
     assert evt["data"]["object"]["amount"] == 3375
@@ -324,10 +324,10 @@ def test_kwd_order_pays_and_refunds_to_the_fils(deliver, user):
 
 
 @pytest.mark.django_db
-def test_payment_finer_than_the_currency_is_refused_not_rounded(deliver, user):
+def test_payment_finer_than_the_currency_is_refused_not_rounded(deliver, holder):
     """ISK has no decimals but Stripe counts it in hundredths (5 ISK is 500): a payment of
     50050 (500.50 ISK) is recorded as ignored, never rounded; 50000 pays the 500 ISK order."""
-    order = services.create_order(user, make_offer(price=Decimal("500"), currency="isk"))
+    order = services.create_order(holder, make_offer(price=Decimal("500"), currency="isk"))
     evt = succeeded(order, amount=50050)
     assert deliver(evt).status_code == 200
     order.refresh_from_db()
@@ -366,12 +366,12 @@ def test_payment_intent_flow(stripe_api, endpoint, order):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("flow", ["payment_intent", "checkout"])
-def test_stripe_is_charged_in_the_order_currency(stripe_api, endpoint, user, flow, settings):
+def test_stripe_is_charged_in_the_order_currency(stripe_api, endpoint, holder, flow, settings):
     """An order in the offer's second currency is charged in that currency, at that price."""
     settings.USER_CREDITS = {"STRIPE_FLOW": flow}
     offer = make_offer(price=Decimal("20"), currency="usd")
     OfferPrice.objects.create(offer=offer, currency="kwd", price=Decimal("6.125"))
-    order = services.create_order(user, offer, quantity=2, currency="kwd")
+    order = services.create_order(holder, offer, quantity=2, currency="kwd")
     StripeProvider().start_payment(order)
     path = "/v1/payment_intents" if flow == "payment_intent" else "/v1/checkout/sessions"
     ((_, _, form),) = [r for r in stripe_api.requests if r[:2] == ("POST", path)]
@@ -387,9 +387,9 @@ def test_stripe_is_charged_in_the_order_currency(stripe_api, endpoint, user, flo
 
 
 @pytest.mark.django_db
-def test_checkout_flow_in_a_zero_decimal_currency(stripe_api, endpoint, user):
+def test_checkout_flow_in_a_zero_decimal_currency(stripe_api, endpoint, holder):
     order = services.create_order(
-        user, make_offer(price=Decimal("700"), currency="jpy"), quantity=3
+        holder, make_offer(price=Decimal("700"), currency="jpy"), quantity=3
     )
     start = StripeProvider().start_payment(order)
     ((_, _, form),) = [r for r in stripe_api.requests if r[:2] == ("POST", "/v1/checkout/sessions")]
@@ -416,7 +416,7 @@ def test_pay_endpoint_returns_the_client_secret(stripe_api, endpoint, order):
     from rest_framework.test import APIClient
 
     client = APIClient()
-    client.force_authenticate(order.holder)
+    client.force_authenticate(person(order.holder))
     body = client.post(f"/api/credits/orders/{order.pk}/pay/").json()
     assert body["provider"] == "stripe" and body["client_secret"].startswith("pi_secret_")
 
@@ -429,7 +429,7 @@ def test_stripe_refusal_is_a_502_and_changes_nothing(endpoint, order):
     with fake.FakeStripe() as api:
         api.make_checkout_session = lambda form: (_ for _ in ()).throw(RuntimeError("down"))
         client = APIClient()
-        client.force_authenticate(order.holder)
+        client.force_authenticate(person(order.holder))
         before = table_snapshot()
         response = client.post(f"/api/credits/orders/{order.pk}/pay/")
     assert response.status_code == 502 and response.json()["code"] == "payment_provider_error"

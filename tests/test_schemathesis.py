@@ -12,7 +12,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from user_credits import services
 
-from .factories import make_group, make_offer, make_user
+from .factories import make_group, make_holder, make_offer, make_user
 
 
 def api_schema():
@@ -30,7 +30,7 @@ def basic_auth(transactional_db):
     root = make_user("root", is_staff=True, is_superuser=True)
     group = make_group("g")
     make_offer("Pack", group=group)
-    services.grant(root, group, 1_000)
+    services.grant(make_holder(user=root), group, 1_000)
     token = base64.b64encode(b"root:pw").decode()
     return {"Authorization": f"Basic {token}"}
 

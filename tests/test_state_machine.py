@@ -25,7 +25,7 @@ from user_credits.exceptions import (
 )
 from user_credits.models import Cycle, LotStatus, OrderStatus
 
-from .factories import assert_ledger_consistent, make_group, make_offer, make_user
+from .factories import assert_ledger_consistent, make_group, make_holder, make_offer
 
 LONG = os.environ.get("USER_CREDITS_HYPOTHESIS") == "long"
 START = datetime(2026, 1, 28, 12, 0, tzinfo=UTC)  # month ends come quickly
@@ -63,7 +63,7 @@ class CreditsMachine(RuleBasedStateMachine):
         self.clock.start()
         self.lots = {}  # lot id → model lot
         self.orders = {}  # order id → model order
-        self.keys = {}  # (user id, key) → (count, balance after)
+        self.keys = {}  # (holder id, key) → (count, balance after)
         self.holds = {}  # hold id → {"user", "status", "expires"}
         self.lines = []  # [hold id, lot id, count] in creation order
 
@@ -81,12 +81,12 @@ class CreditsMachine(RuleBasedStateMachine):
             c for h, lot, c in self.lines if lot == lot_id and self.holds[h]["status"] == "active"
         )
 
-    def balance(self, user):
+    def balance(self, holder):
         """Available tokens: live lots minus what active holds reserve."""
         return sum(
             lot["remaining"] - self.held(lot["id"])
             for lot in self.lots.values()
-            if lot["user"] == user.pk and self.live(lot)
+            if lot["user"] == holder.pk and self.live(lot)
         )
 
     def drop_held(self, lot_id, amount):
@@ -97,10 +97,10 @@ class CreditsMachine(RuleBasedStateMachine):
                 line[2] -= take
                 amount -= take
 
-    def expire_due(self, user):
+    def expire_due(self, holder):
         for lot in self.lots.values():
             if (
-                lot["user"] == user.pk
+                lot["user"] == holder.pk
                 and lot["status"] == "active"
                 and lot["remaining"]
                 and not self.live(lot)
@@ -108,23 +108,23 @@ class CreditsMachine(RuleBasedStateMachine):
                 self.drop_held(lot["id"], self.held(lot["id"]))
                 lot["remaining"], lot["status"] = 0, "expired"
 
-    def release_expired_holds(self, user):
+    def release_expired_holds(self, holder):
         for hold in self.holds.values():
             if (
-                hold["user"] == user.pk
+                hold["user"] == holder.pk
                 and hold["status"] == "active"
                 and hold["expires"] <= self.now
             ):
                 hold["status"] = "expired"
 
-    def burnable(self, user):
-        mine = [lot for lot in self.lots.values() if lot["user"] == user.pk]
+    def burnable(self, holder):
+        mine = [lot for lot in self.lots.values() if lot["user"] == holder.pk]
         return sorted((lot for lot in mine if self.live(lot) and lot["remaining"]), key=burn_key)
 
-    def add_lot(self, lot, user, category, order=None):
+    def add_lot(self, lot, holder, category, order=None):
         self.lots[lot.pk] = {
             "id": lot.pk,
-            "user": user.pk,
+            "user": holder.pk,
             "granted": lot.granted,
             "remaining": lot.granted,
             "expires": lot.expires,
@@ -144,22 +144,22 @@ class CreditsMachine(RuleBasedStateMachine):
         days=st.sampled_from([None, None, 1, 7, 30, 60]),
     )
     def grant(self, u, tokens, days):
-        user = self.users[u]
+        holder = self.users[u]
         expires = None if days is None else self.now + timedelta(days=days)
-        lot = services.grant(user, self.group, tokens, expires=expires)
-        self.add_lot(lot, user, "promotional")
+        lot = services.grant(holder, self.group, tokens, expires=expires)
+        self.add_lot(lot, holder, "promotional")
 
     @rule(
         u=st.integers(0, 1), which=st.sampled_from(["monthly", "once"]), quantity=st.integers(1, 3)
     )
     def buy(self, u, which, quantity):
-        user = self.users[u]
-        order = services.create_order(user, self.offers[which], quantity=quantity)
+        holder = self.users[u]
+        order = services.create_order(holder, self.offers[which], quantity=quantity)
         order = services.mark_paid(order, amount=order.total, currency=order.currency)
         assert order.status == OrderStatus.PAID
         lot = order.lots.get()
         assert lot.granted == self.offers[which].token_count * quantity
-        self.add_lot(lot, user, "paid", order=order.pk)
+        self.add_lot(lot, holder, "paid", order=order.pk)
         self.orders[order.pk] = {
             "total": order.total,
             "refunded": Decimal(0),
@@ -181,31 +181,31 @@ class CreditsMachine(RuleBasedStateMachine):
         key=st.none() | st.sampled_from(["k0", "k1", "k2", "k3"]),
     )
     def consume(self, u, count, key):
-        user = self.users[u]
-        recorded = self.keys.get((user.pk, key)) if key else None
+        holder = self.users[u]
+        recorded = self.keys.get((holder.pk, key)) if key else None
         if recorded is not None:
             if recorded[0] != count:
                 with pytest.raises(IdempotencyConflict):
-                    services.consume(user, self.group, count, idempotency_key=key)
+                    services.consume(holder, self.group, count, idempotency_key=key)
             else:
-                result = services.consume(user, self.group, count, idempotency_key=key)
+                result = services.consume(holder, self.group, count, idempotency_key=key)
                 assert result.replayed and result.balance == recorded[1]
             return
-        mine = [lot for lot in self.lots.values() if lot["user"] == user.pk]
+        mine = [lot for lot in self.lots.values() if lot["user"] == holder.pk]
         statuses = {pk: hold["status"] for pk, hold in self.holds.items()}
         if any(self.held(lot["id"]) for lot in mine):
-            self.release_expired_holds(user)  # the write releases holds past their time
-        if count > self.balance(user):
+            self.release_expired_holds(holder)  # the write releases holds past their time
+        if count > self.balance(holder):
             with pytest.raises(InsufficientCredits):
-                services.consume(user, self.group, count, idempotency_key=key)
+                services.consume(holder, self.group, count, idempotency_key=key)
             for pk, status in statuses.items():  # rolled back with the failed call
                 self.holds[pk]["status"] = status
             return
-        result = services.consume(user, self.group, count, idempotency_key=key)
-        self.expire_due(user)  # due lots are expired first
+        result = services.consume(holder, self.group, count, idempotency_key=key)
+        self.expire_due(holder)  # due lots are expired first
         need = count
         taken = {}
-        for lot in self.burnable(user):
+        for lot in self.burnable(holder):
             take = min(need, lot["remaining"] - self.held(lot["id"]))
             if take > 0:
                 lot["remaining"] -= take
@@ -213,9 +213,10 @@ class CreditsMachine(RuleBasedStateMachine):
                 need -= take
         assert need == 0
         assert {e.lot_id: -e.amount for e in result.entries} == taken
-        assert result.balance == sum(lot["remaining"] for lot in mine if lot["status"] == "active")
+        # What is available: the held tokens of active holds are not.
+        assert result.balance == self.balance(holder)
         if key:
-            self.keys[(user.pk, key)] = (count, result.balance)
+            self.keys[(holder.pk, key)] = (count, result.balance)
 
     @precondition(lambda self: self.orders)
     @rule(data=st.data(), full=st.booleans())
@@ -255,8 +256,8 @@ class CreditsMachine(RuleBasedStateMachine):
     @rule()
     def expire(self):
         report = services.expire_credits()
-        for user in self.users:
-            self.release_expired_holds(user)
+        for holder in self.users:
+            self.release_expired_holds(holder)
         due = [
             lot
             for lot in self.lots.values()
@@ -270,25 +271,25 @@ class CreditsMachine(RuleBasedStateMachine):
 
     @rule(u=st.integers(0, 1), count=st.integers(1, 10), hours=st.sampled_from([1, 48, 5000]))
     def hold(self, u, count, hours):
-        user = self.users[u]
+        holder = self.users[u]
         statuses = {pk: hold["status"] for pk, hold in self.holds.items()}
-        self.release_expired_holds(user)
-        if count > self.balance(user):
+        self.release_expired_holds(holder)
+        if count > self.balance(holder):
             with pytest.raises(InsufficientCredits):
-                services.hold(user, self.group, count, ttl=timedelta(hours=hours))
+                services.hold(holder, self.group, count, ttl=timedelta(hours=hours))
             for pk, status in statuses.items():  # rolled back with the failed call
                 self.holds[pk]["status"] = status
             return
-        held = services.hold(user, self.group, count, ttl=timedelta(hours=hours))
-        self.expire_due(user)
+        held = services.hold(holder, self.group, count, ttl=timedelta(hours=hours))
+        self.expire_due(holder)
         self.holds[held.pk] = {
-            "user": user.pk,
+            "user": holder.pk,
             "status": "active",
             "expires": self.now + timedelta(hours=hours),
         }
         need = count
         expected = []
-        for lot in self.burnable(user):
+        for lot in self.burnable(holder):
             take = min(need, lot["remaining"] - self.held(lot["id"]))
             if take > 0:
                 expected.append((lot["id"], take))
@@ -303,7 +304,7 @@ class CreditsMachine(RuleBasedStateMachine):
             st.sampled_from(sorted(k for k, h in self.holds.items() if h["status"] == "active"))
         )
         hold = self.holds[pk]
-        user = next(u for u in self.users if u.pk == hold["user"])
+        holder = next(u for u in self.users if u.pk == hold["user"])
         if how == "release":
             services.release(pk)
             if hold["status"] == "active":
@@ -312,7 +313,7 @@ class CreditsMachine(RuleBasedStateMachine):
         if hold["expires"] <= self.now:
             with pytest.raises(InvalidTransition):
                 services.capture(pk)
-            self.release_expired_holds(user)
+            self.release_expired_holds(holder)
             return
         lines = [line for line in self.lines if line[0] == pk]
         held_before = sum(line[2] for line in lines)
@@ -320,7 +321,7 @@ class CreditsMachine(RuleBasedStateMachine):
         shrink = {
             lot["id"]
             for lot in self.lots.values()
-            if lot["user"] == user.pk
+            if lot["user"] == holder.pk
             and lot["status"] == "active"
             and lot["remaining"]
             and not self.live(lot)
@@ -329,7 +330,7 @@ class CreditsMachine(RuleBasedStateMachine):
         wanted = {"all": held_now, "less": max(held_now - 1, 1), "more": held_now + 2}[how]
         asked = None if how == "all" else wanted
         extra = max(wanted - held_now, 0)
-        free_after = self.balance(user) - sum(
+        free_after = self.balance(holder) - sum(
             lot["remaining"] - self.held(lot["id"])
             for lot in self.lots.values()
             if lot["id"] in shrink
@@ -339,7 +340,7 @@ class CreditsMachine(RuleBasedStateMachine):
                 services.capture(pk, asked)
             return
         result = services.capture(pk, asked)
-        self.expire_due(user)
+        self.expire_due(holder)
         left = wanted
         taken = {}
         for line in lines:
@@ -350,7 +351,7 @@ class CreditsMachine(RuleBasedStateMachine):
                 taken[line[1]] = taken.get(line[1], 0) + take
             line[2] = 0
         hold["status"] = "captured"
-        for lot in self.burnable(user):
+        for lot in self.burnable(holder):
             take = min(left, lot["remaining"] - self.held(lot["id"]))
             if take > 0:
                 lot["remaining"] -= take
@@ -372,8 +373,8 @@ class CreditsMachine(RuleBasedStateMachine):
     def balances_match_the_model(self):
         if not hasattr(self, "now"):
             return
-        for user in self.users:
-            assert services.get_balance(user, self.group) == self.balance(user)
+        for holder in self.users:
+            assert services.get_balance(holder, self.group) == self.balance(holder)
         assert_ledger_consistent()
         for lot in models.CreditLot.objects.all():
             assert lot.remaining == self.lots[lot.pk]["remaining"], lot
@@ -397,7 +398,7 @@ def test_services_follow_the_model(fast_path, settings):
         pytest.skip("the SQL fast path exists on PostgreSQL only (the portable run covers SQLite)")
     settings.USER_CREDITS = {"POSTGRES_FAST_PATH": fast_path}
     group = make_group("g")
-    CreditsMachine.users = [make_user(), make_user()]
+    CreditsMachine.users = [make_holder(), make_holder()]
     CreditsMachine.group = group
     CreditsMachine.offers = {
         "monthly": make_offer(

@@ -23,7 +23,7 @@ from user_credits import services
 from user_credits.exceptions import InsufficientCredits, InvalidTransition, PaymentMismatch
 from user_credits.models import ConsumptionRecord, CreditLot, EntryKind, LedgerEntry, Order
 
-from .factories import assert_ledger_consistent, make_group, make_offer, make_user
+from .factories import assert_ledger_consistent, make_group, make_holder, make_offer
 
 SECONDS = min(float(os.environ.get("USER_CREDITS_STRESS_SECONDS", "6")), 30.0)
 EXPECTED = (InsufficientCredits, InvalidTransition, PaymentMismatch)
@@ -38,18 +38,18 @@ def worker(index, user_ids, group_key, order_ids, results):
         n = 0
         while time.monotonic() < deadline:
             n += 1
-            user = rng.choice(user_ids)
+            holder = rng.choice(user_ids)
             op = rng.choices(["consume", "grant", "pay", "refund", "expire"], [10, 4, 3, 2, 1])[0]
             try:
                 if op == "consume":
                     key = f"w{index}-{n}"
                     count = rng.randint(1, 6)
-                    services.consume(user, group_key, count, idempotency_key=key)
+                    services.consume(holder, group_key, count, idempotency_key=key)
                     log.append(("consume", key, count))
                 elif op == "grant":
                     days = rng.choice([None, 1, 30])
                     expires = timezone.now() + timedelta(days=days) if days else None
-                    lot = services.grant(user, group_key, rng.randint(1, 10), expires=expires)
+                    lot = services.grant(holder, group_key, rng.randint(1, 10), expires=expires)
                     log.append(("grant", lot.pk, lot.granted))
                 elif op == "pay":
                     order = services.mark_paid(rng.choice(order_ids))
@@ -72,11 +72,11 @@ def worker(index, user_ids, group_key, order_ids, results):
 @pytest.mark.postgres
 def test_four_processes_lose_nothing():
     group = make_group("stress")
-    users = [make_user() for _ in range(3)]
+    users = [make_holder() for _ in range(3)]
     offer = make_offer(group=group, price=Decimal("5"), token_count=20, append_date=True)
     orders = [services.create_order(users[i % 3], offer) for i in range(40)]
-    for user in users:
-        services.grant(user, group, 50)
+    for holder in users:
+        services.grant(holder, group, 50)
     connections.close_all()
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()

@@ -64,42 +64,42 @@ def test_rollover_cap_required_with_capped_and_refused_otherwise():
 # --- subscribing -----------------------------------------------------------------------------
 
 
-def test_one_time_offer_is_refused(user):
+def test_one_time_offer_is_refused(holder):
     before = table_snapshot()
     with pytest.raises(InvalidOrder) as caught:
-        services.subscribe(user, make_offer())
+        services.subscribe(holder, make_offer())
     assert caught.value.field == "offer" and "sold once" in str(caught.value)
     assert table_snapshot() == before and not Subscription.objects.exists()
 
 
-def test_second_live_subscription_to_the_same_offer_is_refused(user, other_user):
+def test_second_live_subscription_to_the_same_offer_is_refused(holder, other_holder):
     offer = plan()
-    first = services.subscribe(user, offer)
+    first = services.subscribe(holder, offer)
     assert first.status == SubscriptionStatus.INCOMPLETE
     before = Subscription.objects.count()
     with pytest.raises(InvalidOrder) as caught:
-        services.subscribe(user, offer)
+        services.subscribe(holder, offer)
     assert caught.value.field == "offer" and "already subscribes" in str(caught.value)
     assert Subscription.objects.count() == before
-    services.subscribe(other_user, offer)  # another holder may
+    services.subscribe(other_holder, offer)  # another holder may
     services.cancel_subscription(first, at_period_end=False)
-    assert services.subscribe(user, offer).status == SubscriptionStatus.INCOMPLETE
+    assert services.subscribe(holder, offer).status == SubscriptionStatus.INCOMPLETE
 
 
-def test_bad_quantity_names_the_field(user):
+def test_bad_quantity_names_the_field(holder):
     with pytest.raises(InvalidOrder) as caught:
-        services.subscribe(user, plan(), quantity=0)
+        services.subscribe(holder, plan(), quantity=0)
     assert caught.value.field == "quantity"
     assert not Subscription.objects.exists()
 
 
-def test_free_plan_is_active_at_once_with_its_first_period(user, travel, on_commit):
+def test_free_plan_is_active_at_once_with_its_first_period(holder, travel, on_commit):
     offer = plan(price="0", tokens=30)
     renewed = []
     signals.subscription_renewed.connect(lambda **kw: renewed.append(kw["order"]), weak=False)
     try:
         with travel(at(2026, 1, 31, 12)), on_commit():
-            sub = services.subscribe(user, offer)
+            sub = services.subscribe(holder, offer)
     finally:
         signals.subscription_renewed.receivers.clear()
     assert sub.status == SubscriptionStatus.ACTIVE
@@ -113,11 +113,11 @@ def test_free_plan_is_active_at_once_with_its_first_period(user, travel, on_comm
     lot = CreditLot.objects.get(order=order)
     assert lot.expires == at(2026, 2, 28, 13)  # period end + RENEWAL_GRACE
     with travel(at(2026, 2, 1)):
-        assert services.get_balance(user, offer.offer_group) == 30
+        assert services.get_balance(holder, offer.offer_group) == 30
 
 
-def test_paid_plan_is_incomplete_until_its_first_period_is_paid(user):
-    sub = services.subscribe(user, plan())
+def test_paid_plan_is_incomplete_until_its_first_period_is_paid(holder):
+    sub = services.subscribe(holder, plan())
     assert sub.status == SubscriptionStatus.INCOMPLETE and sub.payment_start is None
     assert not sub.orders.exists()
 
@@ -125,9 +125,9 @@ def test_paid_plan_is_incomplete_until_its_first_period_is_paid(user):
 # --- renewals --------------------------------------------------------------------------------
 
 
-def test_renewal_is_granted_once_per_reference(user, travel, on_commit):
+def test_renewal_is_granted_once_per_reference(holder, travel, on_commit):
     offer = plan(price="20", tokens=100)
-    sub = services.subscribe(user, offer, quantity=2)
+    sub = services.subscribe(holder, offer, quantity=2)
     with travel(at(2026, 3, 1)), on_commit():
         orders = [
             services.renew_subscription(
@@ -145,14 +145,14 @@ def test_renewal_is_granted_once_per_reference(user, travel, on_commit):
     assert (order.status, order.total, order.subscription_id) == (OrderStatus.PAID, 40, sub.pk)
     assert CreditLot.objects.filter(order__subscription=sub).count() == 1
     with travel(at(2026, 3, 2)):
-        assert services.get_balance(user, offer.offer_group) == 200
+        assert services.get_balance(holder, offer.offer_group) == 200
     sub.refresh_from_db()
     assert sub.status == SubscriptionStatus.ACTIVE and sub.current_period_end == at(2026, 4, 1)
 
 
 @pytest.mark.parametrize("amount, currency", [("19.99", "usd"), ("20", "eur"), ("2000", "usd")])
-def test_mismatched_renewal_is_inconsistent_and_grants_nothing(user, amount, currency):
-    sub = services.subscribe(user, plan(price="20"))
+def test_mismatched_renewal_is_inconsistent_and_grants_nothing(holder, amount, currency):
+    sub = services.subscribe(holder, plan(price="20"))
     order = services.renew_subscription(
         sub,
         period_start=at(2030, 1, 1),
@@ -168,8 +168,8 @@ def test_mismatched_renewal_is_inconsistent_and_grants_nothing(user, amount, cur
     assert sub.status == SubscriptionStatus.INCOMPLETE
 
 
-def test_bad_period_names_the_field(user):
-    sub = services.subscribe(user, plan())
+def test_bad_period_names_the_field(holder):
+    sub = services.subscribe(holder, plan())
     with pytest.raises(InvalidArgument) as caught:
         services.renew_subscription(
             sub, period_start=at(2030, 2, 1), period_end=at(2030, 1, 1), reference="in_x"
@@ -183,19 +183,19 @@ def test_bad_period_names_the_field(user):
     assert not Order.objects.exists()
 
 
-def test_rollover_moves_unused_tokens_up_to_the_cap(user, travel):
+def test_rollover_moves_unused_tokens_up_to_the_cap(holder, travel):
     offer = plan(tokens=100, rollover=Rollover.CAPPED, cap=30)
-    sub = services.subscribe(user, offer)
+    sub = services.subscribe(holder, offer)
     with travel(at(2026, 1, 1)):
         services.renew_subscription(
             sub, period_start=at(2026, 1, 1), period_end=at(2026, 2, 1), reference="in_1"
         )
-        services.consume(user, offer.offer_group, 40)
+        services.consume(holder, offer.offer_group, 40)
     with travel(at(2026, 2, 1, 0, 10)):  # within the grace: the old lot is alive
         order = services.renew_subscription(
             sub, period_start=at(2026, 2, 1), period_end=at(2026, 3, 1), reference="in_2"
         )
-        assert services.get_balance(user, offer.offer_group) == 60 + 100  # old 60 + new 100
+        assert services.get_balance(holder, offer.offer_group) == 60 + 100  # old 60 + new 100
     rolled = list(
         LedgerEntry.objects.filter(kind=EntryKind.ROLLOVER)
         .order_by("seq")
@@ -206,13 +206,13 @@ def test_rollover_moves_unused_tokens_up_to_the_cap(user, travel):
     assert (new.granted, new.remaining) == (130, 130)
     with travel(at(2026, 2, 2)):  # the old lot's 30 left over expired with it
         services.expire_credits()
-        assert services.get_balance(user, offer.offer_group) == 130
+        assert services.get_balance(holder, offer.offer_group) == 130
     assert services.verify_ledger().ok
 
 
-def test_renewal_after_the_grace_rolls_nothing_over(user, travel):
+def test_renewal_after_the_grace_rolls_nothing_over(holder, travel):
     offer = plan(tokens=100, rollover=Rollover.ALL)
-    sub = services.subscribe(user, offer)
+    sub = services.subscribe(holder, offer)
     with travel(at(2026, 1, 1)):
         services.renew_subscription(
             sub, period_start=at(2026, 1, 1), period_end=at(2026, 2, 1), reference="in_1"
@@ -221,17 +221,17 @@ def test_renewal_after_the_grace_rolls_nothing_over(user, travel):
         services.renew_subscription(
             sub, period_start=at(2026, 2, 1), period_end=at(2026, 3, 1), reference="in_2"
         )
-        assert services.get_balance(user, offer.offer_group) == 100
+        assert services.get_balance(holder, offer.offer_group) == 100
     assert not LedgerEntry.objects.filter(kind=EntryKind.ROLLOVER).exists()
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
-def test_fourteen_monthly_periods_from_jan_31_with_capped_rollover(user, travel, settings, zone):
+def test_fourteen_monthly_periods_from_jan_31_with_capped_rollover(holder, travel, settings, zone):
     """A plan renewed on each period end for 14 months, consuming a varying amount each
     month: the balance after each renewal equals a model computed here."""
     settings.TIME_ZONE = zone
     offer = plan(tokens=100, rollover=Rollover.CAPPED, cap=35, cycle="monthly")
-    sub = services.subscribe(user, offer)
+    sub = services.subscribe(holder, offer)
     anchor = at(2026, 1, 31, 9)
     spend = [10, 90, 0, 65, 100, 20, 5, 99, 50, 0, 70, 33, 1, 100]
     model_left = 0
@@ -246,9 +246,9 @@ def test_fourteen_monthly_periods_from_jan_31_with_capped_rollover(user, travel,
             # Before the old lot expires, the balance also counts its tokens past the cap.
             services.expire_credits(now=start + timedelta(hours=2))
         with travel(start + timedelta(hours=2)):
-            assert services.get_balance(user, offer.offer_group) == model_left, n
+            assert services.get_balance(holder, offer.offer_group) == model_left, n
             if spend[n]:
-                services.consume(user, offer.offer_group, spend[n])
+                services.consume(holder, offer.offer_group, spend[n])
             model_left -= spend[n]
     ends = list(sub.orders.order_by("starts").values_list("expires", flat=True))
     from django.utils import timezone
@@ -261,10 +261,10 @@ def test_fourteen_monthly_periods_from_jan_31_with_capped_rollover(user, travel,
 # --- free plans renewed by the expiry sweep ----------------------------------------------------
 
 
-def test_free_plan_renews_its_current_period_only(user, travel):
+def test_free_plan_renews_its_current_period_only(holder, travel):
     offer = plan(price="0", tokens=10)
     with travel(at(2026, 1, 31, 8)):
-        sub = services.subscribe(user, offer)
+        sub = services.subscribe(holder, offer)
     # The sweep did not run for three periods; it grants the current one only.
     report = services.expire_credits(now=at(2026, 5, 5))
     assert report.renewed_subscriptions == 1
@@ -276,15 +276,15 @@ def test_free_plan_renews_its_current_period_only(user, travel):
     assert sub.orders.count() == 2
     assert services.expire_credits(now=at(2026, 5, 6)).renewed_subscriptions == 0  # once
     with travel(at(2026, 5, 6)):
-        assert services.get_balance(user, offer.offer_group) == 10
+        assert services.get_balance(holder, offer.offer_group) == 10
     assert services.expire_credits(now=at(2026, 5, 31, 8, 30)).renewed_subscriptions == 1
     assert sub.orders.count() == 3
 
 
-def test_free_plan_canceled_at_period_end_ends_at_the_sweep(user, travel, on_commit):
+def test_free_plan_canceled_at_period_end_ends_at_the_sweep(holder, travel, on_commit):
     offer = plan(price="0", tokens=10)
     with travel(at(2026, 1, 1)):
-        sub = services.subscribe(user, offer)
+        sub = services.subscribe(holder, offer)
     services.cancel_subscription(sub)
     sub.refresh_from_db()
     assert sub.status == SubscriptionStatus.ACTIVE and sub.cancel_at_period_end
@@ -305,8 +305,8 @@ def test_free_plan_canceled_at_period_end_ends_at_the_sweep(user, travel, on_com
 # --- cancel and resume -----------------------------------------------------------------------
 
 
-def test_cancel_at_period_end_then_resume(user, travel):
-    sub = services.subscribe(user, plan())
+def test_cancel_at_period_end_then_resume(holder, travel):
+    sub = services.subscribe(holder, plan())
     with travel(at(2026, 1, 1)):
         services.renew_subscription(
             sub, period_start=at(2026, 1, 1), period_end=at(2026, 2, 1), reference="in_1"
@@ -320,16 +320,16 @@ def test_cancel_at_period_end_then_resume(user, travel):
     assert caught.value.field == "subscription"
 
 
-def test_immediate_cancel_keeps_the_tokens_and_renews_no_more(user, travel):
+def test_immediate_cancel_keeps_the_tokens_and_renews_no_more(holder, travel):
     offer = plan(tokens=50)
-    sub = services.subscribe(user, offer)
+    sub = services.subscribe(holder, offer)
     with travel(at(2026, 1, 1)):
         services.renew_subscription(
             sub, period_start=at(2026, 1, 1), period_end=at(2026, 2, 1), reference="in_1"
         )
         sub = services.cancel_subscription(sub, at_period_end=False)
         assert sub.status == SubscriptionStatus.CANCELED
-        assert services.get_balance(user, offer.offer_group) == 50
+        assert services.get_balance(holder, offer.offer_group) == 50
     with pytest.raises(InvalidTransition):
         services.renew_subscription(
             sub, period_start=at(2026, 2, 1), period_end=at(2026, 3, 1), reference="in_2"
@@ -339,9 +339,9 @@ def test_immediate_cancel_keeps_the_tokens_and_renews_no_more(user, travel):
     assert sub.orders.count() == 1
 
 
-def test_failed_renewal_is_past_due_then_a_retry_pays(user, travel, on_commit):
+def test_failed_renewal_is_past_due_then_a_retry_pays(holder, travel, on_commit):
     offer = plan(tokens=50)
-    sub = services.subscribe(user, offer)
+    sub = services.subscribe(holder, offer)
     with travel(at(2026, 1, 1)):
         services.renew_subscription(
             sub, period_start=at(2026, 1, 1), period_end=at(2026, 2, 1), reference="in_1"
@@ -363,10 +363,10 @@ def test_failed_renewal_is_past_due_then_a_retry_pays(user, travel, on_commit):
     assert sub.status == SubscriptionStatus.ACTIVE and sub.orders.count() == 2
 
 
-def test_sweep_leaves_provider_and_manual_paid_renewals_alone(user, other_user):
+def test_sweep_leaves_provider_and_manual_paid_renewals_alone(holder, other_holder):
     offer = plan(price="20")
-    by_stripe = services.subscribe(user, offer)
-    by_hand = services.subscribe(other_user, offer)
+    by_stripe = services.subscribe(holder, offer)
+    by_hand = services.subscribe(other_holder, offer)
     for sub, reference in ((by_stripe, "in_s"), (by_hand, "in_h")):
         services.renew_subscription(
             sub, period_start=at(2026, 1, 1), period_end=at(2026, 2, 1), reference=reference
@@ -380,3 +380,16 @@ def test_sweep_leaves_provider_and_manual_paid_renewals_alone(user, other_user):
     services.expire_credits(now=at(2026, 3, 2))
     by_hand.refresh_from_db()
     assert by_hand.status == SubscriptionStatus.CANCELED  # … ends at the next sweep
+
+
+def test_placed_by_defaults_to_the_holder_only_when_holders_are_users(holder, user, other_user):
+    """A workspace is not a user: with a custom holder model nobody is named by default (on
+    PostgreSQL the holder's key there broke the foreign key to the user model)."""
+    from user_credits.holders import holder_is_user
+
+    sub = services.subscribe(holder, plan(price="5", tokens=30))
+    assert sub.placed_by_id == (user.pk if holder_is_user() else None)
+    order = services.create_order(holder, make_offer(price=Decimal("5"), token_count=30))
+    assert order.placed_by_id == (user.pk if holder_is_user() else None)
+    named = services.subscribe(holder, plan(price="7", tokens=30), member=other_user)
+    assert named.placed_by_id == other_user.pk

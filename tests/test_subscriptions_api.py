@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from user_credits import services
 from user_credits.models import Billing, Subscription, SubscriptionStatus
 
-from .factories import make_offer, make_user, table_snapshot
+from .factories import make_offer, make_user, person, table_snapshot
 
 pytestmark = pytest.mark.django_db
 BASE = "/api/credits/subscriptions/"
@@ -21,9 +21,9 @@ def plan(price="20"):
 
 
 @pytest.fixture
-def api(user):
+def api(holder):
     client = APIClient()
-    client.force_authenticate(user)
+    client.force_authenticate(person(holder))
     return client
 
 
@@ -36,9 +36,9 @@ def paid_period(sub):
     )
 
 
-def test_list_and_retrieve_own_only(api, user, other_user):
-    mine = services.subscribe(user, plan())
-    theirs = services.subscribe(other_user, plan())
+def test_list_and_retrieve_own_only(api, holder, other_holder):
+    mine = services.subscribe(holder, plan())
+    theirs = services.subscribe(other_holder, plan())
     body = api.get(BASE).json()
     assert [s["id"] for s in body["results"]] == [mine.pk]
     assert body["results"][0]["status"] == "incomplete"
@@ -47,7 +47,7 @@ def test_list_and_retrieve_own_only(api, user, other_user):
     assert APIClient().get(BASE).status_code in (401, 403)
 
 
-def test_subscribe_free_plan_and_refusals(api, user):
+def test_subscribe_free_plan_and_refusals(api, holder):
     free = plan(price="0")
     response = api.post(BASE, {"offer": free.pk}, format="json")
     assert response.status_code == 201, response.json()
@@ -60,8 +60,8 @@ def test_subscribe_free_plan_and_refusals(api, user):
     assert table_snapshot() == before
 
 
-def test_cancel_resume_and_cancel_now(api, user):
-    sub = services.subscribe(user, plan())
+def test_cancel_resume_and_cancel_now(api, holder):
+    sub = services.subscribe(holder, plan())
     paid_period(sub)
     body = api.post(f"{BASE}{sub.pk}/cancel/", {}, format="json").json()
     assert body["status"] == "active" and body["cancel_at_period_end"] is True
@@ -73,16 +73,16 @@ def test_cancel_resume_and_cancel_now(api, user):
     assert api.post(f"{BASE}{sub.pk}/cancel/", {}, format="json").status_code == 409
 
 
-def test_cannot_cancel_someone_elses(api, other_user):
-    sub = services.subscribe(other_user, plan())
+def test_cannot_cancel_someone_elses(api, other_holder):
+    sub = services.subscribe(other_holder, plan())
     assert api.post(f"{BASE}{sub.pk}/cancel/", {}, format="json").status_code == 404
     sub.refresh_from_db()
     assert sub.status == SubscriptionStatus.INCOMPLETE
 
 
-def test_admin_lists_subscriptions_with_periods_and_cancels(client, user):
+def test_admin_lists_subscriptions_with_periods_and_cancels(client, holder):
     client.force_login(make_user("root", is_staff=True, is_superuser=True))
-    sub = services.subscribe(user, plan())
+    sub = services.subscribe(holder, plan())
     paid_period(sub)
     listed = client.get(reverse("admin:user_credits_subscription_changelist"))
     assert listed.status_code == 200 and sub.offer.name in listed.text

@@ -29,7 +29,7 @@ DAY = 86400
 class Plan:
     """A recurring offer and one holder's subscription to it, with their Stripe objects."""
 
-    def __init__(self, stripe_api, user, *, price="20", tokens=100, **offer_fields):
+    def __init__(self, stripe_api, holder, *, price="20", tokens=100, **offer_fields):
         self.api = stripe_api
         product = stripe_api.put(fake.product(name="Plan"))
         self.price = stripe_api.put(
@@ -44,8 +44,8 @@ class Plan:
             stripe_price_id=self.price["id"],
             **offer_fields,
         )
-        self.user = user
-        self.subscription = services.subscribe(user, self.offer)
+        self.user = holder
+        self.subscription = services.subscribe(holder, self.offer)
         self.customer = stripe_api.make_customer({})["id"]
         self.start = int(time.time()) - 60
         self.sub = stripe_api.put(
@@ -88,8 +88,8 @@ class Plan:
 
 
 @pytest.fixture
-def plan(stripe_api, endpoint, user):
-    return Plan(stripe_api, user)
+def plan(stripe_api, endpoint, holder):
+    return Plan(stripe_api, holder)
 
 
 def grants():
@@ -245,10 +245,10 @@ def test_checkout_session_in_subscription_mode_records_the_stripe_subscription(d
 
 
 @pytest.mark.django_db
-def test_rollover_capped_through_invoices(deliver, stripe_api, endpoint, user):
-    plan = Plan(stripe_api, user, rollover=Rollover.CAPPED, rollover_cap=30)
+def test_rollover_capped_through_invoices(deliver, stripe_api, endpoint, holder):
+    plan = Plan(stripe_api, holder, rollover=Rollover.CAPPED, rollover_cap=30)
     deliver(fake.event("invoice.paid", plan.invoice(0)))
-    services.consume(user, plan.offer.offer_group, 10)
+    services.consume(holder, plan.offer.offer_group, 10)
     # The renewal is paid while the first period's lot is alive (its end is in the future here).
     deliver(fake.event("invoice.paid", plan.invoice(1)))
     rolled = LedgerEntry.objects.filter(kind=EntryKind.ROLLOVER).order_by("seq")
@@ -281,10 +281,10 @@ def test_events_replayed_three_times_and_shuffled_grant_once_per_invoice(deliver
 
 
 @pytest.mark.postgres
-def test_events_replayed_and_shuffled_from_four_threads(deliver, stripe_api, endpoint, user):
+def test_events_replayed_and_shuffled_from_four_threads(deliver, stripe_api, endpoint, holder):
     from .test_concurrency import in_threads
 
-    plan = Plan(stripe_api, user)
+    plan = Plan(stripe_api, holder)
     events = _events(plan) * 3
     random.Random(4).shuffle(events)
     for evt in events:
@@ -366,13 +366,13 @@ def test_sync_prices_command_and_system_check(stripe_provider):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("flow", ["checkout", "payment_intent"])
-def test_subscribing_through_stripe(stripe_provider, user, settings, flow):
+def test_subscribing_through_stripe(stripe_provider, holder, settings, flow):
     settings.USER_CREDITS = {"PAYMENT_PROVIDER": STRIPE, "STRIPE_FLOW": flow}
     api = stripe_provider
     offer = make_offer(price=Decimal("20"), billing=Billing.RECURRING)
     services.sync_prices()
     offer.refresh_from_db()
-    sub = services.subscribe(user, offer, quantity=2)
+    sub = services.subscribe(holder, offer, quantity=2)
     assert sub.status == SubscriptionStatus.INCOMPLETE
     if flow == "checkout":
         ((_, _, form),) = [r for r in api.requests if r[:2] == ("POST", "/v1/checkout/sessions")]
@@ -391,18 +391,18 @@ def test_subscribing_through_stripe(stripe_provider, user, settings, flow):
 
 
 @pytest.mark.django_db
-def test_recurring_offer_without_a_stripe_price_is_refused(stripe_provider, user):
+def test_recurring_offer_without_a_stripe_price_is_refused(stripe_provider, holder):
     from user_credits.exceptions import PaymentProviderError
 
     offer = make_offer(price=Decimal("20"), billing=Billing.RECURRING)
     with pytest.raises(PaymentProviderError) as caught:
-        services.subscribe(user, offer)
+        services.subscribe(holder, offer)
     assert "user_credits_sync_prices" in str(caught.value)
 
 
 @pytest.mark.django_db
-def test_cancel_and_resume_tell_stripe(stripe_provider, deliver, user):
-    plan = Plan(stripe_provider, user)
+def test_cancel_and_resume_tell_stripe(stripe_provider, deliver, holder):
+    plan = Plan(stripe_provider, holder)
     deliver(fake.event("invoice.paid", plan.invoice(0)))
     sub = services.cancel_subscription(plan.refresh())
     assert sub.cancel_at_period_end

@@ -14,7 +14,7 @@ from django.utils import timezone
 from user_credits import services
 from user_credits.models import CreditAccount, CreditLot, LedgerEntry
 
-from .factories import make_group, make_user
+from .factories import make_group, make_holder
 
 
 def verify(*args):
@@ -34,7 +34,7 @@ def sql(statement, params=()):
 @pytest.fixture
 def ledger(db):
     """Two users, two groups, grants, consumption with keys, a hold and an expiry."""
-    alice, bob = make_user("alice"), make_user("bob")
+    alice, bob = make_holder("alice"), make_holder("bob")
     calls, talks = make_group("calls"), make_group("talks")
     services.grant(alice, calls, 50, reason="welcome")
     services.grant(alice, calls, 10, expires=timezone.now() + timedelta(hours=1))
@@ -81,7 +81,8 @@ def test_edited_amount_is_reported(ledger):
     found = _problems(report, entry=entry.pk)
     assert any("digest" in p["problem"] for p in found)
     assert any(p["problem"].startswith("balance_after") for p in found)
-    assert all(p["holder"] == "alice" and p["offer_group"] == "calls" for p in report["problems"])
+    alice = str(ledger["alice"])
+    assert all(p["holder"] == alice and p["offer_group"] == "calls" for p in report["problems"])
 
 
 def test_deleted_entry_is_reported(ledger):
@@ -154,4 +155,7 @@ def test_text_output_names_the_account_and_entry(ledger):
     out = StringIO()
     with pytest.raises(CommandError):
         call_command("user_credits_verify", stdout=out, stderr=StringIO())
-    assert f"account {entry.account_id} (alice, calls), entry {entry.pk}: digest" in out.getvalue()
+    holder = ledger["alice"]
+    assert (
+        f"account {entry.account_id} ({holder}, calls), entry {entry.pk}: digest" in out.getvalue()
+    )

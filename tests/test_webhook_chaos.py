@@ -14,13 +14,13 @@ from user_credits.models import CreditLot, EntryKind, LedgerEntry, OrderStatus
 from user_credits.payments.stripe import ORDER_KEY
 
 from . import stripe_fake as fake
-from .factories import assert_ledger_consistent, make_offer, make_user
+from .factories import assert_ledger_consistent, make_holder, make_offer
 
 
 @pytest.mark.postgres
 def test_replayed_shuffled_concurrent_events_grant_and_revoke_once(deliver):
     offer = make_offer(price=Decimal("10"), token_count=10)
-    users = [make_user() for _ in range(5)]
+    users = [make_holder() for _ in range(5)]
     orders = [services.create_order(users[i % 5], offer) for i in range(50)]
     expected = {}
     events = []
@@ -97,9 +97,9 @@ def test_replayed_shuffled_concurrent_events_grant_and_revoke_once(deliver):
         status, revoked = expected[order.pk]
         assert order.status == status, order
         assert revokes.get(order.pk, (0, 0)) == ((1, revoked) if revoked else (0, 0)), order
-    for user in users:
-        mine = [o for o in orders if o.holder_id == user.pk]
-        assert services.get_balance(user, offer.offer_group) == sum(
+    for holder in users:
+        mine = [o for o in orders if o.holder_id == holder.pk]
+        assert services.get_balance(holder, offer.offer_group) == sum(
             10 + expected[o.pk][1] for o in mine
         )
     assert_ledger_consistent()

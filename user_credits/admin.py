@@ -38,6 +38,7 @@ from .models import (
     SubscriptionStatus,
     Tag,
 )
+from .services.cycles import LIMIT_PERIODS
 
 
 def holder_search_fields(prefix: str = "") -> tuple[str, ...]:
@@ -901,3 +902,29 @@ class SpendingLimitAdmin(admin.ModelAdmin):
     search_fields = (*holder_search_fields(), "member__username")
     list_select_related = ("holder", "member", "offer_group")
     raw_id_fields = ("holder", "member")
+
+
+class SpendingLimitForm(forms.ModelForm):
+    """A limit's period is one of the limit periods (``services.set_spending_limit``'s)."""
+
+    period = forms.ChoiceField(
+        label=_("period"), choices=[(period, period) for period in LIMIT_PERIODS]
+    )
+
+    class Meta:
+        model = SpendingLimit
+        fields = ("member", "offer_group", "tokens", "period")
+
+
+class SpendingLimitInline(admin.TabularInline):
+    """The limits of a holder's members, edited inline on the holder's admin page: add it to
+    the ``inlines`` of the holder model's ``ModelAdmin`` (the example's ``WorkspaceAdmin``
+    does; for users, the site's ``UserAdmin``)."""
+
+    model = SpendingLimit
+    form = SpendingLimitForm
+    fk_name = "holder"
+    fields = ("member", "offer_group", "tokens", "period")
+    raw_id_fields = ("member",)
+    extra = 0
+    verbose_name_plural = _("spending limits")

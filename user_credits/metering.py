@@ -207,7 +207,10 @@ class Charge:
         if self.hold is None:
             credits.charged = 0
         elif succeeded and credits.used:
+            credits.remaining = None
             credits.charged = self._capture(credits.used)
+            if credits.remaining is not None:
+                return
         else:
             _call(services.release, self.hold, member=credits.member)
             credits.charged = 0
@@ -257,10 +260,14 @@ class Charge:
             scoped = _scoped_key(credits.group, f"{key}:after:{hold.pk}")
 
     def _capture(self, used):
+        # The hold records its member, allowed when it was reserved: capture without
+        # ``member=`` (which would read the holder again to ask CAN_SPEND, a query per call).
         credits, hold = self.credits, self.hold
         metadata = self._metadata()
         try:
-            _call(services.capture, hold, used, member=credits.member, metadata=metadata)
+            captured = services.capture(hold, used, metadata=metadata)
+            if not captured.replayed:  # what is available now: no balance query after it
+                credits.remaining = captured.balance
             return used
         except InsufficientCredits:
             # More than reserved was reported and the extra is not there: the reservation is
@@ -273,7 +280,7 @@ class Charge:
                 credits.group,
                 credits.reserved,
             )
-            _call(services.capture, hold, member=credits.member, metadata=metadata)
+            services.capture(hold, metadata=metadata)
             return credits.reserved
         except InvalidTransition:
             # The view outlived the hold's ttl and the hold was freed: charge as a consume.

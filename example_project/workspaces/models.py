@@ -20,5 +20,11 @@ class Workspace(models.Model):
     def __str__(self):
         return self.name
 
+    @property
+    def email(self) -> str:
+        """The address of the team's Stripe customer (dj-stripe's subscriber model needs one):
+        its owner's."""
+        return self.owner.email
+
     def has_member(self, user) -> bool:
         return user.pk == self.owner_id or self.members.filter(pk=user.pk).exists()

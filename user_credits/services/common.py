@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db import OperationalError, router, transaction
 from django.db.models import Exists, Model, OuterRef
 from django.dispatch import Signal
+from django.utils.functional import SimpleLazyObject
 from django.utils.translation import gettext
 
 from ..exceptions import AccountBusy, InvalidArgument, InvalidCount, UnknownOfferGroup
@@ -133,7 +134,14 @@ def clean_key(idempotency_key: Any) -> str | None:
 
 
 def send_on_commit(signal: Signal, **kwargs: Any) -> None:
-    """Send ``signal`` once the current transaction commits; a failing receiver is logged."""
+    """Send ``signal`` once the current transaction commits; a failing receiver is logged.
+
+    A signal about a holder's credits (sent with ``user_id=``, its name before holders) also
+    gets ``holder_id=`` (the same primary key) and ``holder=``, the holder itself, read from
+    the database only if a receiver uses it."""
+    if "user_id" in kwargs:
+        kwargs.setdefault("holder_id", kwargs["user_id"])
+        kwargs.setdefault("holder", lazy_holder(kwargs["user_id"]))
 
     def send():
         for receiver, result in signal.send_robust(sender="user_credits", **kwargs):
@@ -143,6 +151,11 @@ def send_on_commit(signal: Signal, **kwargs: Any) -> None:
                 )
 
     transaction.on_commit(send)
+
+
+def lazy_holder(pk: Any) -> SimpleLazyObject:
+    """The holder whose primary key is ``pk``, fetched on first use."""
+    return SimpleLazyObject(lambda: get_holder_model()._default_manager.get(pk=pk))
 
 
 def acting_user(by: Any) -> dict:

@@ -30,6 +30,7 @@ from django.utils.translation import gettext
 from .. import signals
 from ..conf import app_settings
 from ..exceptions import InvalidArgument, InvalidOrder, InvalidTransition
+from ..holders import holder_is_user
 from ..models import (
     CreditLot,
     EntryKind,
@@ -102,7 +103,8 @@ def subscribe(
                 )
             subscription = Subscription.objects.create(
                 holder_id=hid,
-                placed_by_id=member_id if member_id is not None else hid,
+                # By default the holder placed it when holders are users; else nobody named.
+                placed_by_id=member_id if member_id is not None or not holder_is_user() else hid,
                 offer=offer,
                 quantity=quantity,
             )

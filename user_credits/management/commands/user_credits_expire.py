@@ -1,8 +1,12 @@
 """``manage.py user_credits_expire``: the cron job that expires lots and sends the warnings.
 
-Every argument is checked before any work: a typo in ``--low`` or ``--user`` is an error
+Every argument is checked before any work: a typo in ``--low`` or ``--holder`` is an error
 (exit 2) that lists what exists, and nothing is expired, rather than a run that skips part of
 its work.
+
+``--holder`` names a holder (``USER_CREDITS_HOLDER_MODEL``) by primary key, else by natural key
+(a username with the default holder model). ``--user`` is its deprecated alias, kept for the
+default holder model (holders are users); with a custom holder model it is a usage error.
 """
 
 import json
@@ -10,13 +14,14 @@ import re
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.translation import gettext
 
 from ...conf import app_settings
 from ...exceptions import UserCreditsError
+from ...holders import get_holder_model, holder_is_user
 from ...models import CreditLot, LotStatus, OfferGroup
 from ...services import expire_credits
 
@@ -61,6 +66,18 @@ def listing(names, total=None):
     if total > LISTED:
         shown += gettext(" … (%(count)s more)") % {"count": total - LISTED}
     return shown
+
+
+def natural_field(model):
+    """The field that names a holder on the command line: the user model's ``USERNAME_FIELD``,
+    else a unique ``slug`` field (the example's ``Workspace``), else ``None`` (primary keys)."""
+    if model is get_user_model():
+        return model.USERNAME_FIELD
+    try:
+        slug = model._meta.get_field("slug")
+    except FieldDoesNotExist:
+        return None
+    return "slug" if slug.unique else None
 
 
 class Progress:
@@ -133,9 +150,15 @@ class Command(BaseCommand):
             "fewer (repeatable).",
         )
         parser.add_argument(
+            "--holder",
+            metavar="HOLDER",
+            help="Only this holder's lots and accounts: a primary key, else a natural key "
+            "(a username when holders are users).",
+        )
+        parser.add_argument(
             "--user",
             metavar="USER",
-            help="Only this user's lots and accounts: a primary key, else a username.",
+            help="Deprecated alias of --holder, for holders that are users.",
         )
         parser.add_argument(
             "--batch-size", type=positive, metavar="N", help="Rows per transaction."
@@ -143,7 +166,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
 
     def handle(self, *args, **options):
-        user = self.find_user(options["user"]) if options["user"] is not None else None
+        user = self.find_holder(options)
         low = self.check_groups(options["low"])
         batch_size = options["batch_size"] or app_settings.EXPIRE_BATCH_SIZE
         now = timezone.now()
@@ -175,43 +198,78 @@ class Command(BaseCommand):
                 progress.close()
         self.report(report, as_json=options["json"])
 
-    def find_user(self, value):
-        """A user by primary key, else by username (the user model's natural key)."""
-        User = get_user_model()
-        users = User._default_manager
+    def find_holder(self, options):
+        """The holder that ``--holder`` (or its deprecated alias ``--user``) names, else
+        ``None`` (every holder)."""
+        holder, user = options["holder"], options["user"]
+        if holder is not None and user is not None:
+            raise CommandError(gettext("Give --holder or --user, not both."), returncode=USAGE)
+        if user is None:
+            return None if holder is None else self.find(holder, "--holder")
+        if not holder_is_user():
+            raise CommandError(
+                gettext(
+                    "--user names a user, but holders are %(model)s "
+                    "(USER_CREDITS_HOLDER_MODEL): use --holder."
+                )
+                % {"model": get_holder_model()._meta.label},
+                returncode=USAGE,
+            )
+        self.stderr.write(gettext("--user is deprecated: use --holder (the same value)."))
+        return self.find(user, "--user")
+
+    def find(self, value, option):
+        """A holder by primary key, else by natural key (a username for users)."""
+        Holder = get_holder_model()
+        holders = Holder._default_manager
         try:
-            return users.get(pk=value)
-        except (User.DoesNotExist, ValueError, ValidationError):
+            return holders.get(pk=value)
+        except (Holder.DoesNotExist, ValueError, ValidationError):
             pass
+        field = natural_field(Holder)
+        if field is None:
+            raise CommandError(
+                gettext("%(option)s %(value)s: no %(noun)s has this primary key.")
+                % {"option": option, "value": value, "noun": Holder._meta.verbose_name},
+                returncode=USAGE,
+            )
         try:
-            return users.get_by_natural_key(value)
-        except User.DoesNotExist:
+            return holders.get(**{field: value})
+        except Holder.DoesNotExist:
             pass
-        field = User.USERNAME_FIELD
+        users = holders
+        noun = "user" if holder_is_user() else Holder._meta.verbose_name
         total = users.count()
         if total <= LISTED:
             names = list(users.order_by(field).values_list(field, flat=True))
             if names:
-                known = gettext("Users: %(names)s.") % {"names": listing(names)}
+                known = gettext("%(nouns)s: %(names)s.") % {
+                    "nouns": f"{noun.capitalize()}s",
+                    "names": listing(names),
+                }
             else:
-                known = gettext("There are no users.")
+                known = gettext("There are no %(nouns)s.") % {"nouns": f"{noun}s"}
         else:
             close = list(
                 users.filter(**{f"{field}__icontains": value})
                 .order_by(field)
                 .values_list(field, flat=True)[:LISTED]
             )
-            args = {"total": f"{total:,}", "field": field, "value": value}
+            args = {"total": f"{total:,}", "nouns": f"{noun}s", "field": field, "value": value}
             if close:
-                known = gettext("%(total)s users; %(field)ss containing %(value)r: %(names)s.") % {
+                known = gettext(
+                    "%(total)s %(nouns)s; %(field)ss containing %(value)r: %(names)s."
+                ) % {
                     **args,
                     "names": listing(close),
                 }
             else:
-                known = gettext("%(total)s users; no %(field)s contains %(value)r.") % args
+                known = gettext("%(total)s %(nouns)s; no %(field)s contains %(value)r.") % args
         raise CommandError(
-            gettext("--user %(value)s: no user has this primary key or %(field)s. %(known)s")
-            % {"value": value, "field": field, "known": known},
+            gettext(
+                "%(option)s %(value)s: no %(noun)s has this primary key or %(field)s. %(known)s"
+            )
+            % {"option": option, "value": value, "noun": noun, "field": field, "known": known},
             returncode=USAGE,
         )
 
@@ -233,15 +291,17 @@ class Command(BaseCommand):
         return low
 
     def report(self, report, *, as_json):
-        User = get_user_model()
+        Holder = get_holder_model()
         user_ids = {lot.account.holder_id for lot in report.expiring} | {
             account.holder_id for account in report.low
         }
-        names = dict(
-            User._default_manager.filter(pk__in=user_ids).values_list("pk", User.USERNAME_FIELD)
-        )
+        field = natural_field(Holder) or "pk"
+        names = dict(Holder._default_manager.filter(pk__in=user_ids).values_list("pk", field))
         expiring = [
             {
+                "holder": names.get(lot.account.holder_id),
+                "holder_id": lot.account.holder_id,
+                # The keys before holders (the same values), kept for existing readers.
                 "user": names.get(lot.account.holder_id),
                 "user_id": lot.account.holder_id,
                 "offer_group": lot.account.offer_group.key,
@@ -253,6 +313,8 @@ class Command(BaseCommand):
         ]
         low = [
             {
+                "holder": names.get(account.holder_id),
+                "holder_id": account.holder_id,
                 "user": names.get(account.holder_id),
                 "user_id": account.holder_id,
                 "offer_group": account.offer_group.key,
@@ -295,7 +357,7 @@ class Command(BaseCommand):
         for item in expiring:
             self.stdout.write(
                 gettext(
-                    "  expiring: user %(user)s %(offer_group)s: %(remaining)s token(s) of lot "
+                    "  expiring: holder %(holder)s %(offer_group)s: %(remaining)s token(s) of lot "
                     "%(lot)s on %(when)s"
                 )
                 % {**item, "when": item["expires"].replace("T", " ")}
@@ -303,7 +365,7 @@ class Command(BaseCommand):
         for item in low:
             self.stdout.write(
                 gettext(
-                    "  low: user %(user)s %(offer_group)s: %(balance)s token(s), "
+                    "  low: holder %(holder)s %(offer_group)s: %(balance)s token(s), "
                     "minimum %(minimum)s"
                 )
                 % item
