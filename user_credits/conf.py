@@ -39,6 +39,8 @@ DEFAULTS = {
     "RENEWAL_GRACE": 3600,
     # Charge metered responses with a 4xx status too (a 5xx or an exception never is).
     "CHARGE_CLIENT_ERRORS": False,
+    # Failed auto-recharges in a row after which an auto-recharge disables itself.
+    "AUTO_RECHARGE_MAX_FAILURES": 3,
 }
 
 

@@ -27,6 +27,7 @@ from .orders import (
     record_payment_event,
     start_payment,
 )
+from .recharge import disable_auto_recharge, enable_auto_recharge, start_auto_recharge
 from .refunds import refund
 from .selectors import (
     BalanceDetail,
@@ -67,6 +68,9 @@ __all__ = [
     "Problem",
     "SubscriptionNotification",
     "VerifyReport",
+    "disable_auto_recharge",
+    "enable_auto_recharge",
+    "start_auto_recharge",
     "cancel_subscription",
     "capture",
     "change_offer",

@@ -40,6 +40,7 @@ from .common import (
 )
 from .consumption import Consumption, insufficient
 from .ledger import LedgerWriter, active_lots, expire_due_lots, lock_account, save_lots
+from .recharge import recharge_if_low
 from .reservations import free_lines, release_expired_holds
 from .spending import authorize, check_limit
 
@@ -199,6 +200,7 @@ def _capture(account, hold, count, metadata, over, now, mid=None) -> Consumption
     hold.status, hold.captured, hold.settled_at = HoldStatus.CAPTURED, wanted, now
     hold.available_after = available
     hold.save(update_fields=["status", "captured", "settled_at", "available_after"])
+    recharge_if_low(hold.holder_id, account.offer_group_id, available, account.auto_recharge_below)
     if wanted:
         send_on_commit(
             signals.credits_consumed,
