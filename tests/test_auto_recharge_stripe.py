@@ -152,3 +152,20 @@ def test_setup_future_usage_is_asked_when_the_payment_method_is_saved(
         "off_session",
         None,
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(USER_CREDITS=STRIPE)
+def test_the_api_starts_a_setup_intent_for_a_holder_with_no_purchase(localstripe, endpoint, user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(user)
+    answer = client.post("/api/credits/auto-recharge/setup/")
+    assert answer.status_code == 200, answer.json()
+    body = answer.json()
+    assert body["provider"] == "stripe" and body["reference"].startswith("seti_")
+    assert body["client_secret"].startswith(body["reference"] + "_secret_")
+    customer = Customer.objects.get(subscriber=user)
+    intent = stripe.SetupIntent.retrieve(body["reference"], api_key=stripe.api_key or "sk_test")
+    assert intent["customer"] == customer.id and intent["usage"] == "off_session"

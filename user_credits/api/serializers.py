@@ -1,4 +1,5 @@
 from django.contrib.auth import get_user_model
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -202,6 +203,13 @@ class PaymentStartSerializer(serializers.Serializer):
     reference = serializers.CharField(allow_blank=True)
     client_secret = serializers.CharField(allow_blank=True)
     redirect_url = serializers.CharField(allow_blank=True)
+
+
+class PaySerializer(serializers.Serializer):
+    save_payment_method = serializers.BooleanField(
+        default=False,
+        help_text=_("Keep the payment method for off-session payments (auto-recharge)."),
+    )
 
 
 class LotSerializer(serializers.Serializer):

@@ -28,6 +28,14 @@ class PaymentProvider:
         A provider that is refused raises ``PaymentDeclined``; the order then fails."""
         return PaymentStart(provider=self.name, reference=f"{self.name}-{order.pk}")
 
+    def start_setup(self, holder) -> PaymentStart:
+        """Save a payment method for off-session payments before any purchase (Stripe: a
+        SetupIntent). The default (manual payments) has nothing to save: ``InvalidTransition``
+        (the API's 409), since retrying changes nothing."""
+        from ..exceptions import InvalidTransition
+
+        raise InvalidTransition(f"The {self.name} payment provider saves no payment method.")
+
     def start_subscription(self, subscription, *, request=None) -> PaymentStart | None:
         """Start the first payment of a paid subscription. The default (manual payments)
         starts nothing: its periods are renewed by hand (``services.renew_subscription``)."""

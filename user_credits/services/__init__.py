@@ -27,7 +27,12 @@ from .orders import (
     record_payment_event,
     start_payment,
 )
-from .recharge import disable_auto_recharge, enable_auto_recharge, start_auto_recharge
+from .recharge import (
+    disable_auto_recharge,
+    enable_auto_recharge,
+    setup_payment_method,
+    start_auto_recharge,
+)
 from .refunds import refund
 from .selectors import (
     BalanceDetail,
@@ -70,6 +75,7 @@ __all__ = [
     "VerifyReport",
     "disable_auto_recharge",
     "enable_auto_recharge",
+    "setup_payment_method",
     "start_auto_recharge",
     "cancel_subscription",
     "capture",

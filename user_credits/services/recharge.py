@@ -12,7 +12,7 @@ the in-flight marker and count failures.
 
 import logging
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import Sum
@@ -33,6 +33,9 @@ from ..models import (
 )
 from .common import holder_pk, positive_int, resolve_group, send_on_commit
 from .ledger import lock_account
+
+if TYPE_CHECKING:
+    from ..payments.base import PaymentStart
 
 logger = logging.getLogger("user_credits")
 
@@ -95,6 +98,19 @@ def disable_auto_recharge(holder: Any, offer_group: OfferGroup | str) -> AutoRec
             recharge.enabled = False
             recharge.save(update_fields=["enabled", "updated_at"])
     return recharge
+
+
+def setup_payment_method(holder: Any) -> "PaymentStart":
+    """Start saving the holder's payment method for auto-recharge before any purchase (Stripe:
+    a SetupIntent; its ``client_secret`` goes to the front end). A provider that saves none
+    (manual payments) raises ``InvalidTransition``; one that fails ``PaymentProviderError``."""
+    from ..holders import get_holder_model
+    from ..payments import get_provider
+
+    uid = holder_pk(holder)
+    if not isinstance(holder, get_holder_model()):
+        holder = get_holder_model()._default_manager.get(pk=uid)
+    return get_provider().start_setup(holder)
 
 
 def _recharge_offer(offer: Offer | int, group: OfferGroup, quantity: int) -> Offer:
