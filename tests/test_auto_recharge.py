@@ -361,3 +361,47 @@ def test_replays_of_the_recharge_paid_event_grant_once(deliver):
     assert Order.objects.get(pk=order.pk).lots.count() == 1
     assert AutoRecharge.objects.get().pending_order is None
     assert connection.vendor == "postgresql"
+
+
+# --- admin -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def staff(db, client):
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    return client
+
+
+def test_admin_adds_changes_and_disables_through_the_services(staff, funded, group, pack):
+    from django.urls import reverse
+
+    account = CreditAccount.objects.get(holder=funded)
+    page = staff.get(reverse("admin:user_credits_creditaccount_change", args=[account.pk]))
+    assert "Add an auto-recharge" in page.text
+    form = {
+        "holder": funded.pk,
+        "offer_group": group.pk,
+        "offer": pack.pk,
+        "threshold": 30,
+        "quantity": 2,
+        "enabled": "on",
+    }
+    other = make_offer(group=make_group("elsewhere"))
+    refused = staff.post(
+        reverse("admin:user_credits_autorecharge_add"), {**form, "offer": other.pk}
+    )
+    assert refused.status_code == 200 and "not one of the group" in refused.text
+    assert not AutoRecharge.objects.exists()
+
+    added = staff.post(reverse("admin:user_credits_autorecharge_add"), form)
+    assert added.status_code == 302
+    recharge = AutoRecharge.objects.get()
+    assert threshold_of(funded, group) == 30
+    page = staff.get(reverse("admin:user_credits_creditaccount_change", args=[account.pk]))
+    assert "2 × Pack 100 under 30 tokens" in page.text
+
+    change = reverse("admin:user_credits_autorecharge_change", args=[recharge.pk])
+    assert staff.post(change, {**form, "enabled": ""}).status_code == 302
+    assert AutoRecharge.objects.get().enabled is False
+    assert threshold_of(funded, group) is None
+    assert staff.get(reverse("admin:user_credits_autorecharge_changelist")).status_code == 200

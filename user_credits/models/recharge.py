@@ -1,9 +1,10 @@
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from ..holders import holder_model_name
-from .offers import Offer, OfferGroup
+from .offers import Billing, Offer, OfferGroup
 from .orders import Order
 
 
@@ -59,3 +60,17 @@ class AutoRecharge(models.Model):
 
     def __str__(self):
         return f"{self.holder} · {self.offer_group_id}: {self.offer} under {self.threshold}"
+
+    def clean(self):
+        """The offer is one of the group's, sold once, with tokens and a price (as
+        ``services.enable_auto_recharge`` checks)."""
+        super().clean()
+        offer = self.offer if self.offer_id else None
+        if offer is None or not self.offer_group_id:
+            return
+        if offer.offer_group_id != self.offer_group_id:
+            raise ValidationError({"offer": _("This offer is not one of the group's offers.")})
+        if offer.billing != Billing.ONE_TIME or not offer.token_count or not offer.price:
+            raise ValidationError({"offer": _("Choose a one-time offer with tokens and a price.")})
+        if offer.quantity_limit is not None and self.quantity > offer.quantity_limit:
+            raise ValidationError({"quantity": _("This is over the offer's quantity limit.")})
