@@ -147,6 +147,8 @@ def test_consume_under_the_threshold_starts_one_order_after_commit(funded, group
     assert (order.status, order.quantity, order.total) == (OrderStatus.PENDING, 2, Decimal("10"))
     assert AutoRecharge.objects.get().pending_order == order
     assert order.events.filter(message__startswith="Auto-recharge payment started").exists()
+    # In flight: the account keeps no threshold, so writes cost nothing more meanwhile.
+    assert threshold_of(funded, group) is None
 
     # The manual provider: the order waits for an admin and no second one starts meanwhile.
     with on_commit():
@@ -160,6 +162,7 @@ def test_consume_under_the_threshold_starts_one_order_after_commit(funded, group
     assert services.get_balance(funded, group) == 35 + 200
     recharge = AutoRecharge.objects.get()
     assert recharge.pending_order is None and recharge.failures == 0
+    assert threshold_of(funded, group) == 50
 
     with on_commit():
         services.consume(funded, group, 190)  # 45 left: a new recharge

@@ -7,7 +7,9 @@ after commit (never inside the account lock). That claims the recharge with a lo
 that only matches while nothing is in flight (``pending_order`` empty), creates an ordinary
 order and asks the payment provider to charge it off-session. The order then takes the usual
 path: ``mark_paid`` grants it; ``mark_paid`` and ``mark_failed`` call ``order_settled`` to clear
-the in-flight marker and count failures.
+the in-flight marker and count failures. While a recharge is in flight the account's copy of
+the threshold is cleared (and put back when it settles), so writes under the threshold cost
+nothing more meanwhile.
 """
 
 import logging
@@ -76,7 +78,9 @@ def enable_auto_recharge(
             recharge.offer, recharge.threshold, recharge.quantity = offer, threshold, quantity
             recharge.enabled, recharge.failures, recharge.last_failure = True, 0, ""
             recharge.save()
-        CreditAccount.objects.filter(pk=account.pk).update(auto_recharge_below=threshold)
+        # While a recharge is in flight the account keeps no threshold (see ``_claim``).
+        below = threshold if recharge.pending_order_id is None else None
+        CreditAccount.objects.filter(pk=account.pk).update(auto_recharge_below=below)
     return recharge
 
 
@@ -244,7 +248,17 @@ def _claim(uid, offer_group) -> Order | None:
             return None
         recharge.pending_order = order
         recharge.save(update_fields=["pending_order", "updated_at"])
+        # Writes under the threshold need not try again while this one is in flight.
+        _copy_threshold(recharge, None)
     return order
+
+
+def _copy_threshold(recharge: AutoRecharge, threshold: int | None) -> None:
+    """Set the account's copy of the threshold (``None``: writes start nothing). Called with
+    the recharge locked: the account is locked after it, as every recharge write does."""
+    CreditAccount.objects.filter(
+        holder_id=recharge.holder_id, offer_group_id=recharge.offer_group_id
+    ).update(auto_recharge_below=threshold)
 
 
 # --- settlement ------------------------------------------------------------------------------
@@ -256,14 +270,15 @@ def order_settled(order: Order, *, paid: bool, reason: str = "") -> None:
     failures; one that failed (or whose payment did not match it) counts a failure."""
     if not getattr(order, "recharging", True):
         return
-    if paid:
-        AutoRecharge.objects.filter(pending_order=order).update(
-            pending_order=None, failures=0, last_failure=""
-        )
-        return
     recharge = AutoRecharge.objects.select_for_update().filter(pending_order=order).first()
-    if recharge is not None:
+    if recharge is None:
+        return
+    if not paid:
         _count_failure(recharge, order, reason)
+        return
+    recharge.pending_order, recharge.failures, recharge.last_failure = None, 0, ""
+    recharge.save(update_fields=["pending_order", "failures", "last_failure", "updated_at"])
+    _copy_threshold(recharge, recharge.threshold if recharge.enabled else None)
 
 
 def _count_failure(recharge: AutoRecharge, order: Order | None, reason: str) -> None:
@@ -273,10 +288,8 @@ def _count_failure(recharge: AutoRecharge, order: Order | None, reason: str) -> 
     disabled = recharge.enabled and recharge.failures >= app_settings.AUTO_RECHARGE_MAX_FAILURES
     if disabled:
         recharge.enabled = False
-        CreditAccount.objects.filter(
-            holder_id=recharge.holder_id, offer_group_id=recharge.offer_group_id
-        ).update(auto_recharge_below=None)
     recharge.save()
+    _copy_threshold(recharge, recharge.threshold if recharge.enabled else None)
     send_on_commit(
         signals.auto_recharge_failed,
         auto_recharge=recharge,
