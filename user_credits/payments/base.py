@@ -32,9 +32,14 @@ class PaymentProvider:
         """Save a payment method for off-session payments before any purchase (Stripe: a
         SetupIntent). The default (manual payments) has nothing to save: ``InvalidTransition``
         (the API's 409), since retrying changes nothing."""
+        from django.utils.translation import gettext
+
         from ..exceptions import InvalidTransition
 
-        raise InvalidTransition(f"The {self.name} payment provider saves no payment method.")
+        raise InvalidTransition(
+            gettext("The %(provider)s payment provider saves no payment method.")
+            % {"provider": self.name}
+        )
 
     def start_subscription(self, subscription, *, request=None) -> PaymentStart | None:
         """Start the first payment of a paid subscription. The default (manual payments)
