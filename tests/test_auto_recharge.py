@@ -220,6 +220,28 @@ def test_a_recharge_paid_since_the_write_is_not_started_again(funded, group, pac
     assert recharge_orders(funded, group) == []
 
 
+QUEUED = []
+
+
+def queue_recharge(holder_id, offer_group_id):
+    """A task queue's ``delay``, in effect: remember what to run."""
+    QUEUED.append((holder_id, offer_group_id))
+
+
+def test_a_runner_setting_hands_the_recharge_to_a_task_queue(funded, group, pack, on_commit):
+    services.enable_auto_recharge(funded, group, pack, threshold=50)
+    QUEUED.clear()
+    runner = {"AUTO_RECHARGE_RUNNER": "tests.test_auto_recharge.queue_recharge"}
+    with override_settings(USER_CREDITS=runner), on_commit():
+        services.consume(funded, group, 60)
+        assert QUEUED == []  # after commit only
+    assert QUEUED == [(funded.pk, group.pk)]
+    assert recharge_orders(funded, group) == []
+    # What the queued task then runs:
+    order = services.start_auto_recharge(*QUEUED[0])
+    assert recharge_orders(funded, group) == [order]
+
+
 # --- failures --------------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import Sum
+from django.utils.module_loading import import_string
 from django.utils.translation import gettext
 
 from .. import signals
@@ -180,7 +181,10 @@ def recharge_accounts_if_low(accounts) -> None:
 def _start_safely(holder_id, group_id) -> None:
     # The write that called for it is committed: a failure here must not reach its caller.
     try:
-        start_auto_recharge(holder_id, group_id)
+        if app_settings.AUTO_RECHARGE_RUNNER:
+            import_string(app_settings.AUTO_RECHARGE_RUNNER)(holder_id, group_id)
+        else:
+            start_auto_recharge(holder_id, group_id)
     except Exception:
         logger.exception(
             "Auto-recharge of holder %s in group %s could not start", holder_id, group_id
