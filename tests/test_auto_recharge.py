@@ -188,6 +188,16 @@ def test_a_capture_under_the_threshold_starts_a_recharge(funded, group, pack, on
     assert len(recharge_orders(funded, group)) == 1
 
 
+def test_a_hold_under_the_threshold_starts_a_recharge(funded, group, pack, on_commit):
+    services.enable_auto_recharge(funded, group, pack, threshold=50)
+    with on_commit():
+        services.hold(funded, group, 40)  # 60 available
+    assert recharge_orders(funded, group) == []
+    with on_commit():
+        services.hold(funded, group, 20)  # 40 available, 60 held
+    assert len(recharge_orders(funded, group)) == 1
+
+
 def test_expiry_under_the_threshold_starts_a_recharge(user, group, pack, on_commit, travel):
     now = timezone.now()
     services.grant(user, group, 80, expires=now + timedelta(days=1))

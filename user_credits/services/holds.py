@@ -107,6 +107,9 @@ def hold(
         for lot, take in takes:
             CreditLot.objects.filter(pk=lot.pk).update(held=F("held") + take)
         HoldLine.objects.bulk_create(HoldLine(hold=new, lot=lot, count=take) for lot, take in takes)
+        if account.auto_recharge_below is not None:  # held tokens are not available
+            available = account.balance - _held_on(account)
+            recharge_if_low(uid, group.pk, available, account.auto_recharge_below)
         return new
 
 
