@@ -198,6 +198,18 @@ def test_a_hold_under_the_threshold_starts_a_recharge(funded, group, pack, on_co
     assert len(recharge_orders(funded, group)) == 1
 
 
+def test_a_batch_under_the_threshold_starts_one_recharge(funded, group, pack, on_commit):
+    services.enable_auto_recharge(funded, group, pack, threshold=50)
+    items = [services.ConsumeItem(funded, group, 20, idempotency_key=f"b{i}") for i in range(4)]
+    with on_commit():
+        results = services.consume_many(items)  # 80, 60, 40, 20 left: two items under 50
+    assert [r.balance for r in results] == [80, 60, 40, 20]
+    assert len(recharge_orders(funded, group)) == 1
+    with on_commit():
+        services.consume_many(items)  # replays write nothing and start nothing
+    assert len(recharge_orders(funded, group)) == 1
+
+
 def test_expiry_under_the_threshold_starts_a_recharge(user, group, pack, on_commit, travel):
     now = timezone.now()
     services.grant(user, group, 80, expires=now + timedelta(days=1))
