@@ -8,8 +8,10 @@ idempotency key; a first round with one lot per account, a second with five (bur
 Two forms of the call are measured: the README's, ``services.consume(request.user,
 "api-calls", 3, idempotency_key=...)`` (a group key string, and the user as a request gives
 it: a ``SimpleLazyObject`` around a loaded user), and the object form (an ``OfferGroup`` and a
-user instance). ``--profile`` runs the README's call under pyinstrument (``pip install
-pyinstrument``) and prints where the time goes.
+user instance). A last round measures the README's call with auto-recharge off, on with a
+healthy balance, and on with the balance under the threshold and a recharge in flight.
+``--profile`` runs the README's call under pyinstrument (``pip install pyinstrument``) and
+prints where the time goes.
 """
 
 import itertools
@@ -57,14 +59,14 @@ N_USERS = 100 if not common.smoke() else 5
 N_CONSUMES = common.size(2000, 20)
 
 
-def populate(lots_per_account):
+def populate(lots_per_account, key=None):
     from django.utils import timezone
     from django.utils.functional import SimpleLazyObject
 
     from tests.factories import make_group, make_user
     from user_credits import services
 
-    group = make_group(f"bench{lots_per_account}")
+    group = make_group(key or f"bench{lots_per_account}")
     users = [make_user() for _ in range(N_USERS)]
     soon = timezone.now() + timedelta(days=30)
     for user in users:
@@ -127,6 +129,63 @@ def run_naive(group, users, tag):
                 idempotency_key=f"{tag}-{i}",
                 seq=next(NAIVE_SEQ),  # a naive version keeps no chain: any unique number
             )
+
+
+def populate_recharge(tag, threshold):
+    """``populate(1)`` in a group of its own; with a ``threshold``, every account has an
+    auto-recharge of a 100-token pack (manual payments: an order that waits for an admin)."""
+    from decimal import Decimal
+
+    from tests.factories import make_offer
+    from user_credits import services
+
+    group, users, request_users = populate(1, key=f"recharge-{tag}")
+    if threshold is not None:
+        pack = make_offer(group=group, price=Decimal("5"), token_count=100)
+        for user in users:
+            services.enable_auto_recharge(user, group, pack, threshold=threshold)
+    return group, request_users
+
+
+def recharge_round():
+    """consume with auto-recharge: off, on but the balance healthy (the check rides on the
+    account row), and on with the balance low and a recharge in flight (each call tries the
+    claim after commit and finds it taken)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from user_credits import services
+    from user_credits.models import Order
+
+    cases = {
+        "off": populate_recharge("off", None),
+        "on": populate_recharge("on", 1),
+        "in flight": populate_recharge("low", 10**9),
+    }
+    queries = {}
+    for name, (group, request_users) in cases.items():
+        run_readme(group, request_users, f"rwarm-{name}")
+        with CaptureQueriesContext(connection) as captured:
+            services.consume(request_users[0], group.key, COUNT, idempotency_key=f"rq-{name}")
+        queries[name] = len(captured)
+    in_flight_group = cases["in flight"][0]
+    orders = Order.objects.filter(offer_group=in_flight_group).count()
+    assert orders == N_USERS, f"{orders} recharge orders for {N_USERS} accounts"
+    best = {name: [] for name in cases}
+    for rep in range(3):  # interleaved, best of three
+        for name, (group, request_users) in cases.items():
+            best[name].append(common.timed(run_readme, group, request_users, f"r{name}{rep}")[0])
+    assert Order.objects.filter(offer_group=in_flight_group).count() == N_USERS
+    us = {k: min(v) / N_CONSUMES * 1e6 for k, v in best.items()}
+    common.table(
+        f"consume of {COUNT} tokens with auto-recharge, µs per call ({N_CONSUMES} calls, "
+        f"{N_USERS} accounts, best of 3; {common.machine()})",
+        ("auto-recharge", "µs/call", "queries/call", "recharge/plain"),
+        [
+            (name, f"{us[name]:.0f}", str(queries[name]), f"{us[name] / us['off']:.2f}")
+            for name in cases
+        ],
+    )
 
 
 def profile(group, request_users):
@@ -196,6 +255,7 @@ def main():
             ),
             rows,
         )
+        recharge_round()
         if "--profile" in sys.argv:
             profile(group, request_users)
         raw.close()

@@ -163,3 +163,50 @@ def deliver(endpoint, stripe_api):
         )
 
     return send
+
+
+@pytest.fixture(scope="session")
+def _localstripe_server():
+    """localstripe's aiohttp app on 127.0.0.1 only (its CLI binds every interface), started
+    once per process: its module-level app cannot move to another event loop."""
+    import asyncio
+    import socket
+    import threading
+
+    from aiohttp import web
+    from localstripe import server as localstripe_server
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    runner = web.AppRunner(localstripe_server.app)
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    yield f"http://127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+@pytest.fixture
+def localstripe(_localstripe_server):
+    """The Stripe API served by localstripe for one test, emptied afterwards."""
+    import requests
+    import stripe
+
+    saved, stripe.api_base = stripe.api_base, _localstripe_server
+    yield _localstripe_server
+    stripe.api_base = saved
+    requests.delete(f"{_localstripe_server}/_config/data", timeout=5)

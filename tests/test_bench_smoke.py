@@ -19,7 +19,7 @@ needs_postgresql = pytest.mark.skipif(
 
 # script → lines its output must have: the ratio against its reference, measured in the run.
 BENCHES = {
-    "consume.py": ["README/limit", "objects/limit", "README/naive"],
+    "consume.py": ["README/limit", "objects/limit", "README/naive", "recharge/plain"],
     "consume_batch.py": ["one-by-one/batch", "portable/batch", "queries/batch"],
     "hot_account.py": ["services / limit throughput"],
     "expire.py": ["× reference"],

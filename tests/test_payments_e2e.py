@@ -1,17 +1,13 @@
 """End to end: our Stripe provider against localstripe (a fake Stripe server) on loopback,
 whose signed webhooks reach the live test server's dj-stripe endpoint."""
 
-import asyncio
-import socket
 import threading
 from decimal import Decimal
 
 import pytest
 import requests
 import stripe
-from aiohttp import web
 from django.test import override_settings
-from localstripe import server as localstripe_app
 
 from user_credits import services, signals
 from user_credits.models import OrderStatus
@@ -19,45 +15,6 @@ from user_credits.payments.stripe import StripeProvider
 
 from .factories import make_offer
 from .stripe_fake import SECRET
-
-
-@pytest.fixture(scope="session")
-def localstripe_server():
-    """localstripe's aiohttp app on 127.0.0.1 only (its CLI binds every interface), once per
-    test run: its app binds to the first event loop that serves it, and pytest-django runs
-    this module's transactional test apart from the others."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    runner = web.AppRunner(localstripe_app.app)
-
-    def serve():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield f"http://127.0.0.1:{port}"
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-
-
-@pytest.fixture
-def localstripe(localstripe_server):
-    """Stripe's API base on localstripe for one test; its data is dropped afterwards."""
-    url = localstripe_server
-    saved, stripe.api_base = stripe.api_base, url
-    yield url
-    stripe.api_base = saved
-    requests.delete(f"{url}/_config/data", timeout=5)
 
 
 @pytest.fixture

@@ -243,7 +243,7 @@ def call(method, template, url=None, body=None, **headers):
     kwargs = {"data": json.dumps(body), "content_type": "application/json"} if body else {}
     response = getattr(client, method)(API + url, **kwargs, **headers)
     seen[f"{method.upper()} {template}"] = response.status_code
-    return response.json() if response.status_code < 500 else None
+    return response.json() if response.status_code < 500 and response.content else None
 
 schema = client.get(API + "schema/", {"format": "json"})
 seen["GET schema/"] = schema.status_code
@@ -278,6 +278,15 @@ call("get", "subscriptions/{id}/", f"subscriptions/{sub['id']}/")
 at_end = {"at_period_end": True}
 call("post", "subscriptions/{id}/cancel/", f"subscriptions/{sub['id']}/cancel/", body=at_end)
 call("post", "subscriptions/{id}/resume/", f"subscriptions/{sub['id']}/resume/")
+key = offer.offer_group.key
+recharge = {"offer_group": key, "offer": offer.pk, "threshold": 5}
+call("post", "auto-recharge/", body=recharge)
+call("get", "auto-recharge/")
+call("get", "auto-recharge/{offer_group}/", f"auto-recharge/{key}/")
+call("patch", "auto-recharge/{offer_group}/", f"auto-recharge/{key}/", body={"threshold": 6})
+call("delete", "auto-recharge/{offer_group}/", f"auto-recharge/{key}/")
+if PAY:
+    call("post", "auto-recharge/setup/")
 import sys
 print(json.dumps({
     "seen": seen, "paths": paths, "module": user_credits.__file__,
@@ -306,6 +315,12 @@ EXPECTED = {
     "GET subscriptions/{id}/": 200,
     "POST subscriptions/{id}/cancel/": 200,
     "POST subscriptions/{id}/resume/": 200,
+    "POST auto-recharge/": 201,
+    "GET auto-recharge/": 200,
+    "GET auto-recharge/{offer_group}/": 200,
+    "PATCH auto-recharge/{offer_group}/": 200,
+    "DELETE auto-recharge/{offer_group}/": 204,
+    "POST auto-recharge/setup/": 409,  # manual payments save no payment method
 }
 
 
@@ -313,7 +328,7 @@ def assert_every_endpoint_answers(site, *, pay=True):
     """Every path of the schema is requested (signed in as a superuser) and answers."""
     out = site.manage("shell", "-v", "0", "-c", f"PAY = {pay}\n" + ENDPOINTS)
     result = json.loads(out)
-    expected = {k: v for k, v in EXPECTED.items() if pay or not k.endswith("/pay/")}
+    expected = {k: v for k, v in EXPECTED.items() if pay or not k.endswith(("/pay/", "/setup/"))}
     assert result["seen"] == expected
     assert set(result["paths"]) == {key.split(" ")[1] for key in EXPECTED}
     # The site imports the wheel's user_credits, not this source tree.

@@ -23,6 +23,7 @@ from . import money, services
 from .exceptions import UserCreditsError
 from .holders import get_holder_model, holder_is_user
 from .models import (
+    AutoRecharge,
     BundleItem,
     CreditAccount,
     CreditLot,
@@ -536,7 +537,7 @@ class CreditAccountAdmin(admin.ModelAdmin):
     list_filter = ("offer_group",)
     search_fields = (*holder_search_fields(), "offer_group__key")
     list_select_related = ("holder", "offer_group")
-    readonly_fields = ("available", "held", "total", "spending_limits")
+    readonly_fields = ("available", "held", "total", "spending_limits", "auto_recharge")
     inlines = [CreditLotInline, LedgerEntryInline]
     actions = ["grant_tokens", "expire_due_lots"]
 
@@ -566,6 +567,25 @@ class CreditAccountAdmin(admin.ModelAdmin):
             + urlencode({"holder": obj.holder_id, "offer_group": obj.offer_group_id})
         )
         return format_html('<ul>{}</ul><a href="{}">{}</a>', items, add, _("Add a limit"))
+
+    @admin.display(description=_("auto-recharge"))
+    def auto_recharge(self, obj):
+        """The account's auto-recharge, linked to its form, or a link to add one."""
+        recharge = AutoRecharge.objects.filter(
+            holder_id=obj.holder_id, offer_group_id=obj.offer_group_id
+        ).first()
+        if recharge is None:
+            add = (
+                reverse("admin:user_credits_autorecharge_add")
+                + "?"
+                + urlencode({"holder": obj.holder_id, "offer_group": obj.offer_group_id})
+            )
+            return format_html('<a href="{}">{}</a>', add, _("Add an auto-recharge"))
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:user_credits_autorecharge_change", args=[recharge.pk]),
+            recharge_summary(recharge),
+        )
 
     def has_add_permission(self, request):
         return False
@@ -928,3 +948,61 @@ class SpendingLimitInline(admin.TabularInline):
     raw_id_fields = ("member",)
     extra = 0
     verbose_name_plural = _("spending limits")
+
+
+def recharge_summary(recharge) -> str:
+    values = {
+        "quantity": recharge.quantity,
+        "offer": recharge.offer,
+        "threshold": recharge.threshold,
+    }
+    if recharge.enabled:
+        return _("%(quantity)s × %(offer)s under %(threshold)s tokens") % values
+    return _("disabled (%(quantity)s × %(offer)s under %(threshold)s tokens)") % values
+
+
+@admin.register(AutoRecharge)
+class AutoRechargeAdmin(admin.ModelAdmin):
+    """Off-session top-ups when a balance runs low. Saving goes through the services, which
+    keep the account's copy of the threshold in step."""
+
+    list_display = (
+        "holder",
+        "offer_group",
+        "offer",
+        "threshold",
+        "quantity",
+        "enabled",
+        "failures",
+        "pending_order",
+        "updated_at",
+    )
+    list_filter = ("enabled", "offer_group")
+    search_fields = (*holder_search_fields(), "offer_group__key")
+    list_select_related = ("holder", "offer_group", "offer")
+    raw_id_fields = ("holder",)
+    fields = ("holder", "offer_group", "offer", "threshold", "quantity", "enabled")
+    readonly_fields = ("pending_order", "failures", "last_failure")
+
+    def get_fields(self, request, obj=None):
+        return self.fields + (self.readonly_fields if obj is not None else ())
+
+    def save_model(self, request, obj, form, change):
+        recharge = services.enable_auto_recharge(
+            obj.holder_id,
+            obj.offer_group,
+            obj.offer,
+            threshold=obj.threshold,
+            quantity=obj.quantity,
+        )
+        if not obj.enabled:
+            recharge = services.disable_auto_recharge(obj.holder_id, obj.offer_group)
+        obj.pk = recharge.pk
+
+    def delete_model(self, request, obj):
+        services.disable_auto_recharge(obj.holder_id, obj.offer_group)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for recharge in queryset.select_related("offer_group"):
+            self.delete_model(request, recharge)

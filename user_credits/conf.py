@@ -41,6 +41,12 @@ DEFAULTS = {
     "CHARGE_CLIENT_ERRORS": False,
     # Most items in one consume_many call (and one POST consume/batch/).
     "BATCH_MAX": 1000,
+    # Failed auto-recharges in a row after which an auto-recharge disables itself.
+    "AUTO_RECHARGE_MAX_FAILURES": 3,
+    # Dotted path of callable(holder_id, offer_group_id) that runs
+    # services.start_auto_recharge elsewhere (a task queue); None: in this process, right
+    # after the write commits.
+    "AUTO_RECHARGE_RUNNER": None,
 }
 
 

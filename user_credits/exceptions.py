@@ -117,3 +117,15 @@ class PaymentProviderError(UserCreditsError):
     """The payment provider refused or failed to start a payment."""
 
     code = "payment_provider_error"
+
+
+class PaymentDeclined(PaymentProviderError):
+    """An off-session payment was refused: a decline, or the bank asks the buyer to
+    authenticate (``reason``: the provider's code, e.g. ``card_declined``,
+    ``authentication_required``, ``no_payment_method``)."""
+
+    code = "payment_declined"
+
+    def __init__(self, message, *, reason=""):
+        super().__init__(message)
+        self.reason = reason

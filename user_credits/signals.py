@@ -46,3 +46,11 @@ subscription_past_due = Signal()
 #: A subscription's status became ``canceled`` (at once, or at its period end).
 #: provides args: subscription
 subscription_canceled = Signal()
+
+#: An auto-recharge failed (declined, authentication required, refused by hand, or it could
+#: not start). provides args: auto_recharge, order (or None), reason, failures
+auto_recharge_failed = Signal()
+
+#: An auto-recharge disabled itself after too many failures in a row. provides args:
+#: auto_recharge, reason
+auto_recharge_disabled = Signal()

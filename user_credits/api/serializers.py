@@ -207,6 +207,13 @@ class PaymentStartSerializer(serializers.Serializer):
     redirect_url = serializers.CharField(allow_blank=True)
 
 
+class PaySerializer(serializers.Serializer):
+    save_payment_method = serializers.BooleanField(
+        default=False,
+        help_text=_("Keep the payment method for off-session payments (auto-recharge)."),
+    )
+
+
 class LotSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     order = serializers.IntegerField(allow_null=True)

@@ -4,6 +4,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from . import views
+from .recharge import AutoRechargeViewSet
 from .schema import SchemaView
 from .subscriptions import SubscriptionViewSet
 
@@ -16,6 +17,7 @@ router.register("orders", views.OrderViewSet, basename="order")
 router.register("ledger", views.LedgerViewSet, basename="ledger")
 router.register("holds", views.HoldViewSet, basename="hold")
 router.register("subscriptions", SubscriptionViewSet, basename="subscription")
+router.register("auto-recharge", AutoRechargeViewSet, basename="auto-recharge")
 
 urlpatterns = [
     *router.urls,

@@ -135,12 +135,15 @@ class OrderViewSet(
         return Response(s.OrderSerializer(order).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
-        request=None, responses={200: s.PaymentStartSerializer, **errors(401, 404, 409, 502)}
+        request=s.PaySerializer,
+        responses={200: s.PaymentStartSerializer, **errors(400, 401, 404, 409, 502)},
     )
     @action(detail=True, methods=["post"])
     def pay(self, request, pk=None):
         order = get_object_or_404(self.get_queryset(), pk=pk)
-        start = services.start_payment(order, request=request)
+        data = s.PaySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        start = services.start_payment(order, request=request, **data.validated_data)
         return Response(s.PaymentStartSerializer(start).data)
 
 

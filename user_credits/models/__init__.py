@@ -23,9 +23,11 @@ from .offers import (
     Tag,
 )
 from .orders import Order, OrderEvent, OrderStatus
+from .recharge import AutoRecharge
 from .subscriptions import Subscription, SubscriptionStatus
 
 __all__ = [
+    "AutoRecharge",
     "Billing",
     "Rollover",
     "Subscription",

@@ -43,6 +43,10 @@ class CreditAccount(models.Model):
     last_digest = models.CharField(max_length=64, blank=True, default="", editable=False)
     # The low-balance threshold already warned about; cleared when the balance rises above it.
     low_warned_threshold = models.BigIntegerField(null=True, blank=True, editable=False)
+    # The enabled auto-recharge's threshold (``AutoRecharge``), copied here by its services so
+    # that a write, which holds this row anyway, knows without a query whether to recharge
+    # (null while a recharge is in flight).
+    auto_recharge_below = models.BigIntegerField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:

@@ -7,7 +7,7 @@ from .base import PaymentProvider, PaymentStart
 class ManualProvider(PaymentProvider):
     name = "manual"
 
-    def start_payment(self, order, *, request=None) -> PaymentStart:
+    def start_payment(self, order, *, request=None, save_payment_method=False) -> PaymentStart:
         return PaymentStart(provider=self.name, reference=f"manual-{order.pk}")
 
     def validate(self, order, *, message="", validated_by=None):

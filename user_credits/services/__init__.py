@@ -28,6 +28,12 @@ from .orders import (
     record_payment_event,
     start_payment,
 )
+from .recharge import (
+    disable_auto_recharge,
+    enable_auto_recharge,
+    setup_payment_method,
+    start_auto_recharge,
+)
 from .refunds import refund
 from .selectors import (
     BalanceDetail,
@@ -68,6 +74,10 @@ __all__ = [
     "Problem",
     "SubscriptionNotification",
     "VerifyReport",
+    "disable_auto_recharge",
+    "enable_auto_recharge",
+    "setup_payment_method",
+    "start_auto_recharge",
     "cancel_subscription",
     "capture",
     "change_offer",

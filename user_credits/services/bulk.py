@@ -201,7 +201,7 @@ def _from_sql(connection, item: _Item, row: dict) -> ConsumeResult:
     if status == "replay":
         return item.result(ConsumeStatus.REPLAYED, row["balance"], entries, row["account"])
     assert status == "ok", status
-    _consumed(item.uid, item.group, item.count, row["balance"], entries)
+    _consumed(item.uid, item.group, item.count, row["balance"], entries, row.get("recharge_below"))
     return item.result(ConsumeStatus.OK, row["balance"], entries, row["account"])
 
 

@@ -27,6 +27,7 @@ from .common import (
     waits_as_busy,
 )
 from .ledger import LedgerWriter, active_lots, expire_due_lots, lock_account, save_lots
+from .recharge import recharge_if_low
 from .reservations import release_expired_holds
 from .spending import authorize, check_limit, exceeded, period_starts
 
@@ -144,7 +145,7 @@ def _consume_postgresql(connection, uid, group, count, key, metadata, overdraft_
     entries = sql.entries_from_json(result["entries"], connection.alias)
     if status == "replay":
         return Consumption(balance=result["balance"], entries=entries, replayed=True)
-    return _consumed(uid, group, count, result["balance"], entries)
+    return _consumed(uid, group, count, result["balance"], entries, result.get("recharge_below"))
 
 
 def consume_portable(uid, group, count, key, metadata, overdraft_allowed, mid=None) -> Consumption:
@@ -188,7 +189,9 @@ def consume_portable(uid, group, count, key, metadata, overdraft_allowed, mid=No
             count=count,
             balance_after=available,
         )
-    return _consumed(uid, group, count, available, writer.entries[expired:])
+    return _consumed(
+        uid, group, count, available, writer.entries[expired:], account.auto_recharge_below
+    )
 
 
 def find_replay(uid, key: str, group: OfferGroup, count: int) -> Consumption | None:
@@ -209,7 +212,8 @@ def find_replay(uid, key: str, group: OfferGroup, count: int) -> Consumption | N
     return Consumption(balance=record.balance_after, entries=entries, replayed=True)
 
 
-def _consumed(uid, group, count, balance, entries) -> Consumption:
+def _consumed(uid, group, count, balance, entries, recharge_below=None) -> Consumption:
+    recharge_if_low(uid, group.pk, balance, recharge_below)
     send_on_commit(
         signals.credits_consumed,
         user_id=uid,

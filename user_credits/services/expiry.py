@@ -27,6 +27,7 @@ from ..models import (
 from . import sql
 from .common import holder_pk, positive_int, resolve_group, send_on_commit
 from .ledger import LedgerWriter, save_lots, save_writers
+from .recharge import recharge_accounts_if_low
 from .reservations import release_expired_holds
 
 
@@ -169,6 +170,12 @@ def _expire_batch_postgresql(connection, report, now, user_id, batch_size, colle
                 "pk"
             )
         )
+    if rows:
+        recharge_accounts_if_low(
+            CreditAccount.objects.filter(
+                pk__in=[row["account"] for row in rows], auto_recharge_below__isnull=False
+            )
+        )
     return True
 
 
@@ -201,6 +208,7 @@ def expire_batch_portable(report, now, user_id, batch_size, collect) -> bool:
         writers[lot.account_id].expire(lot)
     save_lots(lots)
     save_writers(writers.values())
+    recharge_accounts_if_low(writer.account for writer in writers.values())
     for pk, expired in expired_by_account.items():
         account = writers[pk].account
         amount = sum(tokens for _, tokens in expired)

@@ -41,6 +41,7 @@ from .common import (
 )
 from .consumption import Consumption, insufficient
 from .ledger import LedgerWriter, active_lots, expire_due_lots, lock_account, save_lots
+from .recharge import recharge_if_low
 from .reservations import free_lines, release_expired_holds
 from .spending import authorize, check_limit
 
@@ -111,6 +112,9 @@ def hold(
         for lot, take in takes:
             CreditLot.objects.filter(pk=lot.pk).update(held=F("held") + take)
         HoldLine.objects.bulk_create(HoldLine(hold=new, lot=lot, count=take) for lot, take in takes)
+        if account.auto_recharge_below is not None:  # held tokens are not available
+            available = account.balance - _held_on(account)
+            recharge_if_low(uid, group.pk, available, account.auto_recharge_below)
         return new
 
 
@@ -213,6 +217,7 @@ def _capture(account, hold, count, metadata, over, now, mid=None) -> Consumption
     hold.status, hold.captured, hold.settled_at = HoldStatus.CAPTURED, wanted, now
     hold.available_after = available
     hold.save(update_fields=["status", "captured", "settled_at", "available_after"])
+    recharge_if_low(hold.holder_id, account.offer_group_id, available, account.auto_recharge_below)
     if wanted:
         send_on_commit(
             signals.credits_consumed,

@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django.utils.translation import gettext
 
@@ -12,6 +13,7 @@ from .. import money, signals
 from ..exceptions import InvalidArgument, InvalidOrder, InvalidTransition, PaymentMismatch
 from ..holders import holder_is_user
 from ..models import (
+    AutoRecharge,
     Offer,
     Order,
     OrderEvent,
@@ -20,6 +22,7 @@ from ..models import (
 from .catalog import current_orders_q
 from .common import acting_user, holder_pk, member_pk, send_on_commit
 from .fulfilment import grant_order
+from .recharge import order_settled
 
 if TYPE_CHECKING:
     from ..payments.base import PaymentStart
@@ -193,11 +196,15 @@ def create_order(
 # --- payment -----------------------------------------------------------------------------
 
 
-def start_payment(order: Order | int, *, request: Any = None) -> "PaymentStart":
+def start_payment(
+    order: Order | int, *, request: Any = None, save_payment_method: bool = False
+) -> "PaymentStart":
     """Start paying an unpaid order through the configured payment provider.
 
     An order that cannot be paid any more (paid, refunded, expired) raises
     ``InvalidTransition``. The provider records the attempt in the order's history.
+    ``save_payment_method``: keep the buyer's payment method for off-session payments
+    (auto-recharge; Stripe: ``setup_future_usage=off_session``).
     """
     # The provider is configured by the site; providers call back into the services.
     from ..payments import get_provider
@@ -210,13 +217,21 @@ def start_payment(order: Order | int, *, request: Any = None) -> "PaymentStart":
             % {"order": order.pk, "status": order.status},
             field="order",
         )
+    if save_payment_method:
+        return get_provider().start_payment(order, request=request, save_payment_method=True)
     return get_provider().start_payment(order, request=request)
 
 
 def lock_order(order) -> Order:
     pk = order.pk if isinstance(order, Order) else order
-    # Lock the order row only, not the offer group joined to it.
-    return Order.objects.select_for_update(of=("self",)).select_related("offer_group").get(pk=pk)
+    # Lock the order row only, not the offer group joined to it. ``recharging``: whether an
+    # auto-recharge waits for this order (read here, so other orders pay no query for it).
+    return (
+        Order.objects.select_for_update(of=("self",))
+        .select_related("offer_group")
+        .annotate(recharging=Exists(AutoRecharge.objects.filter(pending_order=OuterRef("pk"))))
+        .get(pk=pk)
+    )
 
 
 def parse_money(value, name, currency=None):
@@ -271,6 +286,7 @@ def mark_paid(
             if str(currency).lower() != order.currency:
                 mismatch.append(f"currency {str(currency).lower()} instead of {order.currency}")
         if mismatch:
+            order_settled(order, paid=False, reason="; ".join(mismatch))
             return set_status(
                 order,
                 OrderStatus.INCONSISTENT,
@@ -279,6 +295,7 @@ def mark_paid(
                 signal=signals.order_failed,
                 reference=reference,
             )
+        order_settled(order, paid=True)
         grant_order(order)
         return set_status(
             order,
@@ -322,6 +339,7 @@ def mark_failed(
         order = lock_order(order)
         if order.status in OrderStatus.settled() or order.status == status:
             return order
+        order_settled(order, paid=False, reason=message or "Payment failed.")
         return set_status(
             order,
             status,

@@ -14,6 +14,7 @@ from ..models import CreditLot, EntryKind, LedgerEntry, LotStatus, Order, OrderS
 from .common import acting_user, send_on_commit
 from .ledger import LedgerWriter, lock_accounts, save_writers
 from .orders import lock_order, parse_money, set_status
+from .recharge import recharge_accounts_if_low
 from .reservations import drop_held_tokens
 
 
@@ -133,4 +134,5 @@ def _revoke(order, refunded, full) -> int:
             )
         lot.save(update_fields=["remaining", "status", "held"])
     save_writers(writers.values())
+    recharge_accounts_if_low(writer.account for writer in writers.values())
     return revoked

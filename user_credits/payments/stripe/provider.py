@@ -14,7 +14,7 @@ from djstripe.settings import djstripe_settings
 
 from ... import services
 from ...conf import app_settings
-from ...exceptions import PaymentProviderError
+from ...exceptions import PaymentDeclined, PaymentProviderError
 from ...money import from_minor, to_minor
 from ..base import PaymentProvider, PaymentStart
 
@@ -32,10 +32,13 @@ class StripeProvider(PaymentProvider):
     name = "stripe"
     requires_djstripe = True
 
-    def start_payment(self, order, *, request=None) -> PaymentStart:
+    def start_payment(self, order, *, request=None, save_payment_method=False) -> PaymentStart:
+        """``save_payment_method``: ask Stripe to keep the card for off-session payments
+        (``setup_future_usage=off_session``), as auto-recharge needs."""
         livemode = djstripe_settings.STRIPE_LIVE_MODE
         api_key = djstripe_settings.get_default_api_key(livemode=livemode)
         metadata = {ORDER_KEY: str(order.pk)}
+        future = {"setup_future_usage": "off_session"} if save_payment_method else {}
         try:
             customer, _ = Customer.get_or_create(subscriber=order.holder, livemode=livemode)
             if app_settings.STRIPE_FLOW == "payment_intent":
@@ -45,6 +48,7 @@ class StripeProvider(PaymentProvider):
                     currency=order.currency,
                     customer=customer.id,
                     metadata=metadata,
+                    **future,
                 )
                 start = PaymentStart(
                     provider=self.name,
@@ -59,7 +63,7 @@ class StripeProvider(PaymentProvider):
                     customer=customer.id,
                     client_reference_id=str(order.pk),
                     metadata=metadata,
-                    payment_intent_data={"metadata": metadata},
+                    payment_intent_data={"metadata": metadata, **future},
                     line_items=[
                         {
                             "quantity": order.quantity,
@@ -89,6 +93,90 @@ class StripeProvider(PaymentProvider):
             reference=start.reference,
         )
         return start
+
+    # --- off-session payments (auto-recharge) ----------------------------------------------
+
+    def charge_off_session(self, order, *, idempotency_key: str) -> PaymentStart:
+        """A PaymentIntent confirmed at once, off-session, with the customer's saved payment
+        method (its default, else the most recent card attached). A decline or a bank that asks
+        for authentication raises ``PaymentDeclined``; a success is recorded at once (its
+        webhook, when it arrives, changes nothing)."""
+        livemode = djstripe_settings.STRIPE_LIVE_MODE
+        api_key = djstripe_settings.get_default_api_key(livemode=livemode)
+        try:
+            customer, _ = Customer.get_or_create(subscriber=order.holder, livemode=livemode)
+            payment_method = saved_payment_method(customer.id, api_key)
+            if not payment_method:
+                raise PaymentDeclined(
+                    gettext("No saved payment method to charge."), reason="no_payment_method"
+                )
+            intent = stripe.PaymentIntent.create(
+                api_key=api_key,
+                amount=to_minor(order.total, order.currency),
+                currency=order.currency,
+                customer=customer.id,
+                payment_method=payment_method,
+                off_session=True,
+                confirm=True,
+                metadata={ORDER_KEY: str(order.pk), "user_credits_auto_recharge": "1"},
+                idempotency_key=idempotency_key,
+            )
+        except stripe.CardError as exc:  # declines, and authentication_required
+            error = exc.error or {}
+            reason = getattr(error, "decline_code", None) or exc.code or "card_error"
+            raise PaymentDeclined(
+                gettext("Stripe declined the auto-recharge (%(reason)s): %(message)s")
+                % {"reason": reason, "message": exc.user_message or exc},
+                reason=reason,
+            ) from exc
+        except stripe.StripeError as exc:
+            raise PaymentDeclined(
+                gettext("Stripe refused the auto-recharge: %(message)s")
+                % {"message": exc.user_message or exc},
+                reason=exc.code or "stripe_error",
+            ) from exc
+        status = intent.get("status")
+        if status == "succeeded":
+            currency = intent.get("currency", order.currency)
+            services.payment_succeeded(
+                services.PaymentNotification(
+                    order_id=order.pk,
+                    reference=intent["id"],
+                    amount=from_minor(intent.get("amount_received") or intent["amount"], currency),
+                    currency=currency,
+                    message=gettext("Auto-recharge paid with Stripe."),
+                    payload={"stripe_object": intent["id"]},
+                )
+            )
+        elif status in ("requires_action", "requires_payment_method", "canceled"):
+            raise PaymentDeclined(
+                gettext("Stripe could not charge the auto-recharge off-session (%(status)s).")
+                % {"status": status},
+                reason="authentication_required" if status == "requires_action" else status,
+            )
+        return PaymentStart(provider=self.name, reference=intent["id"])
+
+    def start_setup(self, holder) -> PaymentStart:
+        """A SetupIntent for off-session use: a holder who has bought nothing yet saves a card
+        for auto-recharge (the front end confirms it with the client secret)."""
+        livemode = djstripe_settings.STRIPE_LIVE_MODE
+        api_key = djstripe_settings.get_default_api_key(livemode=livemode)
+        try:
+            customer, _ = Customer.get_or_create(subscriber=holder, livemode=livemode)
+            intent = stripe.SetupIntent.create(
+                api_key=api_key,
+                customer=customer.id,
+                usage="off_session",
+                payment_method_types=["card"],
+            )
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(
+                gettext("Stripe refused to save a payment method: %(message)s")
+                % {"message": exc.user_message or exc}
+            ) from exc
+        return PaymentStart(
+            provider=self.name, reference=intent["id"], client_secret=intent["client_secret"]
+        )
 
     # --- subscriptions ---------------------------------------------------------------------
 
@@ -182,6 +270,19 @@ class StripeProvider(PaymentProvider):
         from .prices import sync_offer
 
         return sync_offer(offer)
+
+
+def saved_payment_method(customer_id: str, api_key: str) -> str:
+    """The customer's default payment method (``invoice_settings``), else the most recent card
+    attached to them (a card saved with ``setup_future_usage`` or a SetupIntent); ``""``."""
+    customer = stripe.Customer.retrieve(customer_id, api_key=api_key)
+    settings = customer.get("invoice_settings") or {}
+    default = settings.get("default_payment_method")
+    if default:
+        return default if isinstance(default, str) else default["id"]
+    cards = stripe.PaymentMethod.list(customer=customer_id, type="card", api_key=api_key)
+    data = cards.get("data") or []
+    return data[0]["id"] if data else ""
 
 
 class _Blank(dict):

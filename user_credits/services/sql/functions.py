@@ -16,7 +16,8 @@ first reads the member's spending limit in the group and what they spent in its 
 takes a fresh snapshot (READ COMMITTED), so what it reads after the lock is current. It
 returns a JSON object whose ``status`` is one of:
 
-- ``ok``: the tokens were consumed; ``account``, ``balance`` and ``entries`` (the new rows);
+- ``ok``: the tokens were consumed; ``account``, ``balance``, ``entries`` (the new rows) and
+  ``recharge_below`` (the account's auto-recharge threshold, or null);
 - ``replay``: the key was used before for the same group and count; ``balance`` and
   ``entries`` of the first consumption, nothing written;
 - ``conflict``: the key was used for another group or count (``count``), nothing written;
@@ -109,10 +110,11 @@ DECLARE
     v_first_group bigint;
     v_seq bigint;
     v_digest text;
+    v_recharge_below bigint;
     i int;
 BEGIN
-    SELECT a.id, a.balance, a.overdraft, a.last_seq, a.last_digest
-      INTO v_account, v_balance, v_overdraft, v_seq, v_digest
+    SELECT a.id, a.balance, a.overdraft, a.last_seq, a.last_digest, a.auto_recharge_below
+      INTO v_account, v_balance, v_overdraft, v_seq, v_digest, v_recharge_below
       FROM {account} a
      WHERE a.holder_id = p_holder_id AND a.offer_group_id = p_group_id
        FOR UPDATE;
@@ -252,7 +254,7 @@ BEGIN
         VALUES (p_holder_id, v_account, p_key, p_count, v_balance, p_now);
     END IF;
     RETURN jsonb_build_object('status', 'ok', 'account', v_account, 'balance', v_balance,
-                              'entries', v_entries);
+                              'entries', v_entries, 'recharge_below', v_recharge_below);
 END
 $fn$;
 """
