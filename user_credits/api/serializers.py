@@ -265,6 +265,19 @@ class ConsumedEntrySerializer(serializers.ModelSerializer):
         fields = ["id", "kind", "amount", "balance_after", "lot", "created_at"]
 
 
+def pop_holder(attrs: dict):
+    """The holder's key from ``holder``, or from ``user``, its alias while holders are users."""
+    holder, user = attrs.pop("holder", None), attrs.pop("user", None)
+    if user is not None:
+        if not holder_is_user():
+            raise serializers.ValidationError({"user": [_("Use holder.")]})
+        if holder is not None and holder != user:
+            raise serializers.ValidationError({"user": [_("Give holder or user, not both.")]})
+    if holder is None and user is None:
+        raise serializers.ValidationError({"holder": [_("This field is required.")]})
+    return holder if holder is not None else user
+
+
 class HolderSerializer(StrictSerializer):
     """``holder`` (its primary key); ``user`` is accepted for it when holders are users.
     ``member``: the user spending for the holder (recorded, checked against their limit)."""
@@ -276,16 +289,8 @@ class HolderSerializer(StrictSerializer):
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
-        holder, user = attrs.pop("holder", None), attrs.pop("user", None)
-        name = "holder" if holder is not None or user is None else "user"
-        if user is not None:
-            if not holder_is_user():
-                raise serializers.ValidationError({"user": [_("Use holder.")]})
-            if holder is not None and holder != user:
-                raise serializers.ValidationError({"user": [_("Give holder or user, not both.")]})
-        value = holder if holder is not None else user
-        if value is None:
-            raise serializers.ValidationError({"holder": [_("This field is required.")]})
+        name = "holder" if attrs.get("holder") is not None or "user" not in attrs else "user"
+        value = pop_holder(attrs)
         if not get_holder_model()._default_manager.filter(pk=value).exists():
             raise serializers.ValidationError({name: [_("Unknown %(field)s.") % {"field": name}]})
         attrs["holder"] = value
@@ -339,15 +344,7 @@ class ConsumeBatchItemSerializer(StrictSerializer):
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
-        holder, user = attrs.pop("holder", None), attrs.pop("user", None)
-        if user is not None:
-            if not holder_is_user():
-                raise serializers.ValidationError({"user": [_("Use holder.")]})
-            if holder is not None and holder != user:
-                raise serializers.ValidationError({"user": [_("Give holder or user, not both.")]})
-        if holder is None and user is None:
-            raise serializers.ValidationError({"holder": [_("This field is required.")]})
-        attrs["holder"] = holder if holder is not None else user
+        attrs["holder"] = pop_holder(attrs)
         return attrs
 
 
