@@ -410,34 +410,34 @@ def test_grant_form_needs_the_grant_permission(client, holder):
     assert client.get(reverse("admin:user_credits_creditaccount_grant")).status_code == 403
 
 
-def test_ledger_rows_show_the_balance_after_each_entry_not_today(staff, user):
+def test_ledger_rows_show_the_balance_after_each_entry_not_today(staff, holder):
     group = make_group("g")
-    services.grant(user, group, 10)
-    services.consume(user, group, 3)
-    services.consume(user, group, 2)
-    account = CreditAccount.objects.get(holder=user, offer_group=group)
+    services.grant(holder, group, 10)
+    services.consume(holder, group, 3)
+    services.consume(holder, group, 2)
+    account = CreditAccount.objects.get(holder=holder, offer_group=group)
     page = staff.get(url("ledgerentry"))
     after = re.findall(r'<td class="field-balance_after">(-?\d+)</td>', page.text)
     assert after == ["5", "7", "10"]  # newest first: each row its own balance
-    link = f'<a href="{url("creditaccount", "change", account.pk)}">{user} · g</a>'
+    link = f'<a href="{url("creditaccount", "change", account.pk)}">{holder} · g</a>'
     assert page.text.count(link) == 3
     assert str(account) not in page.text  # "alice · g: 5", today's balance, on no row
     lots = staff.get(url("creditlot"))
     assert link in lots.text and str(account) not in lots.text
 
 
-def test_subscription_actions_report_what_they_did_and_skipped(staff, user, other_user):
+def test_subscription_actions_report_what_they_did_and_skipped(staff, holder, other_holder):
     from user_credits.models import Billing, Subscription, SubscriptionStatus
 
     offer = make_offer(price=Decimal("20"), token_count=50, billing=Billing.RECURRING)
-    running = services.subscribe(user, offer)
+    running = services.subscribe(holder, offer)
     services.renew_subscription(
         running,
         period_start=timezone.now() - timedelta(days=1),
         period_end=timezone.now() + timedelta(days=29),
         reference="in_1",
     )
-    incomplete = services.subscribe(other_user, offer)  # no paid period yet
+    incomplete = services.subscribe(other_holder, offer)  # no paid period yet
     chosen = [running.pk, incomplete.pk]
 
     def act(action):
@@ -479,11 +479,11 @@ def test_sync_prices_action_reports_the_offers_it_left_out(staff):
     ]
 
 
-def test_period_inline_shows_the_currency_upper_case(staff, user):
+def test_period_inline_shows_the_currency_upper_case(staff, holder):
     from user_credits.models import Billing
 
     offer = make_offer(price=Decimal("20"), currency="eur", billing=Billing.RECURRING)
-    sub = services.subscribe(user, offer)
+    sub = services.subscribe(holder, offer)
     services.renew_subscription(
         sub,
         period_start=timezone.now() - timedelta(days=1),

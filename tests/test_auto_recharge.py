@@ -25,7 +25,7 @@ from user_credits.payments.manual import ManualProvider
 from user_credits.payments.stripe import ORDER_KEY
 
 from . import stripe_fake as fake
-from .factories import make_group, make_offer, make_user
+from .factories import make_group, make_holder, make_offer, make_user
 
 
 @pytest.fixture
@@ -40,9 +40,9 @@ def pack(group):
 
 
 @pytest.fixture
-def funded(user, group):
-    services.grant(user, group, 100, reason="start")
-    return user
+def funded(holder, group):
+    services.grant(holder, group, 100, reason="start")
+    return holder
 
 
 @pytest.fixture
@@ -63,31 +63,31 @@ def recorded():
     signals.auto_recharge_disabled.disconnect(dispatch_uid="t-disabled")
 
 
-def threshold_of(user, group):
-    return CreditAccount.objects.get(holder=user, offer_group=group).auto_recharge_below
+def threshold_of(holder, group):
+    return CreditAccount.objects.get(holder=holder, offer_group=group).auto_recharge_below
 
 
-def recharge_orders(user, group):
-    return list(Order.objects.filter(holder=user, offer_group=group).order_by("id"))
+def recharge_orders(holder, group):
+    return list(Order.objects.filter(holder=holder, offer_group=group).order_by("id"))
 
 
 # --- enable, change, disable -----------------------------------------------------------------
 
 
-def test_enable_copies_the_threshold_to_the_account_and_disable_clears_it(user, group, pack):
-    recharge = services.enable_auto_recharge(user, "api-calls", pack, threshold=20, quantity=2)
+def test_enable_copies_the_threshold_to_the_account_and_disable_clears_it(holder, group, pack):
+    recharge = services.enable_auto_recharge(holder, "api-calls", pack, threshold=20, quantity=2)
     assert (recharge.offer, recharge.threshold, recharge.quantity) == (pack, 20, 2)
-    assert recharge.enabled and threshold_of(user, group) == 20
+    assert recharge.enabled and threshold_of(holder, group) == 20
 
-    changed = services.enable_auto_recharge(user, group, pack.pk, threshold=30)
+    changed = services.enable_auto_recharge(holder, group, pack.pk, threshold=30)
     assert changed.pk == recharge.pk and changed.threshold == 30 and changed.quantity == 1
-    assert threshold_of(user, group) == 30
+    assert threshold_of(holder, group) == 30
 
-    disabled = services.disable_auto_recharge(user, group)
+    disabled = services.disable_auto_recharge(holder, group)
     assert disabled.pk == recharge.pk and not disabled.enabled
-    assert threshold_of(user, group) is None
+    assert threshold_of(holder, group) is None
     assert AutoRecharge.objects.get().enabled is False
-    assert services.disable_auto_recharge(make_user(), group) is None
+    assert services.disable_auto_recharge(make_holder(), group) is None
 
 
 @pytest.mark.parametrize(
@@ -105,14 +105,14 @@ def test_enable_copies_the_threshold_to_the_account_and_disable_clears_it(user, 
         ({"holder": "group"}, "holder"),
     ],
 )
-def test_bad_arguments_name_their_field_and_write_nothing(user, group, pack, change, field):
+def test_bad_arguments_name_their_field_and_write_nothing(holder, group, pack, change, field):
     offers = {
         "other-group": make_offer(group=make_group("elsewhere")),
         "free": make_offer(group=group, price=Decimal("0")),
         "inactive": make_offer(group=group, is_active=False),
         "recurring": make_offer(group=group, billing=Billing.RECURRING),
     }
-    args = {"holder": user, "offer": pack, "threshold": 10, "quantity": 1, **change}
+    args = {"holder": holder, "offer": pack, "threshold": 10, "quantity": 1, **change}
     if args["offer"] in offers:
         args["offer"] = offers[args["offer"]]
     if args["holder"] == "group":
@@ -210,26 +210,26 @@ def test_a_batch_under_the_threshold_starts_one_recharge(funded, group, pack, on
     assert len(recharge_orders(funded, group)) == 1
 
 
-def test_expiry_under_the_threshold_starts_a_recharge(user, group, pack, on_commit, travel):
+def test_expiry_under_the_threshold_starts_a_recharge(holder, group, pack, on_commit, travel):
     now = timezone.now()
-    services.grant(user, group, 80, expires=now + timedelta(days=1))
-    services.grant(user, group, 30)
-    services.enable_auto_recharge(user, group, pack, threshold=50)
+    services.grant(holder, group, 80, expires=now + timedelta(days=1))
+    services.grant(holder, group, 30)
+    services.enable_auto_recharge(holder, group, pack, threshold=50)
     with travel(now + timedelta(days=2)), on_commit():
         report = services.expire_credits()
     assert report.expired_tokens == 80
-    assert len(recharge_orders(user, group)) == 1
+    assert len(recharge_orders(holder, group)) == 1
 
 
-def test_a_refund_under_the_threshold_starts_a_recharge(user, group, pack, on_commit):
-    order = services.create_order(user, make_offer(group=group, token_count=100))
+def test_a_refund_under_the_threshold_starts_a_recharge(holder, group, pack, on_commit):
+    order = services.create_order(holder, make_offer(group=group, token_count=100))
     services.mark_paid(order)
-    services.grant(user, group, 20)
-    services.enable_auto_recharge(user, group, pack, threshold=50)
+    services.grant(holder, group, 20)
+    services.enable_auto_recharge(holder, group, pack, threshold=50)
     with on_commit():
         services.refund(order)
-    assert services.get_balance(user, group) == 20
-    orders = recharge_orders(user, group)
+    assert services.get_balance(holder, group) == 20
+    orders = recharge_orders(holder, group)
     assert len(orders) == 2 and orders[-1].offer == pack
 
 
@@ -340,18 +340,18 @@ def test_an_offer_no_longer_for_sale_counts_as_a_failure(funded, group, pack, on
 @pytest.mark.postgres
 @pytest.mark.parametrize("fast_path", [True, False], ids=["plpgsql", "portable"])
 def test_eight_concurrent_consumes_across_the_threshold_start_one_recharge(fast_path):
-    user = make_user()
+    holder = make_holder()
     group = make_group("api-calls")
     pack = make_offer("Pack 100", group=group, price=Decimal("5"), token_count=100)
-    services.grant(user, group, 100)
-    services.enable_auto_recharge(user, group, pack, threshold=70)
+    services.grant(holder, group, 100)
+    services.enable_auto_recharge(holder, group, pack, threshold=70)
     barrier = threading.Barrier(8)
     errors = []
 
     def spend():
         try:
             barrier.wait(10)
-            services.consume(user, group, 10)  # autocommit: on_commit runs right after
+            services.consume(holder, group, 10)  # autocommit: on_commit runs right after
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:
@@ -364,21 +364,21 @@ def test_eight_concurrent_consumes_across_the_threshold_start_one_recharge(fast_
         for thread in threads:
             thread.join(30)
     assert errors == []
-    assert services.get_balance(user, group) == 20
-    orders = recharge_orders(user, group)
+    assert services.get_balance(holder, group) == 20
+    orders = recharge_orders(holder, group)
     assert len(orders) == 1, orders
     assert AutoRecharge.objects.get().pending_order_id == orders[0].pk
 
 
 @pytest.mark.postgres
 def test_replays_of_the_recharge_paid_event_grant_once(deliver):
-    user = make_user()
+    holder = make_holder()
     group = make_group("api-calls")
     pack = make_offer("Pack 100", group=group, price=Decimal("5"), token_count=100)
-    services.grant(user, group, 100)
-    services.enable_auto_recharge(user, group, pack, threshold=50)
-    services.consume(user, group, 60)
-    [order] = recharge_orders(user, group)
+    services.grant(holder, group, 100)
+    services.enable_auto_recharge(holder, group, pack, threshold=50)
+    services.consume(holder, group, 60)
+    [order] = recharge_orders(holder, group)
     evt = fake.event(
         "payment_intent.succeeded",
         fake.payment_intent(
@@ -404,7 +404,7 @@ def test_replays_of_the_recharge_paid_event_grant_once(deliver):
         thread.join(30)
     statuses.append(deliver(evt).status_code)
     assert statuses == [200] * 5
-    assert services.get_balance(user, group) == 140
+    assert services.get_balance(holder, group) == 140
     assert Order.objects.get(pk=order.pk).lots.count() == 1
     assert AutoRecharge.objects.get().pending_order is None
     assert connection.vendor == "postgresql"

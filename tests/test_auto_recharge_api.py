@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from user_credits.models import AutoRecharge, CreditAccount
 
-from .factories import make_group, make_offer, make_user
+from .factories import make_group, make_holder, make_offer, person
 
 API = "/api/credits/auto-recharge/"
 
@@ -18,13 +18,13 @@ def pack(db):
 
 
 @pytest.fixture
-def alice(user):
+def alice(holder):
     client = APIClient()
-    client.force_authenticate(user)
+    client.force_authenticate(person(holder))
     return client
 
 
-def test_create_list_update_delete(alice, user, pack):
+def test_create_list_update_delete(alice, holder, pack):
     body = {"offer_group": "api-calls", "offer": pack.pk, "threshold": 20}
     created = alice.post(API, body, format="json")
     assert created.status_code == 201, created.json()
@@ -53,7 +53,7 @@ def test_create_list_update_delete(alice, user, pack):
 
     assert alice.delete(f"{API}api-calls/").status_code == 204
     assert alice.get(f"{API}api-calls/").json()["enabled"] is False
-    account = CreditAccount.objects.get(holder=user)
+    account = CreditAccount.objects.get(holder=holder)
     assert account.auto_recharge_below is None
 
 
@@ -80,7 +80,7 @@ def test_bad_input_is_a_400_naming_the_field(alice, pack, change, field):
 def test_others_recharges_are_not_seen_or_changed(alice, pack):
     from user_credits import services
 
-    services.enable_auto_recharge(make_user(), "api-calls", pack, threshold=5)
+    services.enable_auto_recharge(make_holder(), "api-calls", pack, threshold=5)
     assert alice.get(API).json() == []
     assert alice.get(f"{API}api-calls/").status_code == 404
     assert alice.patch(f"{API}api-calls/", {"threshold": 9}, format="json").status_code == 404

@@ -23,16 +23,16 @@ from user_credits import services, signals
 from user_credits.models import AutoRecharge, Order, OrderStatus
 from user_credits.payments.stripe import StripeProvider
 
-from .factories import make_group, make_offer
+from .factories import make_group, make_offer, person
 from .stripe_fake import SECRET
 
 STRIPE = {"PAYMENT_PROVIDER": "user_credits.payments.stripe.StripeProvider"}
 
 
-def save_card(user, number, settings):
+def save_card(holder, number, settings):
     """What a front end does with ``start_setup``'s client secret and a test card."""
     key = settings.STRIPE_TEST_SECRET_KEY
-    setup = StripeProvider().start_setup(user)
+    setup = StripeProvider().start_setup(holder)
     assert setup.reference.startswith("seti_") and setup.client_secret
     card = stripe.PaymentMethod.create(
         api_key=key,
@@ -43,7 +43,7 @@ def save_card(user, number, settings):
     # A 3-D Secure card asks the buyer to authenticate its setup (localstripe cannot complete
     # that step; the card is attached below as the authenticated setup would leave it).
     assert confirmed["status"] in ("succeeded", "requires_action")
-    customer = Customer.objects.get(subscriber=user)
+    customer = Customer.objects.get(subscriber=holder)
     # localstripe does not attach a SetupIntent's payment method to its customer; Stripe does.
     stripe.PaymentMethod.attach(card.id, customer=customer.id, api_key=key)
     return card.id
@@ -61,18 +61,18 @@ def failures():
     signals.auto_recharge_failed.disconnect(dispatch_uid="t-stripe-failed")
 
 
-def low_account(user):
+def low_account(holder):
     group = make_group("api-calls")
     pack = make_offer("Pack 100", group=group, price=Decimal("5"), token_count=100)
-    services.grant(user, group, 100)
-    services.enable_auto_recharge(user, group, pack, threshold=50)
+    services.grant(holder, group, 100)
+    services.enable_auto_recharge(holder, group, pack, threshold=50)
     return group
 
 
 @pytest.mark.django_db(transaction=True)
 @override_settings(USER_CREDITS=STRIPE)
 def test_a_saved_card_is_charged_off_session_and_the_webhook_grants_nothing_more(
-    live_server, localstripe, endpoint, user, settings
+    live_server, localstripe, endpoint, holder, settings
 ):
     webhook_url = f"{live_server.url}/stripe/webhook/{endpoint.djstripe_uuid}/"
     registered = requests.post(
@@ -81,14 +81,14 @@ def test_a_saved_card_is_charged_off_session_and_the_webhook_grants_nothing_more
         timeout=5,
     )
     assert registered.status_code == 200
-    card = save_card(user, "4242424242424242", settings)
-    group = low_account(user)
+    card = save_card(holder, "4242424242424242", settings)
+    group = low_account(holder)
 
-    services.consume(user, group, 60)  # autocommit: the recharge starts right after
+    services.consume(holder, group, 60)  # autocommit: the recharge starts right after
 
-    [order] = Order.objects.filter(holder=user)
+    [order] = Order.objects.filter(holder=holder)
     assert order.status == OrderStatus.PAID, list(order.events.values_list("message", flat=True))
-    assert services.get_balance(user, group) == 140
+    assert services.get_balance(holder, group) == 140
     intent = stripe.PaymentIntent.retrieve(
         order.payment_reference, api_key=settings.STRIPE_TEST_SECRET_KEY
     )
@@ -104,7 +104,7 @@ def test_a_saved_card_is_charged_off_session_and_the_webhook_grants_nothing_more
             break
         time.sleep(0.1)
     assert WebhookEventTrigger.objects.filter(processed=True, valid=True).exists()
-    assert services.get_balance(user, group) == 140
+    assert services.get_balance(holder, group) == 140
     assert Order.objects.get(pk=order.pk).lots.count() == 1
 
 
@@ -119,17 +119,17 @@ def test_a_saved_card_is_charged_off_session_and_the_webhook_grants_nothing_more
     ],
 )
 def test_a_refused_recharge_fails_its_order_and_signals(
-    localstripe, endpoint, user, settings, failures, number, reason
+    localstripe, endpoint, holder, settings, failures, number, reason
 ):
     if number:
-        save_card(user, number, settings)
-    group = low_account(user)
+        save_card(holder, number, settings)
+    group = low_account(holder)
 
-    services.consume(user, group, 60)
+    services.consume(holder, group, 60)
 
-    [order] = Order.objects.filter(holder=user)
+    [order] = Order.objects.filter(holder=holder)
     assert order.status == OrderStatus.REFUSED
-    assert services.get_balance(user, group) == 40
+    assert services.get_balance(holder, group) == 40
     recharge = AutoRecharge.objects.get()
     assert recharge.failures == 1 and recharge.pending_order is None and recharge.enabled
     assert len(failures) == 1 and failures[0][0] == order.pk
@@ -137,13 +137,13 @@ def test_a_refused_recharge_fails_its_order_and_signals(
 
 
 def test_setup_future_usage_is_asked_when_the_payment_method_is_saved(
-    stripe_api, endpoint, user, settings
+    stripe_api, endpoint, holder, settings
 ):
     offer = make_offer(price=Decimal("5"), token_count=100)
     for flow in ("payment_intent", "checkout"):
         settings.USER_CREDITS = {**STRIPE, "STRIPE_FLOW": flow}
-        services.start_payment(services.create_order(user, offer), save_payment_method=True)
-        services.start_payment(services.create_order(user, offer))
+        services.start_payment(services.create_order(holder, offer), save_payment_method=True)
+        services.start_payment(services.create_order(holder, offer))
     posts = [form for method, path, *form in stripe_api.requests if method == "POST" and form]
     intents = [f[0] for f in posts if "amount" in f[0]]
     sessions = [f[0] for f in posts if "line_items" in f[0]]
@@ -156,16 +156,16 @@ def test_setup_future_usage_is_asked_when_the_payment_method_is_saved(
 
 @pytest.mark.django_db(transaction=True)
 @override_settings(USER_CREDITS=STRIPE)
-def test_the_api_starts_a_setup_intent_for_a_holder_with_no_purchase(localstripe, endpoint, user):
+def test_the_api_starts_a_setup_intent_for_a_holder_with_no_purchase(localstripe, endpoint, holder):
     from rest_framework.test import APIClient
 
     client = APIClient()
-    client.force_authenticate(user)
+    client.force_authenticate(person(holder))
     answer = client.post("/api/credits/auto-recharge/setup/")
     assert answer.status_code == 200, answer.json()
     body = answer.json()
     assert body["provider"] == "stripe" and body["reference"].startswith("seti_")
     assert body["client_secret"].startswith(body["reference"] + "_secret_")
-    customer = Customer.objects.get(subscriber=user)
+    customer = Customer.objects.get(subscriber=holder)
     intent = stripe.SetupIntent.retrieve(body["reference"], api_key=stripe.api_key or "sk_test")
     assert intent["customer"] == customer.id and intent["usage"] == "off_session"

@@ -18,10 +18,18 @@ from rest_framework.test import APIClient
 
 from user_credits import exceptions as domain
 from user_credits import services, signals
+from user_credits.holders import holder_is_user
 from user_credits.models import ConsumptionRecord, CreditAccount, EntryKind, LedgerEntry
 from user_credits.services import ConsumeItem, ConsumeStatus
 
-from .factories import assert_ledger_consistent, make_group, make_user, table_snapshot
+from .factories import (
+    assert_ledger_consistent,
+    make_group,
+    make_holder,
+    make_user,
+    person,
+    table_snapshot,
+)
 from .faults import failing_ledger_insert
 from .test_concurrency import in_threads
 from .test_differential import _clear
@@ -48,18 +56,18 @@ def summary(results):
     return [(r.status, r.balance) for r in results]
 
 
-def test_each_status_in_input_order(fast_path, user, other_user):
+def test_each_status_in_input_order(fast_path, holder, other_holder):
     group = make_group("api")
-    services.grant(user, group, 10)
-    services.grant(other_user, group, 5)
+    services.grant(holder, group, 10)
+    services.grant(other_holder, group, 5)
     results = services.consume_many(
         [
-            ConsumeItem(user, "api", 3, idempotency_key="a"),
-            ConsumeItem(other_user, "api", 6),  # short: the others go on
-            ConsumeItem(user, group, 3, idempotency_key="a"),  # the same request again
-            ConsumeItem(user, "api", 4, idempotency_key="a"),  # the key, another count
-            ConsumeItem(other_user.pk, "api", 5, metadata={"job": 7}),
-            ConsumeItem(user, "api", 2),
+            ConsumeItem(holder, "api", 3, idempotency_key="a"),
+            ConsumeItem(other_holder, "api", 6),  # short: the others go on
+            ConsumeItem(holder, group, 3, idempotency_key="a"),  # the same request again
+            ConsumeItem(holder, "api", 4, idempotency_key="a"),  # the key, another count
+            ConsumeItem(other_holder.pk, "api", 5, metadata={"job": 7}),
+            ConsumeItem(holder, "api", 2),
         ]
     )
     assert summary(results) == [
@@ -70,19 +78,19 @@ def test_each_status_in_input_order(fast_path, user, other_user):
         (OK, 0),
         (OK, 5),
     ]
-    u, o = user.pk, other_user.pk
+    u, o = holder.pk, other_holder.pk
     assert [r.holder for r in results] == [u, o, u, u, o, u]
     assert {r.offer_group for r in results} == {"api"}
     assert [r.count for r in results] == [3, 6, 3, 4, 5, 2]
     # The accounts, for what runs after commit (e.g. a recharge below a threshold).
     accounts = dict(CreditAccount.objects.values_list("holder_id", "pk"))
     assert [r.account for r in results] == [
-        accounts[user.pk],
+        accounts[holder.pk],
         None,
-        accounts[user.pk],
+        accounts[holder.pk],
         None,
-        accounts[other_user.pk],
-        accounts[user.pk],
+        accounts[other_holder.pk],
+        accounts[holder.pk],
     ]
     assert [[(e.kind, e.amount) for e in r.entries] for r in results] == [
         [(EntryKind.CONSUME, -3)],
@@ -98,21 +106,23 @@ def test_each_status_in_input_order(fast_path, user, other_user):
     # Only the ok items wrote: three consume entries, one idempotency record.
     assert LedgerEntry.objects.filter(kind=EntryKind.CONSUME).count() == 3
     assert ConsumptionRecord.objects.count() == 1
-    assert services.get_balance(user, group) == 5
-    assert services.get_balance(other_user, group) == 0
+    assert services.get_balance(holder, group) == 5
+    assert services.get_balance(other_holder, group) == 0
     assert services.verify_ledger().problems == []
     assert_ledger_consistent()
 
 
-def test_burn_order_and_due_lots_as_consume(fast_path, user, travel):
+def test_burn_order_and_due_lots_as_consume(fast_path, holder, travel):
     group = make_group("api")
     now = timezone.now()
     with travel(now):
-        services.grant(user, group, 5, expires=now + timedelta(hours=1))
-        services.grant(user, group, 5, expires=now + timedelta(days=3))
-        services.grant(user, group, 5)
+        services.grant(holder, group, 5, expires=now + timedelta(hours=1))
+        services.grant(holder, group, 5, expires=now + timedelta(days=3))
+        services.grant(holder, group, 5)
     with travel(now + timedelta(hours=2)):  # the first lot is due
-        results = services.consume_many([ConsumeItem(user, group, 7), ConsumeItem(user, group, 1)])
+        results = services.consume_many(
+            [ConsumeItem(holder, group, 7), ConsumeItem(holder, group, 1)]
+        )
     assert summary(results) == [(OK, 3), (OK, 2)]
     # The due lot expires first (written, not returned), then the soonest expiry burns first.
     kinds = list(LedgerEntry.objects.order_by("seq").values_list("kind", "amount"))
@@ -126,15 +136,15 @@ def test_burn_order_and_due_lots_as_consume(fast_path, user, travel):
     assert services.verify_ledger().problems == []
 
 
-def test_a_whole_batch_replays(fast_path, user, other_user):
+def test_a_whole_batch_replays(fast_path, holder, other_holder):
     group = make_group("api")
-    services.grant(user, group, 10)
-    services.grant(other_user, group, 10)
+    services.grant(holder, group, 10)
+    services.grant(other_holder, group, 10)
     batch = [
-        ConsumeItem(user, group, 2, idempotency_key="e1"),
-        ConsumeItem(other_user, group, 4, idempotency_key="e1"),  # keys are per holder
-        ConsumeItem(user, group, 3, idempotency_key="e2"),
-        ConsumeItem(user, group, 50, idempotency_key="e3"),  # short: the key stays free
+        ConsumeItem(holder, group, 2, idempotency_key="e1"),
+        ConsumeItem(other_holder, group, 4, idempotency_key="e1"),  # keys are per holder
+        ConsumeItem(holder, group, 3, idempotency_key="e2"),
+        ConsumeItem(holder, group, 50, idempotency_key="e3"),  # short: the key stays free
     ]
     first = services.consume_many(batch)
     assert summary(first) == [(OK, 8), (OK, 6), (OK, 5), (INSUFFICIENT, 5)]
@@ -145,36 +155,36 @@ def test_a_whole_batch_replays(fast_path, user, other_user):
     assert table_snapshot() == before
 
 
-def test_spending_limit_and_member(fast_path, user):
+def test_spending_limit_and_member(fast_path, holder):
     member = make_user("member")
     group = make_group("api")
-    services.grant(user, group, 100)
+    services.grant(holder, group, 100)
     with override_settings(
         USER_CREDITS={
             "POSTGRES_FAST_PATH": fast_path,
             "CAN_SPEND": "tests.test_differential.members_may_spend",
         }
     ):
-        services.set_spending_limit(user, member, group, 5)
+        services.set_spending_limit(holder, member, group, 5)
         results = services.consume_many(
             [
-                ConsumeItem(user, group, 3, member=member),
-                ConsumeItem(user, group, 3, member=member.pk),  # 6 > 5
-                ConsumeItem(user, group, 2, member=member),
-                ConsumeItem(user, group, 3),  # the holder's own spend has no limit
+                ConsumeItem(holder, group, 3, member=member),
+                ConsumeItem(holder, group, 3, member=member.pk),  # 6 > 5
+                ConsumeItem(holder, group, 2, member=member),
+                ConsumeItem(holder, group, 3),  # the holder's own spend has no limit
             ]
         )
     assert summary(results) == [(OK, 97), (LIMIT, None), (OK, 95), (OK, 92)]
     assert [e.member_id for r in results for e in r.entries] == [member.pk, member.pk, None]
 
 
-def test_a_member_who_may_not_spend_is_refused_before_anything(fast_path, user):
+def test_a_member_who_may_not_spend_is_refused_before_anything(fast_path, holder):
     stranger = make_user("stranger")
-    services.grant(user, make_group("api"), 10)
+    services.grant(holder, make_group("api"), 10)
     before = table_snapshot()
     with pytest.raises(domain.SpendingNotAllowed) as caught:
         services.consume_many(
-            [ConsumeItem(user, "api", 1), ConsumeItem(user, "api", 1, member=stranger)]
+            [ConsumeItem(holder, "api", 1), ConsumeItem(holder, "api", 1, member=stranger)]
         )
     assert caught.value.field == "items[1].member"
     assert table_snapshot() == before
@@ -196,9 +206,9 @@ def test_a_member_who_may_not_spend_is_refused_before_anything(fast_path, user):
         ({"metadata": ["a"]}, domain.InvalidArgument, "items[2].metadata"),
     ],
 )
-def test_bad_items_name_their_index_and_field(fast_path, user, bad, error, field):
-    services.grant(user, make_group("api"), 10)
-    good = {"holder": user, "offer_group": "api", "count": 1}
+def test_bad_items_name_their_index_and_field(fast_path, holder, bad, error, field):
+    services.grant(holder, make_group("api"), 10)
+    good = {"holder": holder, "offer_group": "api", "count": 1}
     items = [ConsumeItem(**good), ConsumeItem(**good), ConsumeItem(**{**good, **bad})]
     before = table_snapshot()
     with pytest.raises(error) as caught:
@@ -208,48 +218,48 @@ def test_bad_items_name_their_index_and_field(fast_path, user, bad, error, field
     assert table_snapshot() == before
 
 
-def test_not_a_list_of_items(user):
+def test_not_a_list_of_items(holder):
     make_group("api")
     with pytest.raises(domain.InvalidArgument) as caught:
-        services.consume_many([ConsumeItem(user, "api", 1), ("alice", "api", 1)])
+        services.consume_many([ConsumeItem(holder, "api", 1), ("alice", "api", 1)])
     assert caught.value.field == "items[1]"
     with pytest.raises(domain.InvalidArgument) as caught:
-        services.consume_many(ConsumeItem(user, "api", 1))
+        services.consume_many(ConsumeItem(holder, "api", 1))
     assert caught.value.field == "items"
     assert services.consume_many([]) == []
 
 
-def test_batch_max(user):
+def test_batch_max(holder):
     group = make_group("api")
-    services.grant(user, group, 10)
+    services.grant(holder, group, 10)
     with override_settings(USER_CREDITS={"BATCH_MAX": 3}):
-        assert len(services.consume_many([ConsumeItem(user, group, 1)] * 3)) == 3
+        assert len(services.consume_many([ConsumeItem(holder, group, 1)] * 3)) == 3
         before = table_snapshot()
         with pytest.raises(domain.InvalidArgument) as caught:
-            services.consume_many([ConsumeItem(user, group, 1)] * 4)
+            services.consume_many([ConsumeItem(holder, group, 1)] * 4)
     assert caught.value.field == "items"
     assert "3" in str(caught.value)
     assert table_snapshot() == before
 
 
-def test_holds_and_new_overdraft_accounts_keep_their_turn(fast_path, user, other_user):
+def test_holds_and_new_overdraft_accounts_keep_their_turn(fast_path, holder, other_holder):
     """Items the fast path leaves to the portable one (an account with holds, a first
     overdraft) are applied in their place in the batch."""
     group, debt = make_group("api"), make_group("debt")
-    services.grant(user, group, 10)
-    services.grant(other_user, group, 10)
-    services.hold(user, group, 4)
+    services.grant(holder, group, 10)
+    services.grant(other_holder, group, 10)
+    services.hold(holder, group, 4)
     with override_settings(
         USER_CREDITS={"POSTGRES_FAST_PATH": fast_path, "OVERDRAFT_GROUPS": {"debt": True}}
     ):
         results = services.consume_many(
             [
-                ConsumeItem(other_user, group, 1, idempotency_key="k"),
-                ConsumeItem(user, group, 5, idempotency_key="k"),  # 6 available, 4 held
-                ConsumeItem(other_user, group, 2),
-                ConsumeItem(user, debt, 3),  # no account yet: an overdraft
-                ConsumeItem(user, group, 2),
-                ConsumeItem(other_user, debt, 1, idempotency_key="k"),  # k was for 1 in api
+                ConsumeItem(other_holder, group, 1, idempotency_key="k"),
+                ConsumeItem(holder, group, 5, idempotency_key="k"),  # 6 available, 4 held
+                ConsumeItem(other_holder, group, 2),
+                ConsumeItem(holder, debt, 3),  # no account yet: an overdraft
+                ConsumeItem(holder, group, 2),
+                ConsumeItem(other_holder, debt, 1, idempotency_key="k"),  # k was for 1 in api
             ]
         )
     assert summary(results) == [
@@ -264,16 +274,18 @@ def test_holds_and_new_overdraft_accounts_keep_their_turn(fast_path, user, other
     assert_ledger_consistent()
 
 
-def test_a_fault_mid_batch_leaves_the_database_as_it_was(fast_path, user, other_user, on_commit):
+def test_a_fault_mid_batch_leaves_the_database_as_it_was(
+    fast_path, holder, other_holder, on_commit
+):
     """An unexpected error (not a status) after some items were written rolls the whole batch
     back, and sends no signal."""
     group = make_group("api")
-    services.grant(user, group, 10)
-    services.grant(other_user, group, 10)
-    second = CreditAccount.objects.get(holder=other_user).pk
+    services.grant(holder, group, 10)
+    services.grant(other_holder, group, 10)
+    second = CreditAccount.objects.get(holder=other_holder).pk
     items = [
-        ConsumeItem(user, group, 2, idempotency_key="k"),
-        ConsumeItem(other_user, group, 3, idempotency_key="k"),
+        ConsumeItem(holder, group, 2, idempotency_key="k"),
+        ConsumeItem(other_holder, group, 3, idempotency_key="k"),
     ]
     seen = []
     signals.credits_consumed.connect(receiver := lambda sender, **kw: seen.append(kw))
@@ -290,9 +302,9 @@ def test_a_fault_mid_batch_leaves_the_database_as_it_was(fast_path, user, other_
     assert_ledger_consistent()
 
 
-def test_signals_after_commit_for_each_consumed_item(fast_path, user, on_commit):
+def test_signals_after_commit_for_each_consumed_item(fast_path, holder, on_commit):
     group = make_group("api")
-    services.grant(user, group, 10)
+    services.grant(holder, group, 10)
     seen = []
 
     def receiver(sender, **kwargs):
@@ -303,9 +315,9 @@ def test_signals_after_commit_for_each_consumed_item(fast_path, user, on_commit)
         with on_commit():
             services.consume_many(
                 [
-                    ConsumeItem(user, group, 4),
-                    ConsumeItem(user, group, 9),
-                    ConsumeItem(user, group, 1),
+                    ConsumeItem(holder, group, 4),
+                    ConsumeItem(holder, group, 9),
+                    ConsumeItem(holder, group, 1),
                 ]
             )
     finally:
@@ -316,16 +328,16 @@ def test_signals_after_commit_for_each_consumed_item(fast_path, user, on_commit)
 def test_the_same_as_one_consume_at_a_time(fast_path):
     """A random batch gives the results and rows that ``consume`` one by one gives."""
     rng = random.Random(7)
-    users = [make_user() for _ in range(3)]
+    holders = [make_holder() for _ in range(3)]
     groups = [make_group("a"), make_group("b")]
 
     def outcomes(run):
-        for user in users:
+        for holder in holders:
             for group in groups:
-                services.grant(user, group, 30)
+                services.grant(holder, group, 30)
         items = [
             ConsumeItem(
-                rng.choice(users),
+                rng.choice(holders),
                 rng.choice(groups).key,
                 rng.randint(1, 12),
                 idempotency_key=rng.choice([None, "x", "y"]),
@@ -372,15 +384,15 @@ QUERIES = []
 
 @pytest.mark.postgres
 def test_one_batch_is_a_constant_number_of_queries():
-    users = [make_user() for _ in range(20)]
+    holders = [make_holder() for _ in range(20)]
     group = make_group("api")
-    for user in users:
-        services.grant(user, group, 1000)
-    services.consume(users[0], "api", 1)  # the group key is now known (cached)
+    for holder in holders:
+        services.grant(holder, group, 1000)
+    services.consume(holders[0], "api", 1)  # the group key is now known (cached)
 
     def queries(n):
         items = [
-            ConsumeItem(users[i % 20].pk, "api", 1, idempotency_key=f"{n}-{i}") for i in range(n)
+            ConsumeItem(holders[i % 20].pk, "api", 1, idempotency_key=f"{n}-{i}") for i in range(n)
         ]
         with CaptureQueriesContext(connection) as captured:
             results = services.consume_many(items)
@@ -398,12 +410,12 @@ def test_one_batch_is_a_constant_number_of_queries():
 def test_four_batch_writers_on_overlapping_accounts(fast):
     """Four writers, each batch over the same accounts in its own shuffled order: no deadlock,
     every token accounted for, every chain verifies."""
-    users = [make_user() for _ in range(8)]
+    holders = [make_holder() for _ in range(8)]
     groups = [make_group("a"), make_group("b")]
-    for user in users:
+    for holder in holders:
         for group in groups:
-            services.grant(user, group, 300)
-    pairs = [(u.pk, g.key) for u in users for g in groups]
+            services.grant(holder, group, 300)
+    pairs = [(u.pk, g.key) for u in holders for g in groups]
 
     def work(worker):
         rng = random.Random(worker)
@@ -421,9 +433,9 @@ def test_four_batch_writers_on_overlapping_accounts(fast):
     with override_settings(USER_CREDITS={"POSTGRES_FAST_PATH": fast}):
         results = in_threads(4, work)
     assert results == [10 * 2 * len(pairs)] * 4, results
-    for user in users:
+    for holder in holders:
         for group in groups:
-            assert services.get_balance(user, group) == 300 - 4 * 10 * 2
+            assert services.get_balance(holder, group) == 300 - 4 * 10 * 2
     assert LedgerEntry.objects.filter(kind=EntryKind.CONSUME).count() == 4 * 10 * 2 * len(pairs)
     assert services.verify_ledger().problems == []
     assert_ledger_consistent()
@@ -433,12 +445,12 @@ def test_four_batch_writers_on_overlapping_accounts(fast):
 def test_racing_batches_on_one_key_consume_it_once():
     """Two batches use the same holder's key on two accounts at once: one consumes, the other
     conflicts (it retries after the unique index refused its record)."""
-    user = make_user()
+    holder = make_holder()
     for key in ("a", "b"):
-        services.grant(user, make_group(key), 10)
+        services.grant(holder, make_group(key), 10)
 
     def work(i):
-        return services.consume_many([ConsumeItem(user, "ab"[i], 2, idempotency_key="same")])[0]
+        return services.consume_many([ConsumeItem(holder, "ab"[i], 2, idempotency_key="same")])[0]
 
     results = in_threads(2, work)
     assert sorted(r.status for r in results) == [CONFLICT, OK], results
@@ -462,15 +474,16 @@ def consumer():
     return client
 
 
-def test_api_batch_answers_each_item_in_order(consumer, user, other_user):
-    services.grant(user, make_group("api"), 10)
-    services.grant(other_user, make_group("ai"), 3)
+def test_api_batch_answers_each_item_in_order(consumer, holder, other_holder):
+    services.grant(holder, make_group("api"), 10)
+    services.grant(other_holder, make_group("ai"), 3)
+    alias = "user" if holder_is_user() else "holder"  # ``user`` names a holder that is a user
     items = [
-        {"holder": user.pk, "offer_group": "api", "count": 4, "idempotency_key": "e1"},
-        {"user": other_user.pk, "offer_group": "ai", "count": 5},
-        {"holder": user.pk, "offer_group": "api", "count": 4, "idempotency_key": "e1"},
-        {"holder": user.pk, "offer_group": "api", "count": 1, "idempotency_key": "e1"},
-        {"holder": other_user.pk, "offer_group": "ai", "count": 3, "metadata": {"job": 2}},
+        {"holder": holder.pk, "offer_group": "api", "count": 4, "idempotency_key": "e1"},
+        {alias: other_holder.pk, "offer_group": "ai", "count": 5},
+        {"holder": holder.pk, "offer_group": "api", "count": 4, "idempotency_key": "e1"},
+        {"holder": holder.pk, "offer_group": "api", "count": 1, "idempotency_key": "e1"},
+        {"holder": other_holder.pk, "offer_group": "ai", "count": 3, "metadata": {"job": 2}},
     ]
     response = consumer.post(API + "consume/batch/", {"items": items}, format="json")
     assert response.status_code == 200, response.json()
@@ -485,9 +498,9 @@ def test_api_batch_answers_each_item_in_order(consumer, user, other_user):
     assert results[0]["entries"] == results[2]["entries"]
     assert [e["amount"] for e in results[0]["entries"]] == [-4]
     assert results[1]["entries"] == [] and results[1]["account"] is None
-    assert results[4]["account"] == CreditAccount.objects.get(holder=other_user).pk
-    assert services.get_balance(user, "api") == 6
-    assert services.get_balance(other_user, "ai") == 0
+    assert results[4]["account"] == CreditAccount.objects.get(holder=other_holder).pk
+    assert services.get_balance(holder, "api") == 6
+    assert services.get_balance(other_holder, "ai") == 0
     # Sent again, the batch replays what it consumed (the last item has no key: it is a new
     # consumption, now short) and writes nothing.
     before = table_snapshot()
@@ -521,9 +534,9 @@ def test_api_batch_answers_each_item_in_order(consumer, user, other_user):
         ({"items": [ITEM] * 4}, "items"),  # over BATCH_MAX
     ],
 )
-def test_api_batch_bad_input_names_the_item_and_writes_nothing(consumer, user, body, field):
-    services.grant(user, make_group("api"), 10)
-    body = json.loads(json.dumps(body).replace('"HOLDER"', str(user.pk)))
+def test_api_batch_bad_input_names_the_item_and_writes_nothing(consumer, holder, body, field):
+    services.grant(holder, make_group("api"), 10)
+    body = json.loads(json.dumps(body).replace('"HOLDER"', str(holder.pk)))
     before = table_snapshot()
     with override_settings(USER_CREDITS={"BATCH_MAX": 3}):
         response = consumer.post(API + "consume/batch/", body, format="json")
@@ -532,24 +545,28 @@ def test_api_batch_bad_input_names_the_item_and_writes_nothing(consumer, user, b
     assert table_snapshot() == before
 
 
-def test_api_batch_needs_the_consume_permission(user):
-    services.grant(user, make_group("api"), 10)
-    body = {"items": [{"holder": user.pk, "offer_group": "api", "count": 1}]}
+def test_api_batch_needs_the_consume_permission(holder):
+    services.grant(holder, make_group("api"), 10)
+    body = {"items": [{"holder": holder.pk, "offer_group": "api", "count": 1}]}
     client = APIClient()
     assert client.post(API + "consume/batch/", body, format="json").status_code in (401, 403)
-    client.force_authenticate(user)  # no consume_credits permission, even on their own credits
+    client.force_authenticate(
+        person(holder)
+    )  # no consume_credits permission, even on their own credits
     assert client.post(API + "consume/batch/", body, format="json").status_code == 403
-    assert services.get_balance(user, "api") == 10
+    assert services.get_balance(holder, "api") == 10
 
 
-def test_api_batch_member_who_may_not_spend_is_403(consumer, user):
+def test_api_batch_member_who_may_not_spend_is_403(consumer, holder):
     stranger = make_user("stranger")
-    services.grant(user, make_group("api"), 10)
-    body = {"items": [{"holder": user.pk, "offer_group": "api", "count": 1, "member": stranger.pk}]}
+    services.grant(holder, make_group("api"), 10)
+    body = {
+        "items": [{"holder": holder.pk, "offer_group": "api", "count": 1, "member": stranger.pk}]
+    }
     response = consumer.post(API + "consume/batch/", body, format="json")
     assert response.status_code == 403
     assert "items[0].member" in response.json()["fields"]
-    assert services.get_balance(user, "api") == 10
+    assert services.get_balance(holder, "api") == 10
 
 
 def test_api_batch_in_the_schema(consumer):

@@ -136,16 +136,16 @@ def test_the_compiled_catalog_is_the_po_file_compiled(source, language, tmp_path
 # --- the services and the API ------------------------------------------------------------
 
 
-def test_service_errors_are_in_the_active_language(user):
+def test_service_errors_are_in_the_active_language(holder):
     make_group("g")
     with translation.override("fr"), pytest.raises(InsufficientCredits) as short:
-        services.consume(user, "g", 3)
+        services.consume(holder, "g", 3)
     assert str(short.value) == "Pas assez de jetons dans g : 3 demandés, 0 disponibles."
     with translation.override("fr"), pytest.raises(InvalidCount) as bad:
-        services.consume(user, "g", 0)
+        services.consume(holder, "g", 0)
     assert str(bad.value) == "count doit être un entier positif, reçu 0."
     with pytest.raises(InsufficientCredits) as english:
-        services.consume(user, "g", 3)
+        services.consume(holder, "g", 3)
     assert str(english.value) == "Not enough tokens in g: 3 requested, 0 available."
 
 
@@ -160,9 +160,9 @@ def consumer(db):
     return client
 
 
-def test_api_402_in_french_with_accept_language(consumer, user):
-    services.grant(user, make_group("g"), 2)
-    payload = {"user": user.pk, "offer_group": "g", "count": 5}
+def test_api_402_in_french_with_accept_language(consumer, holder):
+    services.grant(holder, make_group("g"), 2)
+    payload = {"holder": holder.pk, "offer_group": "g", "count": 5}
     before = table_snapshot()
     french = consumer.post(
         API + "consume/",
@@ -186,11 +186,11 @@ def test_api_402_in_french_with_accept_language(consumer, user):
     assert table_snapshot() == before
 
 
-def test_api_validation_errors_name_the_field_in_french(consumer, user):
+def test_api_validation_errors_name_the_field_in_french(consumer, holder):
     make_group("g")
     unknown = consumer.post(
         API + "consume/",
-        {"user": user.pk, "offer_group": "g", "count": 1, "colour": "red"},
+        {"holder": holder.pk, "offer_group": "g", "count": 1, "colour": "red"},
         format="json",
         HTTP_IDEMPOTENCY_KEY="k1",
         HTTP_ACCEPT_LANGUAGE="fr-FR,fr;q=0.9",
@@ -199,7 +199,7 @@ def test_api_validation_errors_name_the_field_in_french(consumer, user):
     assert unknown.json()["fields"] == {"colour": ["Champ inconnu."]}
     no_key = consumer.post(
         API + "consume/",
-        {"user": user.pk, "offer_group": "g", "count": 1},
+        {"holder": holder.pk, "offer_group": "g", "count": 1},
         format="json",
         HTTP_ACCEPT_LANGUAGE="fr",
     )
@@ -207,7 +207,7 @@ def test_api_validation_errors_name_the_field_in_french(consumer, user):
     assert no_key.json()["detail"] == ("Envoyez un en-tête Idempotency-Key de 1 à 255 caractères.")
     group = consumer.post(
         API + "consume/",
-        {"user": user.pk, "offer_group": "nope", "count": 1},
+        {"holder": holder.pk, "offer_group": "nope", "count": 1},
         format="json",
         HTTP_IDEMPOTENCY_KEY="k2",
         HTTP_ACCEPT_LANGUAGE="fr",
@@ -243,9 +243,9 @@ def test_admin_offer_list_in_french(staff):
     assert "Offer group" in english.text and "Groupe d&#x27;offres" not in english.text
 
 
-def test_admin_action_message_in_french(staff, user):
+def test_admin_action_message_in_french(staff, holder):
     offer = make_offer("Pack", group=make_group("g"))
-    order = services.create_order(user, offer)
+    order = services.create_order(holder, offer)
     services.mark_paid(order)
     response = staff.post(
         reverse("admin:user_credits_order_changelist"),

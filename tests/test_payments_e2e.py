@@ -86,7 +86,7 @@ def test_pay_with_localstripe_until_the_signed_webhook_grants(
 
 @pytest.mark.django_db
 @override_settings(USER_CREDITS={"STRIPE_FLOW": "payment_intent"})
-def test_what_localstripe_refuses_of_a_subscription(localstripe, endpoint, user, settings):
+def test_what_localstripe_refuses_of_a_subscription(localstripe, endpoint, holder, settings):
     from djstripe.models import Customer
 
     from user_credits.exceptions import PaymentProviderError
@@ -108,11 +108,11 @@ def test_what_localstripe_refuses_of_a_subscription(localstripe, endpoint, user,
     offer = make_offer(price=Decimal("15"), token_count=300, billing=Billing.RECURRING)
     offer.stripe_price_id = plan["id"]  # Stripe takes a Plan's id where it takes a Price's
     offer.save(update_fields=["stripe_price_id"])
-    subscription = services.subscribe(user, offer)  # manual provider: nothing started yet
+    subscription = services.subscribe(holder, offer)  # manual provider: nothing started yet
     with pytest.raises(PaymentProviderError, match="Bad request"):  # items[0][price]=plan_…
         StripeProvider().start_subscription(subscription)
 
-    customer, _ = Customer.get_or_create(subscriber=user, livemode=False)
+    customer, _ = Customer.get_or_create(subscriber=holder, livemode=False)
     stripe.PaymentMethod.attach("pm_card_visa", api_key=key, customer=customer.id)
     stripe.Customer.modify(
         customer.id, api_key=key, invoice_settings={"default_payment_method": "pm_card_visa"}

@@ -575,11 +575,11 @@ def test_refund_of_an_unknown_or_one_off_invoice_changes_nothing(deliver, plan, 
 
 @pytest.mark.postgres
 def test_refund_and_invoice_paid_at_once_grant_once_and_revoke_once(
-    deliver, stripe_api, endpoint, user
+    deliver, stripe_api, endpoint, holder
 ):
     from .test_concurrency import in_threads
 
-    plan = Plan(stripe_api, user)
+    plan = Plan(stripe_api, holder)
     invoice = stripe_api.put(plan.invoice(0))
     events = [
         fake.event("charge.refunded", _invoice_charge(invoice, refunded=2000)),
