@@ -259,9 +259,9 @@ def test_admin_action_message_in_french(staff, holder):
 # --- messages of the holds, the bulk consumption and the API's strict integers -----------
 
 
-def test_a_settled_hold_refuses_capture_in_the_active_language(user):
-    services.grant(user, make_group("g"), 5)
-    held = services.hold(user, "g", 2)
+def test_a_settled_hold_refuses_capture_in_the_active_language(holder):
+    services.grant(holder, make_group("g"), 5)
+    held = services.hold(holder, "g", 2)
     services.release(held)
     before = table_snapshot()
     with translation.override("fr"), pytest.raises(InvalidTransition) as french:
@@ -276,26 +276,26 @@ def test_a_settled_hold_refuses_capture_in_the_active_language(user):
     assert table_snapshot() == before
 
 
-def test_a_bad_batch_item_is_named_in_the_active_language(user):
-    services.grant(user, make_group("g"), 5)
-    items = [services.ConsumeItem(user, "g", 1), "not an item"]
+def test_a_bad_batch_item_is_named_in_the_active_language(holder):
+    services.grant(holder, make_group("g"), 5)
+    items = [services.ConsumeItem(holder, "g", 1), "not an item"]
     before = table_snapshot()
     with translation.override("fr"), pytest.raises(InvalidArgument) as french:
         services.consume_many(items)
     assert str(french.value) == "L'élément 1 n'est pas un ConsumeItem."
     assert french.value.field == "items[1]"
     with translation.override("fr"), pytest.raises(InvalidArgument) as unknown:
-        services.consume_many([services.ConsumeItem(user.pk + 1000, "g", 1)])
-    assert str(unknown.value) == f"Élément 0 : titulaire {user.pk + 1000!r} inconnu."
+        services.consume_many([services.ConsumeItem(holder.pk + 1000, "g", 1)])
+    assert str(unknown.value) == f"Élément 0 : titulaire {holder.pk + 1000!r} inconnu."
     assert table_snapshot() == before
 
 
-def test_api_strict_integer_error_in_french(consumer, user):
-    services.grant(user, make_group("g"), 5)
+def test_api_strict_integer_error_in_french(consumer, holder):
+    services.grant(holder, make_group("g"), 5)
     before = table_snapshot()
     response = consumer.post(
         API + "consume/",
-        {"user": user.pk, "offer_group": "g", "count": "3"},
+        {"holder": holder.pk, "offer_group": "g", "count": "3"},
         format="json",
         HTTP_IDEMPOTENCY_KEY="k1",
         HTTP_ACCEPT_LANGUAGE="fr",
