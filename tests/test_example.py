@@ -325,6 +325,7 @@ def test_auto_recharge_form_recharges_after_playground_spending(site):
     buy_and_pay(session, site, "Startup EarlyBird Monthly")
     page = session.get(site.url + "/credits/").text
     assert 'id="auto-recharge"' in page and "Not set up." in page
+    assert 'id="workspace-select"' not in page  # users hold their own credits: no switcher
     panel = page[page.index('class="panel recharge" data-group="EbStartup"') :]
     assert ">Startup EarlyBird Monthly</option>" in panel
     assert "Pro Monthly" not in panel  # a recurring plan of another group is not offered
