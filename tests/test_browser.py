@@ -526,7 +526,7 @@ def test_recurring_plan_journey(site, browser, tmp_path):
 # --- auto-recharge -------------------------------------------------------------------------------
 
 
-def test_auto_recharge_form_in_the_browser(site, browser):
+def test_auto_recharge_form_in_the_browser(site, browser, tmp_path):
     """Enable a recharge with the credits page's form, spend under its threshold, pay the
     recharge in flight with its demo control: the balance is topped up. The page passes
     axe-core in each state (not set up, enabled, in flight)."""
@@ -558,6 +558,8 @@ def test_auto_recharge_form_in_the_browser(site, browser):
     panel = browser.find_element(By.CSS_SELECTOR, '.recharge[data-group="talks"]')
     assert "Recharge in flight" in panel.text
     accessible(browser, checked)
+    browser.execute_script("arguments[0].scrollIntoView()", panel)
+    screenshot(browser, "auto-recharge", tmp_path)
     panel.find_element(By.CSS_SELECTOR, "button.simulate-recharge").click()
     wait_for_path(browser, "/credits/")
     assert browser.find_element(By.CSS_SELECTOR, '[data-group="talks"] .balance').text == "2"
