@@ -16,7 +16,12 @@ from django.utils import translation
 from rest_framework.test import APIClient
 
 from user_credits import services
-from user_credits.exceptions import InsufficientCredits, InvalidCount
+from user_credits.exceptions import (
+    InsufficientCredits,
+    InvalidArgument,
+    InvalidCount,
+    InvalidTransition,
+)
 
 from .factories import make_group, make_offer, make_user, table_snapshot
 
@@ -249,3 +254,52 @@ def test_admin_action_message_in_french(staff, user):
         HTTP_ACCEPT_LANGUAGE="fr",
     )
     assert "0 payée(s), 1 ignoré(s) : déjà payée." in response.text
+
+
+# --- messages of the holds, the bulk consumption and the API's strict integers -----------
+
+
+def test_a_settled_hold_refuses_capture_in_the_active_language(user):
+    services.grant(user, make_group("g"), 5)
+    held = services.hold(user, "g", 2)
+    services.release(held)
+    before = table_snapshot()
+    with translation.override("fr"), pytest.raises(InvalidTransition) as french:
+        services.capture(held)
+    assert str(french.value) == (
+        f"La réservation n° {held.pk} a le statut released ; elle ne peut pas être prélevée."
+    )
+    assert french.value.field == "hold"
+    with pytest.raises(InvalidTransition) as english:
+        services.capture(held)
+    assert str(english.value) == f"Hold #{held.pk} is released; it cannot be captured."
+    assert table_snapshot() == before
+
+
+def test_a_bad_batch_item_is_named_in_the_active_language(user):
+    services.grant(user, make_group("g"), 5)
+    items = [services.ConsumeItem(user, "g", 1), "not an item"]
+    before = table_snapshot()
+    with translation.override("fr"), pytest.raises(InvalidArgument) as french:
+        services.consume_many(items)
+    assert str(french.value) == "L'élément 1 n'est pas un ConsumeItem."
+    assert french.value.field == "items[1]"
+    with translation.override("fr"), pytest.raises(InvalidArgument) as unknown:
+        services.consume_many([services.ConsumeItem(user.pk + 1000, "g", 1)])
+    assert str(unknown.value) == f"Élément 0 : titulaire {user.pk + 1000!r} inconnu."
+    assert table_snapshot() == before
+
+
+def test_api_strict_integer_error_in_french(consumer, user):
+    services.grant(user, make_group("g"), 5)
+    before = table_snapshot()
+    response = consumer.post(
+        API + "consume/",
+        {"user": user.pk, "offer_group": "g", "count": "3"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="k1",
+        HTTP_ACCEPT_LANGUAGE="fr",
+    )
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"count": ["Un nombre entier est requis."]}
+    assert table_snapshot() == before

@@ -22,7 +22,7 @@ from ..services import ConsumeStatus
 class StrictIntegerField(serializers.IntegerField):
     """A JSON integer only: no strings, floats or booleans."""
 
-    default_error_messages = {"invalid": "A whole number is required."}
+    default_error_messages = {"invalid": _("A whole number is required.")}
 
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, int):

@@ -87,7 +87,7 @@ def consume(
     mid = authorize(member, holder)
     metadata = metadata or {}
     try:
-        with waits_as_busy(f"The {group.key} account"):
+        with waits_as_busy(gettext("The %(group)s account") % {"group": group.key}):
             return _consume(uid, group, count, key, metadata, mid)
     except IntegrityError:
         if key is None:

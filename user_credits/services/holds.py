@@ -70,7 +70,10 @@ def hold(
     uid = holder_pk(holder)
     group = resolve_group(offer_group)
     mid = authorize(member, holder)
-    with waits_as_busy(f"The {group.key} account"), transaction.atomic():
+    with (
+        waits_as_busy(gettext("The %(group)s account") % {"group": group.key}),
+        transaction.atomic(),
+    ):
         account = lock_account(uid, group, create=False)
         if key is not None:
             first = (
@@ -137,7 +140,9 @@ def capture(
     if count is not None:
         count = positive_int(count)
     with (
-        waits_as_busy(f"The account of hold #{getattr(hold, 'pk', hold)}"),
+        waits_as_busy(
+            gettext("The account of hold #%(hold)s") % {"hold": getattr(hold, "pk", hold)}
+        ),
         transaction.atomic(),
     ):
         account, locked = _lock(hold)
@@ -151,7 +156,11 @@ def capture(
 
 
 def _not_capturable(pk, status) -> InvalidTransition:
-    return InvalidTransition(f"Hold #{pk} is {status}; it cannot be captured.", field="hold")
+    return InvalidTransition(
+        gettext("Hold #%(hold)s is %(status)s; it cannot be captured.")
+        % {"hold": pk, "status": status},
+        field="hold",
+    )
 
 
 def _capture(account, hold, count, metadata, over, now, mid=None) -> Consumption:
