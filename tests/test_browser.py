@@ -521,3 +521,48 @@ def test_recurring_plan_journey(site, browser, tmp_path):
     screenshot(browser, "mobile-recurring-plans", tmp_path)
     assert all(scroll <= client for scroll, client in widths.values()), widths
     assert len(checked) == 8
+
+
+# --- auto-recharge -------------------------------------------------------------------------------
+
+
+def test_auto_recharge_form_in_the_browser(site, browser, tmp_path):
+    """Enable a recharge with the credits page's form, spend under its threshold, pay the
+    recharge in flight with its demo control: the balance is topped up. The page passes
+    axe-core in each state (not set up, enabled, in flight)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    new_user(site, "autobuyer")
+    checked = []
+    browser.get(f"{site.url}/accounts/login/")
+    log_in(browser, "autobuyer")
+    wait_for_path(browser, "/pricing/")
+    buy_with_simulated_payment(browser, "3 Talks")
+    panel = browser.find_element(By.CSS_SELECTOR, '.recharge[data-group="talks"]')
+    assert "Not set up." in panel.text
+    accessible(browser, checked)
+    Select(panel.find_element(By.NAME, "offer")).select_by_visible_text("1 Talk")
+    panel.find_element(By.NAME, "threshold").send_keys("2")
+    click_and_wait(browser, panel.find_element(By.CSS_SELECTOR, "button.enable-recharge"))
+    panel = browser.find_element(By.CSS_SELECTOR, '.recharge[data-group="talks"]')
+    assert panel.get_attribute("data-enabled") == "yes"
+    assert "On: 1 × 1 Talk when under 2 tokens." in panel.text
+    accessible(browser, checked)
+    site.python(
+        "from django.contrib.auth import get_user_model; from user_credits import services; "
+        "services.consume(get_user_model().objects.get(username='autobuyer'), 'talks', 2);"
+        " print('ok')"
+    )
+    browser.refresh()
+    panel = browser.find_element(By.CSS_SELECTOR, '.recharge[data-group="talks"]')
+    assert "Recharge in flight" in panel.text
+    accessible(browser, checked)
+    browser.execute_script("arguments[0].scrollIntoView()", panel)
+    screenshot(browser, "auto-recharge", tmp_path)
+    panel.find_element(By.CSS_SELECTOR, "button.simulate-recharge").click()
+    wait_for_path(browser, "/credits/")
+    assert browser.find_element(By.CSS_SELECTOR, '[data-group="talks"] .balance').text == "2"
+    assert "Recharge in flight" not in browser.page_source
+    assert balance(site, "autobuyer", "talks") == 2
+    assert len(checked) == 3

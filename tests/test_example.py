@@ -303,3 +303,121 @@ def test_plans_refuse_bad_requests_and_other_users(site):
     # The owner cancels the unpaid plan: at once.
     assert post(owner, site, f"/plans/{pk}/cancel/", page="/credits/").status_code == 302
     assert plan_of(site, "planowner", "Pro Monthly")[1] == "canceled"
+
+
+# --- auto-recharge -------------------------------------------------------------------------------
+
+
+def recharge_of(site, username, group):
+    """``enabled threshold quantity offer pending_order`` of the user's recharge of ``group``."""
+    return site.python(
+        "from user_credits.models import AutoRecharge; "
+        f"r = AutoRecharge.objects.get(holder__username={username!r}, offer_group__key={group!r}); "
+        "print(r.enabled, r.threshold, r.quantity, r.offer.name.replace(' ', '_'), "
+        "r.pending_order_id)"
+    ).split()
+
+
+def test_auto_recharge_form_recharges_after_playground_spending(site):
+    new_user(site, "recharger")
+    session = requests.Session()
+    log_in(session, site, "recharger")
+    buy_and_pay(session, site, "Startup EarlyBird Monthly")
+    page = session.get(site.url + "/credits/").text
+    assert 'id="auto-recharge"' in page and "Not set up." in page
+    assert 'id="workspace-select"' not in page  # users hold their own credits: no switcher
+    panel = page[page.index('class="panel recharge" data-group="EbStartup"') :]
+    assert ">Startup EarlyBird Monthly</option>" in panel
+    assert "Pro Monthly" not in panel  # a recurring plan of another group is not offered
+    monthly = offer_id(site, "Startup EarlyBird Monthly")
+    enabled = post(
+        session,
+        site,
+        "/credits/auto-recharge/",
+        {"group": "EbStartup", "offer": monthly, "threshold": "900", "quantity": "1"},
+        page="/credits/",
+    )
+    assert enabled.status_code == 302 and enabled.headers["Location"] == "/credits/#auto-recharge"
+    page = session.get(site.url + "/credits/").text
+    assert "On: 1 × Startup EarlyBird Monthly when under 900 tokens." in page
+    assert recharge_of(site, "recharger", "EbStartup") == [
+        "True",
+        "900",
+        "1",
+        "Startup_EarlyBird_Monthly",
+        "None",
+    ]
+    asked = post(
+        session,
+        site,
+        "/playground/",
+        {"prompt": "Summarise our third quarter", "length": "medium", "group": "EbStartup"},
+    )
+    assert asked.status_code == 200 and asked.headers["Credits-Remaining"] == "796"
+    pending = recharge_of(site, "recharger", "EbStartup")[4]
+    assert pending != "None"  # 796 < 900: a recharge order is in flight
+    status = site.python(
+        f"from user_credits.models import Order; o = Order.objects.get(pk={pending}); "
+        "print(o.status, o.name.replace(' ', '_'), o.quantity)"
+    )
+    assert status == "pending Startup_EarlyBird_Monthly 1"
+    page = session.get(site.url + "/credits/").text
+    assert f'data-order="{pending}"' in page and f"Recharge in flight: order #{pending}" in page
+    assert f'action="/orders/{pending}/simulate/"' in page
+    paid = post(session, site, f"/orders/{pending}/simulate/", page="/credits/")
+    assert paid.status_code == 302 and paid.headers["Location"] == "/credits/"
+    assert group_balance(site, "recharger", "EbStartup") == 796 + 1000
+    assert recharge_of(site, "recharger", "EbStartup")[4] == "None"  # nothing in flight
+    assert "Recharge in flight" not in session.get(site.url + "/credits/").text
+
+    # Change: another quantity and threshold, same form.
+    changed = post(
+        session,
+        site,
+        "/credits/auto-recharge/",
+        {"group": "EbStartup", "offer": monthly, "threshold": "500", "quantity": "2"},
+        page="/credits/",
+    )
+    assert changed.status_code == 302
+    assert recharge_of(site, "recharger", "EbStartup")[:3] == ["True", "500", "2"]
+
+    # Bad input: the service's message, nothing changes.
+    for data, message in (
+        ({"offer": monthly, "threshold": "0", "quantity": "1"}, "threshold must be a positive"),
+        (
+            {"offer": offer_id(site, "1 Talk"), "threshold": "100", "quantity": "1"},
+            "1 Talk is not an offer of the group EbStartup.",
+        ),
+        ({"offer": monthly, "threshold": "lots", "quantity": "1"}, "threshold must be a positive"),
+    ):
+        refused = post(
+            session,
+            site,
+            "/credits/auto-recharge/",
+            {"group": "EbStartup", **data},
+            page="/credits/",
+        )
+        assert refused.status_code == 302
+        shown = session.get(site.url + "/credits/").text
+        assert f'<li class="error">{message}' in shown, message
+        assert recharge_of(site, "recharger", "EbStartup")[:3] == ["True", "500", "2"]
+
+    # Disable: the recharge stays, switched off; a low balance then starts nothing.
+    disabled = post(
+        session,
+        site,
+        "/credits/auto-recharge/",
+        {"group": "EbStartup", "action": "disable"},
+        page="/credits/",
+    )
+    assert disabled.status_code == 302
+    page = session.get(site.url + "/credits/").text
+    assert "Auto-recharge disabled." in page and 'data-enabled="no"' in page and "Off." in page
+    assert recharge_of(site, "recharger", "EbStartup")[0] == "False"
+    site.python(
+        "from django.contrib.auth import get_user_model; from user_credits import services; "
+        "services.consume(get_user_model().objects.get(username='recharger'), 'EbStartup', 1700);"
+        " print('ok')"
+    )
+    assert recharge_of(site, "recharger", "EbStartup")[4] == "None"
+    assert group_balance(site, "recharger", "EbStartup") == 96

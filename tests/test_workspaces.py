@@ -65,6 +65,35 @@ api = client.get("/api/credits/credits/")
 assert api.status_code == 200 and api.json()[0]["balance"] == 54, api.content
 client.force_login(outsider)
 assert client.get("/api/credits/credits/").status_code == 403
+
+# The header's switcher lists the user's workspaces, the current one selected; switching
+# (``?workspace=<slug>``) changes the balance shown, and the choice sticks to the session.
+import re
+beta = Workspace.objects.create(name="Beta", slug="beta", owner=bob)
+services.grant(beta, "api-calls", 7, reason="demo")
+client = Client()
+client.force_login(bob)
+
+def shown(page):
+    html = page.content.decode()
+    switcher = html[html.index('id="workspace-select"'):]
+    switcher = switcher[: switcher.index("</select>")]
+    selected = re.search(r'<option value="([a-z]+)" selected>', switcher)
+    return (
+        re.findall(r'<span class="balance">(\d+)</span>', html),
+        re.findall(r'<option value="([a-z]+)"', switcher),
+        selected and selected.group(1),
+    )
+
+page = client.get("/credits/")
+assert '<label for="workspace-select">Workspace</label>' in page.content.decode()
+assert shown(page) == (["54"], ["acme", "beta"], "acme"), shown(page)
+assert shown(client.get("/credits/", {"workspace": "beta"})) == (["7"], ["acme", "beta"], "beta")
+assert shown(client.get("/credits/")) == (["7"], ["acme", "beta"], "beta")
+assert shown(client.get("/credits/", {"workspace": "acme"}))[0] == ["54"]
+# A workspace the user is not in is not chosen: the current one stays.
+client.force_login(cy)
+assert shown(client.get("/credits/", {"workspace": "beta"})) == (["54"], ["acme"], "acme")
 print("workspaces ok")
 """
 

@@ -16,6 +16,7 @@ urlpatterns = [
     ),
     path("credits/", views.credits, name="credits"),
     path("credits/ledger/", views.ledger, name="ledger"),
+    path("credits/auto-recharge/", views.auto_recharge, name="auto_recharge"),
     path("playground/", views.playground, name="playground"),
     path("subscribe/<int:offer_id>/", views.subscribe, name="subscribe"),
     path(

@@ -26,6 +26,8 @@ from user_credits.exceptions import UserCreditsError
 from user_credits.holders import requester_holder
 from user_credits.metering import GROUP_HEADER, REMAINING_HEADER, meters
 from user_credits.models import (
+    AutoRecharge,
+    Billing,
     Cycle,
     LedgerEntry,
     Offer,
@@ -203,8 +205,94 @@ def credits(request):
     return render(
         request,
         "shop/credits.html",
-        {"rows": rows, "plans": _live_plans(holder), "simulated": not _stripe_enabled()},
+        {
+            "rows": rows,
+            "plans": _live_plans(holder),
+            "simulated": not _stripe_enabled(),
+            "recharges": _recharge_panels(holder, [group.offer_group for group, _chart in rows]),
+        },
     )
+
+
+# --- auto-recharge: enable, change, disable; an order in flight is paid like any other ---------
+
+
+def _recharge_panels(holder, group_keys) -> list[dict]:
+    """One panel per group the holder has credits in (or a recharge for) that sells a paid,
+    one-time offer with tokens: the offers it may recharge with and its recharge, if any."""
+    recharges = {
+        r.offer_group.key: r
+        for r in AutoRecharge.objects.filter(holder_id=holder.pk).select_related(
+            "offer", "offer_group", "pending_order"
+        )
+    }
+    offers = {}
+    for offer in (
+        Offer.objects.filter(
+            offer_group__key__in=[*group_keys, *recharges],
+            is_active=True,
+            billing=Billing.ONE_TIME,
+            token_count__gt=0,
+            price__gt=0,
+        )
+        .select_related("offer_group")
+        .order_by("price", "pk")
+    ):
+        offers.setdefault(offer.offer_group.key, []).append(offer)
+    keys = [*group_keys, *(key for key in recharges if key not in group_keys)]
+    return [
+        {
+            "group": (offers.get(key) or [recharges[key]])[0].offer_group,
+            "offers": offers.get(key, []),
+            "recharge": recharges.get(key),
+        }
+        for key in keys
+        if key in offers or key in recharges
+    ]
+
+
+def _posted_int(value):
+    """A posted count as an ``int`` when it is one, else as posted: the service then names
+    the field in its message."""
+    value = (value or "").strip()
+    return int(value) if re.fullmatch(r"-?\d{1,18}", value) else value
+
+
+@login_required
+@require_http_methods(["POST"])
+def auto_recharge(request):
+    """Enable (or change) and disable the requester's auto-recharge of a group, through the
+    services; their message is shown for bad input and nothing changes."""
+    holder = requester_holder(request)
+    group = request.POST.get("group", "")
+    try:
+        if request.POST.get("action") == "disable":
+            if services.disable_auto_recharge(holder, group) is None:
+                messages.error(
+                    request, _("No auto-recharge to disable in %(group)s.") % {"group": group}
+                )
+            else:
+                messages.success(request, _("Auto-recharge disabled."))
+        else:
+            recharge = services.enable_auto_recharge(
+                holder,
+                group,
+                _posted_int(request.POST.get("offer")),
+                threshold=_posted_int(request.POST.get("threshold")),
+                quantity=_posted_int(request.POST.get("quantity") or "1"),
+            )
+            messages.success(
+                request,
+                _("Auto-recharge on: %(quantity)s × %(offer)s when under %(threshold)s tokens.")
+                % {
+                    "quantity": recharge.quantity,
+                    "offer": recharge.offer.name,
+                    "threshold": recharge.threshold,
+                },
+            )
+    except UserCreditsError as exc:
+        messages.error(request, str(exc))
+    return redirect(reverse("credits") + "#auto-recharge")
 
 
 @login_required

@@ -9,8 +9,7 @@ def current_workspace(request):
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return None
-    mine = Workspace.objects.filter(members=user) | Workspace.objects.filter(owner=user)
-    mine = mine.distinct().order_by("pk")
+    mine = user_workspaces(user)
     slug = request.GET.get("workspace") or request.session.get("workspace")
     chosen = mine.filter(slug=slug).first() if slug else None
     if chosen is not None:
@@ -21,3 +20,9 @@ def current_workspace(request):
 def is_member(user, workspace):
     """``CAN_SPEND``: the owner and the members of the workspace."""
     return isinstance(workspace, Workspace) and workspace.has_member(user)
+
+
+def user_workspaces(user):
+    """The workspaces ``user`` owns or is a member of, oldest first."""
+    mine = Workspace.objects.filter(members=user) | Workspace.objects.filter(owner=user)
+    return mine.distinct().order_by("pk")
