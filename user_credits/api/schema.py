@@ -29,6 +29,7 @@ SCHEMA_SETTINGS = {
         "HoldStatusEnum": "user_credits.models.HoldStatus",
         "LotStatusEnum": "user_credits.models.LotStatus",
         "ConsumeStatusEnum": "user_credits.services.bulk.STATUSES",
+        "SubscriptionStatusEnum": "user_credits.models.SubscriptionStatus",
     },
 }
 

@@ -66,6 +66,8 @@ class SubscriptionViewSet(
 ):
     """The requesting user's subscriptions, newest first."""
 
+    # The model for the schema; the rows come from get_queryset (the request's holder).
+    queryset = Subscription.objects.none()
     serializer_class = SubscriptionSerializer
     permission_classes = [permissions.IsAuthenticated]
     pagination_class = CreditsPagination

@@ -107,6 +107,8 @@ class OrderViewSet(
 ):
     """The requesting user's orders, with their history."""
 
+    # The model for the schema; the rows come from get_queryset (the request's holder).
+    queryset = Order.objects.none()
     serializer_class = s.OrderSerializer
     permission_classes = [permissions.IsAuthenticated]
     pagination_class = CreditsPagination
@@ -161,6 +163,7 @@ class CreditsView(CreditsAPIMixin, APIView):
 class LedgerViewSet(CreditsAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """The requesting user's ledger entries, newest first."""
 
+    queryset = LedgerEntry.objects.none()  # the model for the schema, as above
     serializer_class = s.LedgerEntrySerializer
     permission_classes = [permissions.IsAuthenticated]
     pagination_class = LedgerPagination
