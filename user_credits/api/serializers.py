@@ -30,14 +30,19 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+def refuse_unknown(data: dict, known) -> None:
+    """A field the body should not have is an error naming it, not a silent default."""
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise serializers.ValidationError({name: [_("Unknown field.")] for name in unknown})
+
+
 class StrictSerializer(serializers.Serializer):
     """Refuses fields it does not know, so a typo is an error and not a silent default."""
 
     def validate(self, attrs):
         if isinstance(self.initial_data, dict):
-            unknown = sorted(set(self.initial_data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: [_("Unknown field.")] for name in unknown})
+            refuse_unknown(self.initial_data, self.fields)
         return attrs
 
     def to_internal_value(self, data):
@@ -337,9 +342,7 @@ class ConsumeBatchItemSerializer(StrictSerializer):
     def to_internal_value(self, data):
         # Validated as a list (many=True), where initial_data is the whole list: check here.
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: [_("Unknown field.")] for name in unknown})
+            refuse_unknown(data, self.fields)
         return super().to_internal_value(data)
 
     def validate(self, attrs):
@@ -357,9 +360,7 @@ class ConsumeBatchSerializer(serializers.Serializer):
         """Errors name the item and its field: ``items[3].count``."""
         if not isinstance(data, dict):
             raise serializers.ValidationError({"non_field_errors": [_("Expected a JSON object.")]})
-        unknown = sorted(set(data) - {"items"})
-        if unknown:
-            raise serializers.ValidationError({name: [_("Unknown field.")] for name in unknown})
+        refuse_unknown(data, {"items"})
         items = data.get("items")
         if not isinstance(items, list) or not items:
             raise serializers.ValidationError({"items": [_("A non-empty list of items.")]})
