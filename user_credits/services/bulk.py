@@ -4,12 +4,13 @@
 item: an item short of tokens, over its member's limit or reusing a key for another request
 gets its status and writes nothing, and the others go on. Results come back in input order.
 
-Both paths reuse the single consumption's code rather than restating its rules: on
-PostgreSQL ``user_credits_consume_many`` (``sql``) locks the batch's accounts in id order and
-calls ``user_credits_consume`` per item; elsewhere (or with ``POSTGRES_FAST_PATH`` off) the
-accounts are locked in the same order and ``consume_portable`` runs per item, each in a
-savepoint. An item whose account has holds, or needs a new account for an overdraft, goes
-through the portable path in its turn, then the fast path continues after it.
+Both paths are the single consumption's: on PostgreSQL ``user_credits_consume_many``
+(``sql``), of which a single consume is a batch of one, locks the batch's accounts in id order,
+decides each item in memory and writes the batch set-based; elsewhere (or with
+``POSTGRES_FAST_PATH`` off) the accounts are locked in the same order and ``consume_portable``
+runs per item, each in a savepoint. An item whose account has holds, or needs a new account
+for an overdraft, goes through the portable path in its turn, then the fast path continues
+after it.
 
 Bad input (an unknown holder or group, a count that is not a positive integer, a member who
 may not spend) raises before anything is written, naming the item: ``field`` is
@@ -109,15 +110,15 @@ class _Item:
     overdraft: bool
 
     def as_json(self) -> dict:
-        return {
-            "holder": _jsonable(self.uid),
-            "grp": self.group.pk,
-            "count": self.count,
-            "key": self.key,
-            "metadata": self.metadata,
-            "overdraft": self.overdraft,
-            "member": _jsonable(self.mid),
-        }
+        return sql.item_json(
+            holder_id=self.uid,
+            group_id=self.group.pk,
+            count=self.count,
+            key=self.key,
+            metadata=self.metadata,
+            overdraft=self.overdraft,
+            member_id=self.mid,
+        )
 
     def result(self, status: str, balance=None, entries=(), account=None) -> ConsumeResult:
         entries = list(entries)
@@ -132,10 +133,6 @@ class _Item:
             offer_group=self.group.key,
             count=self.count,
         )
-
-
-def _jsonable(value: Any) -> Any:
-    return value if value is None or isinstance(value, int) else str(value)
 
 
 #: How many times a batch is retried after losing a race on an idempotency key.
@@ -177,19 +174,22 @@ def _consume_all(connection, prepared: list[_Item]) -> list[ConsumeResult]:
     starts = period_starts(now)
     while len(results) < len(prepared):
         rest = prepared[len(results) :]
-        answer = sql.consume_many(
-            connection, [item.as_json() for item in rest], now=now, period_starts=starts
-        )
+        sent = [item.as_json() for item in rest]
+        answer = sql.consume_many(connection, sent, now=now, period_starts=starts)
         if answer.get("unknown_holder") is not None:
             raise _unknown_holder(rest[answer["unknown_holder"]])
-        for item, row in zip(rest, answer["results"], strict=False):
-            results.append(_from_sql(connection, item, row))
+        # The entries of this call's results so far: a replay of an item of the call names it.
+        written: list[list[LedgerEntry]] = []
+        for item, as_sent, row in zip(rest, sent, answer["results"], strict=False):
+            result = _from_sql(connection, item, as_sent, row, now, written)
+            written.append(result.entries)
+            results.append(result)
         if answer.get("stopped"):
             results.append(_consume_portable(prepared[len(results)]))
     return results
 
 
-def _from_sql(connection, item: _Item, row: dict) -> ConsumeResult:
+def _from_sql(connection, item: _Item, as_sent: dict, row: dict, now, written) -> ConsumeResult:
     status = row["status"]
     if status == "insufficient":
         return item.result(ConsumeStatus.INSUFFICIENT, row["available"])
@@ -197,7 +197,7 @@ def _from_sql(connection, item: _Item, row: dict) -> ConsumeResult:
         return item.result(ConsumeStatus.CONFLICT)
     if status == "limit":
         return item.result(ConsumeStatus.LIMIT)
-    entries = sql.entries_from_json(row["entries"], connection.alias)
+    entries = sql.result_entries(row, connection.alias, item=as_sent, now=now, earlier=written)
     if status == "replay":
         return item.result(ConsumeStatus.REPLAYED, row["balance"], entries, row["account"])
     assert status == "ok", status

@@ -15,6 +15,7 @@ from ...conf import app_settings
 from ...models import LedgerEntry
 from .functions import (
     OBSOLETE_FUNCTIONS_SQL,
+    ROW_FIELDS,
     chain_functions_sql,
     consume_function_sql,
     consume_many_function_sql,
@@ -46,7 +47,7 @@ def _json(value):
 
 
 def entries_from_json(rows: list[dict], using: str) -> list[LedgerEntry]:
-    """Ledger entries from the functions' ``to_jsonb`` rows, as if loaded by a query."""
+    """Ledger entries from ``to_jsonb`` rows, as if loaded by a query."""
     fields = LedgerEntry._meta.concrete_fields
     return [
         LedgerEntry.from_db(
@@ -56,6 +57,42 @@ def entries_from_json(rows: list[dict], using: str) -> list[LedgerEntry]:
     ]
 
 
+def entries_from_rows(
+    rows: list[list], using: str, *, account_id: int, item: dict, now: datetime
+) -> list[LedgerEntry]:
+    """The entries one item wrote, from the function's compact rows (``ROW_FIELDS``); the
+    other fields are the item's own (``item``: as sent) and the time of the call."""
+    attnames = [f.attname for f in LedgerEntry._meta.concrete_fields]
+    entries = []
+    for row in rows:
+        values = dict(zip(ROW_FIELDS, row, strict=True))
+        values.update(
+            account_id=account_id,
+            idempotency_key=item["key"],
+            metadata=dict(item["metadata"]),
+            created_at=now,
+            member_id=item["member"],
+        )
+        entries.append(LedgerEntry.from_db(using, attnames, [values[n] for n in attnames]))
+    return entries
+
+
+def result_entries(
+    result: dict, using: str, *, item: dict, now: datetime, earlier: list[list[LedgerEntry]]
+) -> list[LedgerEntry]:
+    """The entries of an ``ok`` or ``replay`` result of ``user_credits_consume_many``:
+    written now (``rows``), by an earlier item of the same call (``of``, an index into
+    ``earlier``, the entries of the call's results so far), or by an earlier transaction
+    (``entries``)."""
+    if "rows" in result:
+        return entries_from_rows(
+            result["rows"], using, account_id=result["account"], item=item, now=now
+        )
+    if "of" in result:
+        return list(earlier[result["of"]])
+    return entries_from_json(result["entries"], using)
+
+
 def expire_batch(
     connection: BaseDatabaseWrapper, *, now: datetime, holder_id: Any, batch_size: int
 ) -> list[dict] | None:
@@ -63,6 +100,32 @@ def expire_batch(
     with connection.cursor() as cursor:
         cursor.execute("SELECT user_credits_expire_batch(%s, %s, %s)", [now, holder_id, batch_size])
         return _json(cursor.fetchone()[0])
+
+
+def item_json(
+    *,
+    holder_id: Any,
+    group_id: int,
+    count: int,
+    key: str | None,
+    metadata: dict,
+    overdraft: bool,
+    member_id: Any = None,
+) -> dict:
+    """One item of ``user_credits_consume_many``'s ``items``."""
+    return {
+        "holder": _jsonable(holder_id),
+        "grp": group_id,
+        "count": count,
+        "key": key,
+        "metadata": metadata,
+        "overdraft": overdraft,
+        "member": _jsonable(member_id),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    return value if value is None or isinstance(value, int) else str(value)
 
 
 def consume(

@@ -28,13 +28,44 @@ returns a JSON object whose ``status`` is one of:
   handles it (holds are rare on a hot path; their lines are per lot);
 - ``no_account``: no account yet and overdraft allowed: the portable path creates it.
 
-``user_credits_consume_many(items, now, period_starts)`` locks the accounts of a batch (a
-JSON array of ``holder``, ``grp``, ``count``, ``key``, ``metadata``, ``overdraft``, ``member``)
-in account id order, then calls ``user_credits_consume`` for each item in order: one round
-trip, the rules above written once. It returns ``{"results": [...]}`` (one status object per
-item), or ``{"unknown_holder": index}`` having written nothing; an item the portable path
-must handle (``holds``, ``no_account``) stops it there with
-``"stopped"``, and the caller continues after that item.
+``user_credits_consume_many(items, now, period_starts)`` consumes a batch (a JSON array of
+``holder``, ``grp``, ``count``, ``key``, ``metadata``, ``overdraft``, ``member``) in one round
+trip: what ``user_credits_consume`` does for each item in turn, under the same account locks,
+but set-based. It locks the batch's accounts in id order, reads (each statement a fresh
+snapshot, READ COMMITTED, so what it reads after the locks is current) the idempotency records of the items' keys, the accounts' lots in burn order
+and, for members, their spending limits and what they spent in each limit's period
+(``period_starts`` maps each period to its start, from ``cycles.period_start``, as
+``spending.check_limit`` does). It then decides every item in memory, in input order: a key
+used before replays or conflicts; an account's due lots expire at its first consumption;
+tokens are taken in burn order (one ledger entry per lot), the rest recorded as overdraft when
+allowed; each entry's digest chains it after the account's last. Last, one statement writes
+everything: the entries, the lots, the accounts and the idempotency records. Writing per batch
+rather than per item is what makes a batch cheap: a statement costs more than the arithmetic of
+an item. (A batch of one costs more than ``user_credits_consume``, whose statements are
+smaller: the single consume, the hottest path, keeps its own function. The differential test
+holds both to the portable path, and batches to single consumes, row for row.) Its plans are
+generic and use indexes only: it looks up few rows by key, whatever the tables' sizes when a
+plan was made.
+
+It returns ``{"results": [...]}``, one object per item, whose ``status`` is one of:
+
+- ``ok``: the tokens were consumed; ``account``, ``balance``, ``rows`` (the new entries,
+  compact: the columns ``ROW_FIELDS``) and ``recharge_below`` (the account's auto-recharge
+  threshold, or null);
+- ``replay``: the key was used before for the same group and count: ``account`` and
+  ``balance`` of the first consumption, and its entries: ``of`` (the index of the item of this
+  call that wrote them) or ``entries`` (``to_jsonb`` rows of an earlier transaction); nothing
+  written;
+- ``conflict``: the key was used for another group or count (``count``), nothing written;
+- ``insufficient``: not enough tokens (``available``), nothing written;
+- ``limit``: the member's spending limit would be exceeded (``limit``, ``spent``), nothing
+  written.
+
+An item of an unknown holder refuses the batch: ``{"unknown_holder": index}``, nothing
+written. An item the portable path must handle stops the batch before it with ``"stopped"``:
+``holds`` (its account has tokens reserved by holds, whose lines are per lot; holds are rare
+on a hot path) or ``no_account`` (no account yet and overdraft allowed: the portable path
+creates it); what came before it is written, and the caller continues after that item.
 
 ``user_credits_expire_batch(now, holder, batch)`` does what ``expiry.expire_batch_portable``
 does for one batch: lock the accounts of the next due lots in id order, then (a fresh
@@ -59,6 +90,10 @@ from ...models import (
 )
 from ..allocation import burn_order_sql
 
+#: The columns of an entry in a result's compact ``rows``, in order; the caller knows the
+#: others (the item's key, metadata and member, the account, the time).
+ROW_FIELDS = ("id", "seq", "kind", "lot_id", "amount", "balance_after", "digest")
+
 
 def literal(value: str) -> str:
     """An SQL string literal of one of our own constants."""
@@ -82,6 +117,7 @@ def _names() -> dict[str, str]:
         "kind_consume": literal(EntryKind.CONSUME),
         "kind_expire": literal(EntryKind.EXPIRE),
         "kind_overdraft": literal(EntryKind.OVERDRAFT),
+        "row_fields": ", ".join(f"i.{name}" for name in ROW_FIELDS),
     }
 
 
@@ -339,50 +375,410 @@ $fn$;
 CONSUME_MANY_TEMPLATE = r"""
 CREATE OR REPLACE FUNCTION user_credits_consume_many(
     p_items jsonb, p_now timestamptz, p_period_starts jsonb
-) RETURNS jsonb LANGUAGE plpgsql AS $fn$
+) RETURNS jsonb LANGUAGE plpgsql
+-- Plans made once per session, by key: a table small when a plan was made must not leave a
+-- sequential scan in it for when it has grown.
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_hashjoin = off
+SET enable_mergejoin = off AS $fn$
 DECLARE
-    v_item jsonb;
-    v_result jsonb;
-    v_results jsonb[] := '{{}}';
+    -- The items, in input order.
+    it_holder {holder_type}[];
+    it_grp bigint[];
+    it_count bigint[];
+    it_key text[];
+    it_meta jsonb[];
+    it_overdraft boolean[];
+    it_member {member_type}[];
+    it_account int[];       -- index of the item's account in the ac_* arrays; null: none
+    it_prev int[];          -- the item before it with the same holder and key
+    it_slot int[];          -- index of the member's spending limit below
+    -- The request an item's key was first used for: an earlier record, or an item before it.
+    rq_grp bigint[];
+    rq_count bigint[];
+    rq_balance bigint[];
+    rq_account bigint[];
+    rq_item int[];          -- that item; null: a record of an earlier transaction
+    -- What each item came to.
+    rs_status text[];
+    rs_x bigint[];          -- available (insufficient), count (conflict), limit (limit)
+    rs_y bigint[];          -- spent (limit)
+    -- The batch's accounts, locked, in id order; their lots in burn order (lt_*), each
+    -- account's from ac_first to ac_last.
+    ac_id bigint[];
+    ac_balance bigint[];
+    ac_overdraft bigint[];
+    ac_seq bigint[];
+    ac_digest text[];
+    ac_recharge bigint[];
+    ac_available bigint[];
+    ac_held boolean[];
+    ac_first int[];
+    ac_last int[];
+    ac_swept boolean[];     -- its due lots are expired (by its first consumption)
+    ac_changed boolean[];
+    lt_id bigint[];
+    lt_account int[];
+    lt_remaining bigint[];
+    lt_due boolean[];
+    lt_held boolean[];
+    lt_changed boolean[];
+    -- Spending limits met in the batch: tokens per period, and spent so far this period.
+    sl_tokens bigint[];
+    sl_spent bigint[];
+    -- The rows to write, in write order.
+    en_item int[] := '{{}}';
+    en_account bigint[] := '{{}}';
+    en_seq bigint[] := '{{}}';
+    en_lot bigint[] := '{{}}';
+    en_kind text[] := '{{}}';
+    en_amount bigint[] := '{{}}';
+    en_balance bigint[] := '{{}}';
+    en_key text[] := '{{}}';
+    en_meta jsonb[] := '{{}}';
+    en_member {member_type}[] := '{{}}';
+    en_digest text[] := '{{}}';
+    rc_item int[] := '{{}}';
+    v_n int;
+    v_e int := 0;
+    v_done int := 0;
+    v_stopped text;
+    v_a int;
+    v_s int;
+    v_p int;
+    v_need bigint;
+    v_take bigint;
+    v_overdrawn bigint;
+    v_i int;
+    v_expiring boolean;
+    v_kind text;
+    v_lot bigint;
     v_unknown bigint;
+    v_keys boolean;
+    v_members boolean;
+    v_results jsonb;
 BEGIN
-    -- An item of an unknown holder refuses the whole batch, before anything is written.
-    SELECT t.n - 1 INTO v_unknown
-      FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(value, n)
-     WHERE NOT EXISTS (SELECT 1 FROM {holder_table} h
-                        WHERE h.{holder_pk} = (t.value ->> 'holder')::{holder_type})
-     ORDER BY t.n LIMIT 1;
-    IF FOUND THEN
+    -- The items; the batch's accounts, locked in id order (two batches over the same
+    -- accounts wait for each other instead of deadlocking; a locked row is read as its last
+    -- committer left it); each item's account, as its index in the ac_* arrays.
+    WITH items AS MATERIALIZED (
+        SELECT t.n, x.*,
+               (SELECT a.id FROM {account} a
+                 WHERE a.holder_id = x.holder AND a.offer_group_id = x.grp) AS account_id,
+               EXISTS (SELECT 1 FROM {holder_table} h WHERE h.{holder_pk} = x.holder) AS known
+          FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(value, n),
+               jsonb_to_record(t.value) AS x(holder {holder_type}, grp bigint, count bigint,
+                                             key text, metadata jsonb, overdraft boolean,
+                                             member {member_type})
+    ), locked AS MATERIALIZED (
+        SELECT a.id, a.balance, a.overdraft, a.last_seq, a.last_digest, a.auto_recharge_below
+          FROM {account} a
+         WHERE a.id IN (SELECT account_id FROM items)
+         ORDER BY a.id
+           FOR UPDATE
+    )
+    SELECT i.*, l.*
+      INTO it_holder, it_grp, it_count, it_key, it_meta, it_overdraft, it_member, it_account,
+           v_unknown, v_n, v_keys, v_members,
+           ac_id, ac_balance, ac_overdraft, ac_seq, ac_digest, ac_recharge
+      FROM (SELECT array_agg(holder ORDER BY n), array_agg(grp ORDER BY n),
+                   array_agg(count ORDER BY n), array_agg(key ORDER BY n),
+                   array_agg(coalesce(metadata, '{{}}'::jsonb) ORDER BY n),
+                   array_agg(coalesce(overdraft, false) ORDER BY n),
+                   array_agg(member ORDER BY n), array_agg(x.idx ORDER BY n),
+                   min(n - 1) FILTER (WHERE NOT known), count(*),
+                   coalesce(bool_or(key IS NOT NULL), false),
+                   coalesce(bool_or(member IS NOT NULL), false)
+              FROM items
+              LEFT JOIN (SELECT id, row_number() OVER (ORDER BY id) AS idx FROM locked) x
+                     ON x.id = items.account_id) i,
+           (SELECT array_agg(id ORDER BY id), array_agg(balance ORDER BY id),
+                   array_agg(overdraft ORDER BY id), array_agg(last_seq ORDER BY id),
+                   array_agg(last_digest ORDER BY id), array_agg(auto_recharge_below ORDER BY id)
+              FROM locked) l;
+    -- An item of an unknown holder refuses the whole batch: nothing is written (the caller
+    -- rolls back, which releases the locks).
+    IF v_unknown IS NOT NULL THEN
         RETURN jsonb_build_object('unknown_holder', v_unknown);
     END IF;
+    IF v_n = 0 THEN
+        RETURN jsonb_build_object('results', '[]'::jsonb);
+    END IF;
 
-    -- Every existing account of the batch, locked in id order: two batches over the same
-    -- accounts wait for each other instead of deadlocking.
-    PERFORM 1 FROM {account} a
-     WHERE (a.holder_id, a.offer_group_id) IN (
-           SELECT x.holder, x.grp
-             FROM jsonb_to_recordset(p_items) AS x(holder {holder_type}, grp bigint))
-     ORDER BY a.id
-       FOR UPDATE;
+    -- A new statement, so a new snapshot (what the locks' previous holders committed is
+    -- seen): for each item with a key, the item before it with that key or else the key's
+    -- record; the accounts' lots with tokens, in burn order.
+    SELECT r.*, l.*
+      INTO it_prev, rq_grp, rq_count, rq_balance, rq_account,
+           lt_id, lt_account, lt_remaining, lt_due, lt_held
+      FROM (SELECT array_agg(t.prev ORDER BY t.n), array_agg(r.offer_group_id ORDER BY t.n),
+                   array_agg(r.count ORDER BY t.n), array_agg(r.balance_after ORDER BY t.n),
+                   array_agg(r.account_id ORDER BY t.n)
+              FROM (SELECT u.*, CASE WHEN u.key IS NOT NULL THEN
+                               lag(u.n) OVER (PARTITION BY u.holder, u.key ORDER BY u.n)
+                           END AS prev
+                      FROM unnest(it_holder, it_key) WITH ORDINALITY AS u(holder, key, n)
+                     WHERE v_keys) t
+              LEFT JOIN LATERAL (
+                    SELECT r.count, r.balance_after, r.account_id, ra.offer_group_id
+                      FROM {record} r JOIN {account} ra ON ra.id = r.account_id
+                     WHERE t.key IS NOT NULL AND t.prev IS NULL
+                       AND r.holder_id = t.holder AND r.idempotency_key = t.key
+                     LIMIT 1) r ON true) r,
+           (SELECT array_agg(id ORDER BY idx, {burn_order}),
+                   array_agg(idx ORDER BY idx, {burn_order}),
+                   array_agg(remaining ORDER BY idx, {burn_order}),
+                   array_agg(coalesce(expires <= p_now, false) ORDER BY idx, {burn_order}),
+                   array_agg(held > 0 ORDER BY idx, {burn_order})
+              FROM (SELECT l.id, l.priority, l.expires, l.category, l.remaining, l.held, c.idx
+                      FROM unnest(ac_id) WITH ORDINALITY AS c(account, idx)
+                      JOIN {lot} l ON l.account_id = c.account
+                     WHERE l.status = {active} AND l.remaining > 0) lots) l;
 
-    -- Each item through the single consume, in input order: the same rules, written once.
-    FOR v_item IN SELECT t.value FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(value, n)
-                   ORDER BY t.n LOOP
-        v_result := user_credits_consume(
-            (v_item ->> 'holder')::{holder_type}, (v_item ->> 'grp')::bigint,
-            (v_item ->> 'count')::bigint, v_item ->> 'key',
-            coalesce(v_item -> 'metadata', '{{}}'::jsonb), p_now,
-            (v_item ->> 'overdraft')::boolean, (v_item ->> 'member')::{member_type},
-            p_period_starts);
-        IF v_result ->> 'status' IN ('holds', 'no_account') THEN
-            -- Left to the portable path, and the items after it to a next call, in order.
-            RETURN jsonb_build_object(
-                'results', to_jsonb(v_results), 'stopped', v_result ->> 'status');
+    IF ac_id IS NOT NULL THEN
+        v_a := array_length(ac_id, 1);
+        ac_available := array_fill(0::bigint, ARRAY[v_a]);
+        ac_held := array_fill(false, ARRAY[v_a]);
+        ac_first := array_fill(1, ARRAY[v_a]);
+        ac_last := array_fill(0, ARRAY[v_a]);
+        ac_swept := array_fill(false, ARRAY[v_a]);
+        ac_changed := array_fill(false, ARRAY[v_a]);
+        lt_changed := array_fill(false, ARRAY[coalesce(array_length(lt_id, 1), 0)]);
+        FOR v_i IN 1 .. coalesce(array_length(lt_id, 1), 0) LOOP
+            v_a := lt_account[v_i];
+            IF ac_last[v_a] = 0 THEN
+                ac_first[v_a] := v_i;
+            END IF;
+            ac_last[v_a] := v_i;
+            IF lt_held[v_i] THEN
+                ac_held[v_a] := true;
+            END IF;
+            IF NOT lt_due[v_i] THEN
+                ac_available[v_a] := ac_available[v_a] + lt_remaining[v_i];
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- Members' spending limits: what each spent this period, under the account lock.
+    IF v_members THEN
+        WITH met AS (
+            SELECT t.n, s.id, s.tokens, s.period, c.id AS account, s.member_id
+              FROM unnest(it_holder, it_grp, it_member, it_account)
+                   WITH ORDINALITY AS t(holder, grp, member, idx, n)
+              JOIN unnest(ac_id) WITH ORDINALITY AS c(id, idx) ON c.idx = t.idx
+              JOIN {limit} s ON s.holder_id = t.holder AND s.member_id = t.member
+                            AND s.offer_group_id = t.grp
+        ), slots AS (
+            SELECT id, tokens, row_number() OVER (ORDER BY id) AS slot,
+                   (SELECT coalesce(-sum(en.amount), 0) FROM {entry} en
+                     WHERE en.account_id = l.account AND en.member_id = l.member_id
+                       AND en.kind IN ({kind_consume}, {kind_overdraft})
+                       AND en.created_at >= (p_period_starts ->> l.period)::timestamptz
+                   ) AS spent
+              FROM (SELECT DISTINCT id, tokens, period, account, member_id FROM met) l
+        )
+        SELECT (SELECT array_agg(tokens ORDER BY slot) FROM slots),
+               (SELECT array_agg(spent ORDER BY slot) FROM slots),
+               (SELECT array_agg(sl.slot ORDER BY u.n)
+                  FROM generate_series(1, v_n) AS u(n)
+                  LEFT JOIN met ON met.n = u.n
+                  LEFT JOIN slots sl ON sl.id = met.id)
+          INTO sl_tokens, sl_spent, it_slot;
+    END IF;
+
+    -- Each item in input order, as the single consume decides it, on the state in memory.
+    FOR v_j IN 1 .. v_n LOOP
+        IF it_key[v_j] IS NOT NULL THEN
+            v_p := it_prev[v_j];
+            IF v_p IS NOT NULL THEN
+                IF rs_status[v_p] = 'ok' THEN
+                    rq_grp[v_j] := it_grp[v_p]; rq_count[v_j] := it_count[v_p];
+                    rq_balance[v_j] := rs_x[v_p]; rq_account[v_j] := ac_id[it_account[v_p]];
+                    rq_item[v_j] := v_p;
+                ELSE
+                    rq_grp[v_j] := rq_grp[v_p]; rq_count[v_j] := rq_count[v_p];
+                    rq_balance[v_j] := rq_balance[v_p]; rq_account[v_j] := rq_account[v_p];
+                    rq_item[v_j] := rq_item[v_p];
+                END IF;
+            END IF;
+            IF rq_grp[v_j] IS NOT NULL THEN
+                IF rq_grp[v_j] <> it_grp[v_j] OR rq_count[v_j] <> it_count[v_j] THEN
+                    rs_status[v_j] := 'conflict'; rs_x[v_j] := rq_count[v_j];
+                ELSE
+                    rs_status[v_j] := 'replay';
+                END IF;
+                v_done := v_j;
+                CONTINUE;
+            END IF;
         END IF;
-        -- Appending to an array is amortised O(1); to a jsonb array it copies it each time.
-        v_results := array_append(v_results, v_result);
+        v_a := it_account[v_j];
+        IF v_a IS NULL THEN
+            IF it_overdraft[v_j] THEN
+                v_stopped := 'no_account';
+                EXIT;
+            END IF;
+            rs_status[v_j] := 'insufficient'; rs_x[v_j] := 0;
+            v_done := v_j;
+            CONTINUE;
+        END IF;
+        IF ac_held[v_a] THEN
+            v_stopped := 'holds';
+            EXIT;
+        END IF;
+        v_s := it_slot[v_j];
+        IF v_s IS NOT NULL AND sl_spent[v_s] + it_count[v_j] > sl_tokens[v_s] THEN
+            rs_status[v_j] := 'limit'; rs_x[v_j] := sl_tokens[v_s]; rs_y[v_j] := sl_spent[v_s];
+            v_done := v_j;
+            CONTINUE;
+        END IF;
+        IF ac_available[v_a] < it_count[v_j] AND NOT it_overdraft[v_j] THEN
+            rs_status[v_j] := 'insufficient'; rs_x[v_j] := ac_available[v_a];
+            v_done := v_j;
+            CONTINUE;
+        END IF;
+
+        -- The item's entries, in write order: at the account's first consumption one per due
+        -- lot (expired first), then takes in burn order, then what no lot covers as overdraft
+        -- (allowed: checked above).
+        v_need := it_count[v_j];
+        v_overdrawn := 0;
+        v_expiring := NOT ac_swept[v_a];
+        ac_swept[v_a] := true;
+        v_i := ac_first[v_a];
+        LOOP
+            IF v_expiring THEN
+                WHILE v_i <= ac_last[v_a] AND (NOT lt_due[v_i] OR lt_remaining[v_i] = 0) LOOP
+                    v_i := v_i + 1;
+                END LOOP;
+                IF v_i > ac_last[v_a] THEN
+                    v_expiring := false;
+                    v_i := ac_first[v_a];
+                    CONTINUE;
+                END IF;
+                v_kind := {kind_expire};
+                v_lot := lt_id[v_i];
+                v_take := lt_remaining[v_i];
+            ELSE
+                EXIT WHEN v_need = 0;
+                WHILE v_i <= ac_last[v_a] AND (lt_due[v_i] OR lt_remaining[v_i] = 0) LOOP
+                    v_i := v_i + 1;
+                END LOOP;
+                IF v_i <= ac_last[v_a] THEN
+                    v_kind := {kind_consume};
+                    v_lot := lt_id[v_i];
+                    v_take := least(v_need, lt_remaining[v_i]);
+                ELSE
+                    v_kind := {kind_overdraft};
+                    v_lot := NULL;
+                    v_take := v_need;
+                    v_overdrawn := v_need;
+                    ac_overdraft[v_a] := ac_overdraft[v_a] + v_need;
+                END IF;
+                v_need := v_need - v_take;
+            END IF;
+            IF v_lot IS NOT NULL THEN
+                lt_remaining[v_i] := lt_remaining[v_i] - v_take;
+                lt_changed[v_i] := true;
+            END IF;
+            -- The entry, chained after the account's last.
+            v_e := v_e + 1;
+            ac_balance[v_a] := ac_balance[v_a] - v_take;
+            ac_seq[v_a] := ac_seq[v_a] + 1;
+            en_item[v_e] := CASE WHEN v_expiring THEN NULL ELSE v_j END;
+            en_account[v_e] := ac_id[v_a];
+            en_seq[v_e] := ac_seq[v_a];
+            en_lot[v_e] := v_lot;
+            en_kind[v_e] := v_kind;
+            en_amount[v_e] := -v_take;
+            en_balance[v_e] := ac_balance[v_a];
+            en_key[v_e] := CASE WHEN v_expiring THEN NULL ELSE it_key[v_j] END;
+            en_meta[v_e] := CASE WHEN v_expiring THEN '{{}}'::jsonb ELSE it_meta[v_j] END;
+            en_member[v_e] := CASE WHEN v_expiring THEN NULL ELSE it_member[v_j] END;
+            ac_digest[v_a] := user_credits_link(ac_digest[v_a], user_credits_entry_content(
+                ac_id[v_a], ac_seq[v_a], v_kind, -v_take, ac_balance[v_a], v_lot, en_key[v_e],
+                p_now));
+            en_digest[v_e] := ac_digest[v_a];
+        END LOOP;
+        ac_available[v_a] := ac_available[v_a] - (it_count[v_j] - v_overdrawn);
+        ac_changed[v_a] := true;
+        IF v_s IS NOT NULL THEN
+            sl_spent[v_s] := sl_spent[v_s] + it_count[v_j];
+        END IF;
+        rs_status[v_j] := 'ok'; rs_x[v_j] := ac_balance[v_a];
+        IF it_key[v_j] IS NOT NULL THEN
+            rc_item := array_append(rc_item, v_j);
+        END IF;
+        v_done := v_j;
     END LOOP;
-    RETURN jsonb_build_object('results', to_jsonb(v_results));
+
+    -- The writes, set-based: the entries, the lots, the accounts, the idempotency records;
+    -- then each item's result with the rows written for it.
+    WITH pending AS (
+        SELECT * FROM unnest(en_item, en_account, en_seq, en_lot, en_kind, en_amount,
+                             en_balance, en_key, en_meta, en_member, en_digest) WITH ORDINALITY
+                   AS p(item, account_id, seq, lot_id, kind, amount, balance_after,
+                        idempotency_key, metadata, member_id, digest, written)
+    ), inserted AS (
+        INSERT INTO {entry} AS en
+            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
+             created_at, seq, digest, member_id)
+        SELECT account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
+               p_now, seq, digest, member_id
+          FROM pending ORDER BY written
+        RETURNING en.*
+    ), lots AS (
+        UPDATE {lot} l
+           SET remaining = c.remaining,
+               status = CASE WHEN c.due THEN {lot_expired} ELSE l.status END
+          FROM unnest(lt_id, lt_remaining, lt_due, lt_changed) AS c(id, remaining, due, changed)
+         WHERE l.id = c.id AND c.changed
+    ), accounts AS (
+        UPDATE {account} a
+           SET balance = c.balance, overdraft = c.overdraft, last_seq = c.seq,
+               last_digest = c.digest
+          FROM unnest(ac_id, ac_balance, ac_overdraft, ac_seq, ac_digest, ac_changed)
+                   AS c(id, balance, overdraft, seq, digest, changed)
+         WHERE a.id = c.id AND c.changed
+    ), records AS (
+        INSERT INTO {record}
+            (holder_id, account_id, idempotency_key, count, balance_after, created_at)
+        SELECT it_holder[r.j], ac_id[it_account[r.j]], it_key[r.j], it_count[r.j], rs_x[r.j], p_now
+          FROM unnest(rc_item) AS r(j)
+    ), written AS (
+        -- The rows of each item, compact: the caller knows the rest (ROW_FIELDS).
+        SELECT p.item, jsonb_agg(jsonb_build_array({row_fields}) ORDER BY i.id) AS rows
+          FROM inserted i JOIN pending p ON p.account_id = i.account_id AND p.seq = i.seq
+         WHERE p.item IS NOT NULL
+         GROUP BY p.item
+    )
+    SELECT coalesce(jsonb_agg(CASE
+               WHEN r.status = 'ok' THEN jsonb_build_object(
+                   'status', 'ok', 'account', ac_id[it_account[r.j]], 'balance', r.x,
+                   'rows', w.rows, 'recharge_below', ac_recharge[it_account[r.j]])
+               WHEN r.status = 'replay' AND rq_item[r.j] IS NOT NULL THEN jsonb_build_object(
+                   'status', 'replay', 'account', rq_account[r.j], 'balance', rq_balance[r.j],
+                   'of', rq_item[r.j] - 1)
+               WHEN r.status = 'replay' THEN jsonb_build_object(
+                   'status', 'replay', 'account', rq_account[r.j], 'balance', rq_balance[r.j],
+                   'entries', (SELECT coalesce(jsonb_agg(to_jsonb(old) ORDER BY old.id),
+                                               '[]'::jsonb)
+                                 FROM {entry} old
+                                WHERE old.account_id = rq_account[r.j]
+                                  AND old.idempotency_key = it_key[r.j]))
+               WHEN r.status = 'conflict' THEN jsonb_build_object('status', 'conflict',
+                                                                  'count', r.x)
+               WHEN r.status = 'insufficient' THEN jsonb_build_object('status', 'insufficient',
+                                                                      'available', r.x)
+               ELSE jsonb_build_object('status', 'limit', 'limit', r.x, 'spent', r.y)
+               END ORDER BY r.j), '[]'::jsonb)
+      INTO v_results
+      FROM (SELECT j, rs_status[j] AS status, rs_x[j] AS x, rs_y[j] AS y
+              FROM generate_series(1, v_done) AS j) r
+      LEFT JOIN written w ON w.item = r.j AND r.status = 'ok';
+    IF v_stopped IS NOT NULL THEN
+        -- Left to the portable path, and the items after it to a next call, in order.
+        RETURN jsonb_build_object('results', v_results, 'stopped', v_stopped);
+    END IF;
+    RETURN jsonb_build_object('results', v_results);
 END
 $fn$;
 """
