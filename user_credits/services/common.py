@@ -139,6 +139,10 @@ def send_on_commit(signal: Signal, **kwargs: Any) -> None:
     A signal about a holder's credits (sent with ``user_id=``, its name before holders) also
     gets ``holder_id=`` (the same primary key) and ``holder=``, the holder itself, read from
     the database only if a receiver uses it."""
+    if not signal.has_listeners():
+        # Nothing would hear it (a receiver connects at start-up, not between a write and its
+        # commit): a batch of a thousand consumptions queues nothing.
+        return
     if "user_id" in kwargs:
         kwargs.setdefault("holder_id", kwargs["user_id"])
         kwargs.setdefault("holder", lazy_holder(kwargs["user_id"]))

@@ -31,21 +31,20 @@ returns a JSON object whose ``status`` is one of:
 ``user_credits_consume_many(items, now, period_starts)`` consumes a batch (a JSON array of
 ``holder``, ``grp``, ``count``, ``key``, ``metadata``, ``overdraft``, ``member``) in one round
 trip: what ``user_credits_consume`` does for each item in turn, under the same account locks,
-but set-based. It locks the batch's accounts in id order, reads (each statement a fresh
-snapshot, READ COMMITTED, so what it reads after the locks is current) the idempotency records of the items' keys, the accounts' lots in burn order
-and, for members, their spending limits and what they spent in each limit's period
-(``period_starts`` maps each period to its start, from ``cycles.period_start``, as
-``spending.check_limit`` does). It then decides every item in memory, in input order: a key
+but set-based. It locks the batch's accounts in id order, then reads (a fresh snapshot, so
+what the locks' previous holders committed is seen) the idempotency records of the items'
+keys, the accounts' lots in burn order and, for members, their spending limits and what they
+spent in each limit's period. It then decides every item in memory, in input order: a key
 used before replays or conflicts; an account's due lots expire at its first consumption;
 tokens are taken in burn order (one ledger entry per lot), the rest recorded as overdraft when
-allowed; each entry's digest chains it after the account's last. Last, one statement writes
-everything: the entries, the lots, the accounts and the idempotency records. Writing per batch
+allowed. Last, one statement writes everything: the entries (chained per account with
+``user_credits_chain``), the lots, the accounts and the idempotency records. Writing per batch
 rather than per item is what makes a batch cheap: a statement costs more than the arithmetic of
 an item. (A batch of one costs more than ``user_credits_consume``, whose statements are
 smaller: the single consume, the hottest path, keeps its own function. The differential test
 holds both to the portable path, and batches to single consumes, row for row.) Its plans are
-generic and use indexes only: it looks up few rows by key, whatever the tables' sizes when a
-plan was made.
+generic and by index: it looks up few rows by key, whatever the tables' sizes when a plan was
+made.
 
 It returns ``{"results": [...]}``, one object per item, whose ``status`` is one of:
 
@@ -378,8 +377,7 @@ CREATE OR REPLACE FUNCTION user_credits_consume_many(
 ) RETURNS jsonb LANGUAGE plpgsql
 -- Plans made once per session, by key: a table small when a plan was made must not leave a
 -- sequential scan in it for when it has grown.
-SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_hashjoin = off
-SET enable_mergejoin = off AS $fn$
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $fn$
 DECLARE
     -- The items, in input order.
     it_holder {holder_type}[];
@@ -408,7 +406,6 @@ DECLARE
     ac_balance bigint[];
     ac_overdraft bigint[];
     ac_seq bigint[];
-    ac_digest text[];
     ac_recharge bigint[];
     ac_available bigint[];
     ac_held boolean[];
@@ -436,7 +433,6 @@ DECLARE
     en_key text[] := '{{}}';
     en_meta jsonb[] := '{{}}';
     en_member {member_type}[] := '{{}}';
-    en_digest text[] := '{{}}';
     rc_item int[] := '{{}}';
     v_n int;
     v_e int := 0;
@@ -460,26 +456,33 @@ BEGIN
     -- The items; the batch's accounts, locked in id order (two batches over the same
     -- accounts wait for each other instead of deadlocking; a locked row is read as its last
     -- committer left it); each item's account, as its index in the ac_* arrays.
-    WITH items AS MATERIALIZED (
-        SELECT t.n, x.*,
-               (SELECT a.id FROM {account} a
-                 WHERE a.holder_id = x.holder AND a.offer_group_id = x.grp) AS account_id,
-               EXISTS (SELECT 1 FROM {holder_table} h WHERE h.{holder_pk} = x.holder) AS known
+    WITH parsed AS MATERIALIZED (
+        SELECT t.n, x.*
           FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(value, n),
                jsonb_to_record(t.value) AS x(holder {holder_type}, grp bigint, count bigint,
                                              key text, metadata jsonb, overdraft boolean,
                                              member {member_type})
+    ), accounts AS MATERIALIZED (
+        -- Looked up once per holder and group, however many items they have.
+        SELECT p.holder, p.grp,
+               (SELECT a.id FROM {account} a
+                 WHERE a.holder_id = p.holder AND a.offer_group_id = p.grp) AS account_id,
+               EXISTS (SELECT 1 FROM {holder_table} h WHERE h.{holder_pk} = p.holder) AS known
+          FROM (SELECT DISTINCT holder, grp FROM parsed) p
+    ), items AS (
+        SELECT parsed.*, accounts.account_id, accounts.known
+          FROM parsed JOIN accounts USING (holder, grp)
     ), locked AS MATERIALIZED (
-        SELECT a.id, a.balance, a.overdraft, a.last_seq, a.last_digest, a.auto_recharge_below
+        SELECT a.id, a.balance, a.overdraft, a.last_seq, a.auto_recharge_below
           FROM {account} a
-         WHERE a.id IN (SELECT account_id FROM items)
+         WHERE a.id IN (SELECT account_id FROM accounts)
          ORDER BY a.id
            FOR UPDATE
     )
     SELECT i.*, l.*
       INTO it_holder, it_grp, it_count, it_key, it_meta, it_overdraft, it_member, it_account,
            v_unknown, v_n, v_keys, v_members,
-           ac_id, ac_balance, ac_overdraft, ac_seq, ac_digest, ac_recharge
+           ac_id, ac_balance, ac_overdraft, ac_seq, ac_recharge
       FROM (SELECT array_agg(holder ORDER BY n), array_agg(grp ORDER BY n),
                    array_agg(count ORDER BY n), array_agg(key ORDER BY n),
                    array_agg(coalesce(metadata, '{{}}'::jsonb) ORDER BY n),
@@ -493,7 +496,7 @@ BEGIN
                      ON x.id = items.account_id) i,
            (SELECT array_agg(id ORDER BY id), array_agg(balance ORDER BY id),
                    array_agg(overdraft ORDER BY id), array_agg(last_seq ORDER BY id),
-                   array_agg(last_digest ORDER BY id), array_agg(auto_recharge_below ORDER BY id)
+                   array_agg(auto_recharge_below ORDER BY id)
               FROM locked) l;
     -- An item of an unknown holder refuses the whole batch: nothing is written (the caller
     -- rolls back, which releases the locks).
@@ -679,7 +682,7 @@ BEGIN
                 lt_remaining[v_i] := lt_remaining[v_i] - v_take;
                 lt_changed[v_i] := true;
             END IF;
-            -- The entry, chained after the account's last.
+            -- The entry (its digest is chained when the entries are written).
             v_e := v_e + 1;
             ac_balance[v_a] := ac_balance[v_a] - v_take;
             ac_seq[v_a] := ac_seq[v_a] + 1;
@@ -693,10 +696,6 @@ BEGIN
             en_key[v_e] := CASE WHEN v_expiring THEN NULL ELSE it_key[v_j] END;
             en_meta[v_e] := CASE WHEN v_expiring THEN '{{}}'::jsonb ELSE it_meta[v_j] END;
             en_member[v_e] := CASE WHEN v_expiring THEN NULL ELSE it_member[v_j] END;
-            ac_digest[v_a] := user_credits_link(ac_digest[v_a], user_credits_entry_content(
-                ac_id[v_a], ac_seq[v_a], v_kind, -v_take, ac_balance[v_a], v_lot, en_key[v_e],
-                p_now));
-            en_digest[v_e] := ac_digest[v_a];
         END LOOP;
         ac_available[v_a] := ac_available[v_a] - (it_count[v_j] - v_overdrawn);
         ac_changed[v_a] := true;
@@ -714,16 +713,23 @@ BEGIN
     -- then each item's result with the rows written for it.
     WITH pending AS (
         SELECT * FROM unnest(en_item, en_account, en_seq, en_lot, en_kind, en_amount,
-                             en_balance, en_key, en_meta, en_member, en_digest) WITH ORDINALITY
+                             en_balance, en_key, en_meta, en_member) WITH ORDINALITY
                    AS p(item, account_id, seq, lot_id, kind, amount, balance_after,
-                        idempotency_key, metadata, member_id, digest, written)
+                        idempotency_key, metadata, member_id, written)
+    ), chained AS (
+        -- Each entry's digest, chained after the account's last entry (the lock holds it).
+        SELECT p.*, user_credits_chain(a.last_digest, user_credits_entry_content(
+                   p.account_id, p.seq, p.kind, p.amount, p.balance_after, p.lot_id,
+                   p.idempotency_key, p_now))
+                   OVER (PARTITION BY p.account_id ORDER BY p.seq) AS digest
+          FROM pending p JOIN {account} a ON a.id = p.account_id
     ), inserted AS (
         INSERT INTO {entry} AS en
             (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
              created_at, seq, digest, member_id)
         SELECT account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
                p_now, seq, digest, member_id
-          FROM pending ORDER BY written
+          FROM chained ORDER BY written
         RETURNING en.*
     ), lots AS (
         UPDATE {lot} l
@@ -731,12 +737,16 @@ BEGIN
                status = CASE WHEN c.due THEN {lot_expired} ELSE l.status END
           FROM unnest(lt_id, lt_remaining, lt_due, lt_changed) AS c(id, remaining, due, changed)
          WHERE l.id = c.id AND c.changed
+    ), last_digests AS (
+        SELECT DISTINCT ON (account_id) account_id, digest FROM chained
+         ORDER BY account_id, seq DESC
     ), accounts AS (
         UPDATE {account} a
            SET balance = c.balance, overdraft = c.overdraft, last_seq = c.seq,
-               last_digest = c.digest
-          FROM unnest(ac_id, ac_balance, ac_overdraft, ac_seq, ac_digest, ac_changed)
-                   AS c(id, balance, overdraft, seq, digest, changed)
+               last_digest = d.digest
+          FROM unnest(ac_id, ac_balance, ac_overdraft, ac_seq, ac_changed)
+                   AS c(id, balance, overdraft, seq, changed)
+          JOIN last_digests d ON d.account_id = c.id
          WHERE a.id = c.id AND c.changed
     ), records AS (
         INSERT INTO {record}
