@@ -136,6 +136,38 @@ def test_burn_order_and_due_lots_as_consume(fast_path, holder, travel):
     assert services.verify_ledger().problems == []
 
 
+def test_returned_entries_are_the_stored_rows(fast_path, holder):
+    """Every field of the entries a batch returns (the fast path rebuilds them from compact
+    rows and the item) is what the database holds, replays within the batch included."""
+    member = make_user()
+    group = make_group("api")
+    services.grant(holder, group, 4)
+    services.grant(holder, group, 10, expires=timezone.now() + timedelta(days=2))
+    with override_settings(
+        USER_CREDITS={
+            "POSTGRES_FAST_PATH": fast_path,
+            "CAN_SPEND": "tests.test_differential.members_may_spend",
+        }
+    ):
+        results = services.consume_many(
+            [
+                ConsumeItem(holder, group, 12, idempotency_key="k", metadata={"job": 1}),
+                ConsumeItem(holder, group, 12, idempotency_key="k", metadata={"job": 2}),
+                ConsumeItem(holder, group, 1, member=member),
+            ]
+        )
+    assert [r.status for r in results] == [OK, REPLAYED, OK]
+    fields = [f.attname for f in LedgerEntry._meta.concrete_fields]
+    returned = [[{f: getattr(e, f) for f in fields} for e in r.entries] for r in results]
+    stored = [
+        [LedgerEntry.objects.filter(pk=e.pk).values(*fields).get() for e in r.entries]
+        for r in results
+    ]
+    assert returned == stored
+    assert [len(r.entries) for r in results] == [2, 2, 1]
+    assert returned[0][0]["metadata"] == {"job": 1} and returned[2][0]["member_id"] == member.pk
+
+
 def test_a_whole_batch_replays(fast_path, holder, other_holder):
     group = make_group("api")
     services.grant(holder, group, 10)

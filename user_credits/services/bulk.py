@@ -180,8 +180,8 @@ def _consume_all(connection, prepared: list[_Item]) -> list[ConsumeResult]:
             raise _unknown_holder(rest[answer["unknown_holder"]])
         # The entries of this call's results so far: a replay of an item of the call names it.
         written: list[list[LedgerEntry]] = []
-        for item, as_sent, row in zip(rest, sent, answer["results"], strict=False):
-            result = _from_sql(connection, item, as_sent, row, now, written)
+        for item, row in zip(rest, answer["results"], strict=False):
+            result = _from_sql(connection, item, row, now, written)
             written.append(result.entries)
             results.append(result)
         if answer.get("stopped"):
@@ -189,7 +189,7 @@ def _consume_all(connection, prepared: list[_Item]) -> list[ConsumeResult]:
     return results
 
 
-def _from_sql(connection, item: _Item, as_sent: dict, row: dict, now, written) -> ConsumeResult:
+def _from_sql(connection, item: _Item, row: dict, now, written) -> ConsumeResult:
     status = row["status"]
     if status == "insufficient":
         return item.result(ConsumeStatus.INSUFFICIENT, row["available"])
@@ -197,7 +197,8 @@ def _from_sql(connection, item: _Item, as_sent: dict, row: dict, now, written) -
         return item.result(ConsumeStatus.CONFLICT)
     if status == "limit":
         return item.result(ConsumeStatus.LIMIT)
-    entries = sql.result_entries(row, connection.alias, item=as_sent, now=now, earlier=written)
+    own = {"idempotency_key": item.key, "metadata": item.metadata, "member_id": item.mid}
+    entries = sql.result_entries(row, connection.alias, own=own, now=now, earlier=written)
     if status == "replay":
         return item.result(ConsumeStatus.REPLAYED, row["balance"], entries, row["account"])
     assert status == "ok", status

@@ -58,27 +58,23 @@ def entries_from_json(rows: list[dict], using: str) -> list[LedgerEntry]:
 
 
 def entries_from_rows(
-    rows: list[list], using: str, *, account_id: int, item: dict, now: datetime
+    rows: list[list], using: str, *, account_id: int, own: dict, now: datetime
 ) -> list[LedgerEntry]:
     """The entries one item wrote, from the function's compact rows (``ROW_FIELDS``); the
-    other fields are the item's own (``item``: as sent) and the time of the call."""
+    other fields are the item's own (``own``: its ``idempotency_key``, ``metadata`` and
+    ``member_id``, as Python values) and the time of the call."""
     attnames = [f.attname for f in LedgerEntry._meta.concrete_fields]
     entries = []
     for row in rows:
         values = dict(zip(ROW_FIELDS, row, strict=True))
-        values.update(
-            account_id=account_id,
-            idempotency_key=item["key"],
-            metadata=dict(item["metadata"]),
-            created_at=now,
-            member_id=item["member"],
-        )
+        values.update(own, account_id=account_id, created_at=now)
+        values["metadata"] = dict(values["metadata"])  # each entry its own, as if loaded
         entries.append(LedgerEntry.from_db(using, attnames, [values[n] for n in attnames]))
     return entries
 
 
 def result_entries(
-    result: dict, using: str, *, item: dict, now: datetime, earlier: list[list[LedgerEntry]]
+    result: dict, using: str, *, own: dict, now: datetime, earlier: list[list[LedgerEntry]]
 ) -> list[LedgerEntry]:
     """The entries of an ``ok`` or ``replay`` result of ``user_credits_consume_many``:
     written now (``rows``), by an earlier item of the same call (``of``, an index into
@@ -86,7 +82,7 @@ def result_entries(
     (``entries``)."""
     if "rows" in result:
         return entries_from_rows(
-            result["rows"], using, account_id=result["account"], item=item, now=now
+            result["rows"], using, account_id=result["account"], own=own, now=now
         )
     if "of" in result:
         return list(earlier[result["of"]])
