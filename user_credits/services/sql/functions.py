@@ -712,10 +712,13 @@ BEGIN
     -- The writes, set-based: the entries, the lots, the accounts, the idempotency records;
     -- then each item's result with the rows written for it.
     WITH pending AS (
-        SELECT * FROM unnest(en_item, en_account, en_seq, en_lot, en_kind, en_amount,
-                             en_balance, en_key, en_meta, en_member) WITH ORDINALITY
-                   AS p(item, account_id, seq, lot_id, kind, amount, balance_after,
-                        idempotency_key, metadata, member_id, written)
+        -- Ids drawn here, in write order: the results need no RETURNING.
+        SELECT p.*, nextval({entry_id_sequence}) AS id
+          FROM (SELECT * FROM unnest(en_item, en_account, en_seq, en_lot, en_kind, en_amount,
+                                     en_balance, en_key, en_meta, en_member) WITH ORDINALITY
+                           AS p(item, account_id, seq, lot_id, kind, amount, balance_after,
+                                idempotency_key, metadata, member_id, written)
+                 ORDER BY written) p
     ), chained AS (
         -- Each entry's digest, chained after the account's last entry (the lock holds it).
         SELECT p.*, user_credits_chain(a.last_digest, user_credits_entry_content(
@@ -724,13 +727,12 @@ BEGIN
                    OVER (PARTITION BY p.account_id ORDER BY p.seq) AS digest
           FROM pending p JOIN {account} a ON a.id = p.account_id
     ), inserted AS (
-        INSERT INTO {entry} AS en
-            (account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
+        INSERT INTO {entry}
+            (id, account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
              created_at, seq, digest, member_id)
-        SELECT account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
+        SELECT id, account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
                p_now, seq, digest, member_id
           FROM chained ORDER BY written
-        RETURNING en.*
     ), lots AS (
         UPDATE {lot} l
            SET remaining = c.remaining,
@@ -755,10 +757,10 @@ BEGIN
           FROM unnest(rc_item) AS r(j)
     ), written AS (
         -- The rows of each item, compact: the caller knows the rest (ROW_FIELDS).
-        SELECT p.item, jsonb_agg(jsonb_build_array({row_fields}) ORDER BY i.id) AS rows
-          FROM inserted i JOIN pending p ON p.account_id = i.account_id AND p.seq = i.seq
-         WHERE p.item IS NOT NULL
-         GROUP BY p.item
+        SELECT i.item, jsonb_agg(jsonb_build_array({row_fields}) ORDER BY i.id) AS rows
+          FROM chained i
+         WHERE i.item IS NOT NULL
+         GROUP BY i.item
     )
     SELECT coalesce(jsonb_agg(CASE
                WHEN r.status = 'ok' THEN jsonb_build_object(
@@ -835,11 +837,15 @@ def consume_function_sql(connection) -> str:
 def consume_many_function_sql(connection) -> str:
     target = CreditAccount._meta.get_field("holder").target_field
     quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [LedgerEntry._meta.db_table])
+        entry_id_sequence = cursor.fetchone()[0]
     return CONSUME_MANY_TEMPLATE.format(
         **_names(),
         **_key_types(connection),
         holder_table=quote(target.model._meta.db_table),
         holder_pk=quote(target.column),
+        entry_id_sequence=literal(entry_id_sequence) + "::regclass",
     )
 
 
