@@ -43,8 +43,7 @@ rather than per item is what makes a batch cheap: a statement costs more than th
 an item. (A batch of one costs more than ``user_credits_consume``, whose statements are
 smaller: the single consume, the hottest path, keeps its own function. The differential test
 holds both to the portable path, and batches to single consumes, row for row.) Its plans are
-generic and by index: it looks up few rows by key, whatever the tables' sizes when a plan was
-made.
+made for each call, for the batch's size and the tables' as they are.
 
 It returns ``{"results": [...]}``, one object per item, whose ``status`` is one of:
 
@@ -375,9 +374,9 @@ CONSUME_MANY_TEMPLATE = r"""
 CREATE OR REPLACE FUNCTION user_credits_consume_many(
     p_items jsonb, p_now timestamptz, p_period_starts jsonb
 ) RETURNS jsonb LANGUAGE plpgsql
--- Plans made once per session, by key: a table small when a plan was made must not leave a
--- sequential scan in it for when it has grown.
-SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $fn$
+-- Plans made for each call: they see the batch's size and the tables' (a plan kept from when
+-- a table was small would scan it whole once it has grown).
+SET plan_cache_mode = force_custom_plan AS $fn$
 DECLARE
     -- The items, in input order.
     it_holder {holder_type}[];
@@ -532,10 +531,13 @@ BEGIN
                    array_agg(remaining ORDER BY idx, {burn_order}),
                    array_agg(coalesce(expires <= p_now, false) ORDER BY idx, {burn_order}),
                    array_agg(held > 0 ORDER BY idx, {burn_order})
-              FROM (SELECT l.id, l.priority, l.expires, l.category, l.remaining, l.held, c.idx
-                      FROM unnest(ac_id) WITH ORDINALITY AS c(account, idx)
-                      JOIN {lot} l ON l.account_id = c.account
-                     WHERE l.status = {active} AND l.remaining > 0) lots) l;
+              FROM unnest(ac_id) WITH ORDINALITY AS c(account, idx)
+              -- Per account, by index (OFFSET 0 keeps the subquery per account).
+              CROSS JOIN LATERAL (
+                    SELECT l.id, l.priority, l.expires, l.category, l.remaining, l.held
+                      FROM {lot} l
+                     WHERE l.account_id = c.account AND l.status = {active} AND l.remaining > 0
+                    OFFSET 0) lots) l;
 
     IF ac_id IS NOT NULL THEN
         v_a := array_length(ac_id, 1);
