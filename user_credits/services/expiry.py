@@ -27,7 +27,7 @@ from ..models import (
 from . import sql
 from .common import holder_pk, positive_int, resolve_group, send_on_commit
 from .ledger import LedgerWriter, save_lots, save_writers
-from .recharge import recharge_accounts_if_low
+from .recharge import recharge_accounts_if_low, recharge_if_low
 from .reservations import release_expired_holds
 
 
@@ -164,16 +164,11 @@ def _expire_batch_postgresql(connection, report, now, user_id, batch_size, colle
         )
         report.expired_lots += len(row["lots"])
         report.expired_tokens += row["amount"]
+        recharge_if_low(row["holder"], row["group_id"], row["available"], row["recharge_below"])
     if collect and rows:
         report.expired.extend(
             CreditLot.objects.filter(pk__in=[pk for row in rows for pk in row["lots"]]).order_by(
                 "pk"
-            )
-        )
-    if rows:
-        recharge_accounts_if_low(
-            CreditAccount.objects.filter(
-                pk__in=[row["account"] for row in rows], auto_recharge_below__isnull=False
             )
         )
     return True

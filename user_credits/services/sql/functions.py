@@ -69,7 +69,9 @@ creates it); what came before it is written, and the caller continues after that
 does for one batch: lock the accounts of the next due lots in id order, then (a fresh
 snapshot, under the locks) empty their due lots, lower the balances and write one ``expire``
 entry per lot, set-based. It returns ``NULL`` once nothing is due, else one JSON object per
-account: ``account``, ``holder``, ``group`` (key), ``lots`` (ids) and ``amount``.
+account: ``account``, ``holder``, ``group`` (key), ``group_id``, ``lots`` (ids), ``amount``,
+``recharge_below`` (the auto-recharge threshold, or null) and, with a threshold,
+``available`` (the balance after, less held tokens).
 """
 
 from ... import chain
@@ -359,7 +361,14 @@ BEGIN
     )
     SELECT jsonb_agg(jsonb_build_object(
                'account', p.account_id, 'holder', a.holder_id, 'group', g.key,
-               'lots', p.lots, 'amount', p.total))
+               'group_id', g.id, 'lots', p.lots, 'amount', p.total,
+               'recharge_below', a.auto_recharge_below,
+               -- The available balance after, for an account with an auto-recharge threshold.
+               'available', CASE WHEN a.auto_recharge_below IS NOT NULL THEN
+                   a.balance - p.total - (SELECT coalesce(sum(l.held), 0) FROM {lot} l
+                                           WHERE l.account_id = p.account_id
+                                             AND l.status = {active} AND l.id <> ALL (p.lots))
+               END))
       INTO v_result
       FROM per_account p
       JOIN {account} a ON a.id = p.account_id
@@ -410,8 +419,7 @@ DECLARE
     ac_held boolean[];
     ac_first int[];
     ac_last int[];
-    ac_swept boolean[];     -- its due lots are expired (by its first consumption)
-    ac_changed boolean[];
+    ac_consumed boolean[];  -- consumed from in this batch (its due lots expired first)
     lt_id bigint[];
     lt_account int[];
     lt_remaining bigint[];
@@ -545,8 +553,7 @@ BEGIN
         ac_held := array_fill(false, ARRAY[v_a]);
         ac_first := array_fill(1, ARRAY[v_a]);
         ac_last := array_fill(0, ARRAY[v_a]);
-        ac_swept := array_fill(false, ARRAY[v_a]);
-        ac_changed := array_fill(false, ARRAY[v_a]);
+        ac_consumed := array_fill(false, ARRAY[v_a]);
         lt_changed := array_fill(false, ARRAY[coalesce(array_length(lt_id, 1), 0)]);
         FOR v_i IN 1 .. coalesce(array_length(lt_id, 1), 0) LOOP
             v_a := lt_account[v_i];
@@ -646,8 +653,8 @@ BEGIN
         -- (allowed: checked above).
         v_need := it_count[v_j];
         v_overdrawn := 0;
-        v_expiring := NOT ac_swept[v_a];
-        ac_swept[v_a] := true;
+        v_expiring := NOT ac_consumed[v_a];
+        ac_consumed[v_a] := true;
         v_i := ac_first[v_a];
         LOOP
             IF v_expiring THEN
@@ -700,7 +707,6 @@ BEGIN
             en_member[v_e] := CASE WHEN v_expiring THEN NULL ELSE it_member[v_j] END;
         END LOOP;
         ac_available[v_a] := ac_available[v_a] - (it_count[v_j] - v_overdrawn);
-        ac_changed[v_a] := true;
         IF v_s IS NOT NULL THEN
             sl_spent[v_s] := sl_spent[v_s] + it_count[v_j];
         END IF;
@@ -748,7 +754,7 @@ BEGIN
         UPDATE {account} a
            SET balance = c.balance, overdraft = c.overdraft, last_seq = c.seq,
                last_digest = d.digest
-          FROM unnest(ac_id, ac_balance, ac_overdraft, ac_seq, ac_changed)
+          FROM unnest(ac_id, ac_balance, ac_overdraft, ac_seq, ac_consumed)
                    AS c(id, balance, overdraft, seq, changed)
           JOIN last_digests d ON d.account_id = c.id
          WHERE a.id = c.id AND c.changed
