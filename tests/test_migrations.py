@@ -280,3 +280,53 @@ def test_holders_migration_keeps_every_row():
         # The idempotency records still answer replays after the rename.
         assert services.consume(user, "g", 3 + i, idempotency_key=f"k{i}").replayed
     assert services.verify_ledger().problems == []
+
+
+INDEX_MIGRATION = "lean_write_indexes"
+ENTRY_FIELDS = ("id", "account_id", "lot_id", "kind", "amount", "seq", "digest", "member_id")
+
+
+def _ledger_indexes():
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, "user_credits_ledgerentry")
+    return {
+        name: tuple(info["columns"])
+        for name, info in found.items()
+        if info["index"] and not info["unique"] and not info["primary_key"]
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_index_migration_keeps_every_entry_and_index_both_ways(holder, user):
+    """Dropping the ledger's redundant indexes keeps every row (SQLite copies the table) and
+    the raw-SQL kind index, migrating forward and back; the member index covers set members."""
+    graph = MigrationExecutor(connection).loader.graph
+    (lean,) = [key for key in graph.nodes if key[0] == "user_credits" and INDEX_MIGRATION in key[1]]
+    before = [dep for dep in graph.nodes[lean].dependencies if dep[0] == "user_credits"]
+    latest = graph.leaf_nodes("user_credits")
+    group = models.OfferGroup.objects.create(key="lean", name="lean")
+    services.grant(holder, group, 50)
+    services.consume(holder, group, 3, idempotency_key="k1")
+    services.consume(holder, group, 4, idempotency_key="k2", member=user)
+    rows = sorted(models.LedgerEntry.objects.values_list(*ENTRY_FIELDS))
+    assert [r[-1] for r in rows].count(user.pk) == 1
+    records = sorted(models.ConsumptionRecord.objects.values_list("holder_id", "idempotency_key"))
+    assert ("account_id",) not in _ledger_indexes().values()
+    assert _ledger_indexes()["entry_member_idx"] == ("member_id",)
+    try:
+        _migrate(before)
+        indexes = _ledger_indexes()
+        assert ("account_id",) in indexes.values() and ("member_id",) in indexes.values()
+        assert "entry_member_idx" not in indexes
+        assert indexes["entry_kind_time_idx"] == ("kind", "created_at", "id")
+    finally:
+        _migrate(latest)
+    indexes = _ledger_indexes()
+    assert indexes["entry_kind_time_idx"] == ("kind", "created_at", "id")
+    assert ("account_id",) not in indexes.values()
+    assert sorted(models.LedgerEntry.objects.values_list(*ENTRY_FIELDS)) == rows
+    assert (
+        sorted(models.ConsumptionRecord.objects.values_list("holder_id", "idempotency_key"))
+        == records
+    )
+    assert services.verify_ledger().problems == []

@@ -176,8 +176,14 @@ class EntryKind(models.TextChoices):
 class LedgerEntry(models.Model):
     """Append-only token ledger. Corrections are new entries, never edits."""
 
+    # No index of its own: ``(account, seq)`` and ``(account, created_at, id)`` lead with it,
+    # and every index less is one less write per entry (``consume_many`` writes thousands).
     account = models.ForeignKey(
-        CreditAccount, on_delete=models.PROTECT, related_name="entries", verbose_name=_("account")
+        CreditAccount,
+        on_delete=models.PROTECT,
+        related_name="entries",
+        verbose_name=_("account"),
+        db_index=False,
     )
     lot = models.ForeignKey(
         CreditLot,
@@ -197,7 +203,8 @@ class LedgerEntry(models.Model):
     # entry before it (``user_credits.chain``); ``user_credits_verify`` recomputes both.
     seq = models.BigIntegerField(_("sequence"), editable=False)
     digest = models.CharField(max_length=64, blank=True, default="", editable=False)
-    # The user who spent for the holder (``member=`` of consume, hold and capture).
+    # The user who spent for the holder (``member=`` of consume, hold and capture). Indexed
+    # where set only (``entry_member_idx``): most entries have none.
     member = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.PROTECT,
@@ -205,6 +212,7 @@ class LedgerEntry(models.Model):
         blank=True,
         related_name="+",
         verbose_name=_("member"),
+        db_index=False,
     )
 
     class Meta:
@@ -224,6 +232,10 @@ class LedgerEntry(models.Model):
                 fields=["account", "member", "created_at"],
                 name="entry_member_spend_idx",
                 condition=Q(member__isnull=False),
+            ),
+            # A member's entries, for the protection of a user who spent (deletion).
+            models.Index(
+                fields=["member"], name="entry_member_idx", condition=Q(member__isnull=False)
             ),
         ]
         constraints = [
@@ -245,7 +257,10 @@ class LedgerEntry(models.Model):
 class ConsumptionRecord(models.Model):
     """The first result of a consumption made with an idempotency key, to answer replays."""
 
-    holder = models.ForeignKey(holder_model_name(), on_delete=models.PROTECT, related_name="+")
+    # No index of its own: the unique ``(holder, idempotency_key)`` leads with it.
+    holder = models.ForeignKey(
+        holder_model_name(), on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="+")
     idempotency_key = models.CharField(max_length=255)
     count = models.BigIntegerField()

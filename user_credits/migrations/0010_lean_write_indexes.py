@@ -1,0 +1,100 @@
+"""Fewer indexes to write per ledger entry and idempotency record.
+
+The ledger's ``account`` and the records' ``holder`` lose their own indexes: the
+``(account, seq)``, ``(account, created_at, id)`` and ``(holder, idempotency_key)`` indexes lead
+with them and serve the same lookups. The ledger's ``member`` index covers only entries that
+have a member (most have none); it is built ``CONCURRENTLY`` on PostgreSQL, as
+``0007_ledger_indexes`` is, so that a live ledger of millions of rows keeps taking writes, and
+before the full index is dropped, so that a member's entries are never without one.
+
+SQLite alters a column by copying its table, which keeps only the indexes Django knows of: the
+ledger's kind index, added by ``0007_ledger_indexes`` in raw SQL, is made again after the copy
+(either way; a no-op where it survived).
+"""
+
+import importlib
+
+import django.db.models.deletion
+from django.conf import settings
+from django.db import migrations, models
+
+from user_credits.holders import holder_model_name
+
+HOLDER = holder_model_name()
+MEMBER_INDEX = "entry_member_idx"
+kind_index = importlib.import_module("user_credits.migrations.0007_ledger_indexes")
+
+
+def create_member_index(apps, schema_editor):
+    concurrently = "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
+    schema_editor.execute(
+        f"CREATE INDEX {concurrently}IF NOT EXISTS {MEMBER_INDEX} "
+        "ON user_credits_ledgerentry (member_id) WHERE member_id IS NOT NULL"
+    )
+
+
+def drop_member_index(apps, schema_editor):
+    concurrently = "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
+    schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS {MEMBER_INDEX}")
+
+
+class Migration(migrations.Migration):
+    atomic = False  # CREATE INDEX CONCURRENTLY cannot run in a transaction
+
+    dependencies = [
+        ("user_credits", "0009_autorecharge"),
+        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
+        migrations.swappable_dependency(HOLDER),
+    ]
+
+    operations = [
+        migrations.RunPython(migrations.RunPython.noop, kind_index.create),
+        migrations.AlterField(
+            model_name="consumptionrecord",
+            name="holder",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to=HOLDER,
+            ),
+        ),
+        migrations.AlterField(
+            model_name="ledgerentry",
+            name="account",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="entries",
+                to="user_credits.creditaccount",
+                verbose_name="account",
+            ),
+        ),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AddIndex(
+                    model_name="ledgerentry",
+                    index=models.Index(
+                        condition=models.Q(("member__isnull", False)),
+                        fields=["member"],
+                        name=MEMBER_INDEX,
+                    ),
+                ),
+            ],
+            database_operations=[migrations.RunPython(create_member_index, drop_member_index)],
+        ),
+        migrations.AlterField(
+            model_name="ledgerentry",
+            name="member",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+                verbose_name="member",
+            ),
+        ),
+        migrations.RunPython(kind_index.create, migrations.RunPython.noop),
+    ]
