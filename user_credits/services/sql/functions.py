@@ -36,9 +36,9 @@ what the locks' previous holders committed is seen) the idempotency records of t
 keys, the accounts' lots in burn order and, for members, their spending limits and what they
 spent in each limit's period. It then decides every item in memory, in input order: a key
 used before replays or conflicts; an account's due lots expire at its first consumption;
-tokens are taken in burn order (one ledger entry per lot), the rest recorded as overdraft when
-allowed. Last, one statement writes everything: the entries (chained per account with
-``user_credits_chain``), the lots, the accounts and the idempotency records. Writing per batch
+tokens are taken in burn order (one ledger entry per lot, chained after the account's last
+one), the rest recorded as overdraft when allowed. Last, one statement writes everything: the
+entries, the lots, the accounts and the idempotency records. Writing per batch
 rather than per item is what makes a batch cheap: a statement costs more than the arithmetic of
 an item. (A batch of one costs more than ``user_credits_consume``, whose statements are
 smaller: the single consume, the hottest path, keeps its own function. The differential test
@@ -414,6 +414,7 @@ DECLARE
     ac_balance bigint[];
     ac_overdraft bigint[];
     ac_seq bigint[];
+    ac_digest text[];       -- the digest of the account's last entry, as the batch goes
     ac_recharge bigint[];
     ac_available bigint[];
     ac_held boolean[];
@@ -440,6 +441,7 @@ DECLARE
     en_key text[] := '{{}}';
     en_meta jsonb[] := '{{}}';
     en_member {member_type}[] := '{{}}';
+    en_digest text[] := '{{}}';
     rc_item int[] := '{{}}';
     v_n int;
     v_e int := 0;
@@ -480,7 +482,7 @@ BEGIN
         SELECT parsed.*, accounts.account_id, accounts.known
           FROM parsed JOIN accounts USING (holder, grp)
     ), locked AS MATERIALIZED (
-        SELECT a.id, a.balance, a.overdraft, a.last_seq, a.auto_recharge_below
+        SELECT a.id, a.balance, a.overdraft, a.last_seq, a.last_digest, a.auto_recharge_below
           FROM {account} a
          WHERE a.id IN (SELECT account_id FROM accounts)
          ORDER BY a.id
@@ -489,7 +491,7 @@ BEGIN
     SELECT i.*, l.*
       INTO it_holder, it_grp, it_count, it_key, it_meta, it_overdraft, it_member, it_account,
            v_unknown, v_n, v_keys, v_members,
-           ac_id, ac_balance, ac_overdraft, ac_seq, ac_recharge
+           ac_id, ac_balance, ac_overdraft, ac_seq, ac_digest, ac_recharge
       FROM (SELECT array_agg(holder ORDER BY n), array_agg(grp ORDER BY n),
                    array_agg(count ORDER BY n), array_agg(key ORDER BY n),
                    array_agg(coalesce(metadata, '{{}}'::jsonb) ORDER BY n),
@@ -503,7 +505,7 @@ BEGIN
                      ON x.id = items.account_id) i,
            (SELECT array_agg(id ORDER BY id), array_agg(balance ORDER BY id),
                    array_agg(overdraft ORDER BY id), array_agg(last_seq ORDER BY id),
-                   array_agg(auto_recharge_below ORDER BY id)
+                   array_agg(last_digest ORDER BY id), array_agg(auto_recharge_below ORDER BY id)
               FROM locked) l;
     -- An item of an unknown holder refuses the whole batch: nothing is written (the caller
     -- rolls back, which releases the locks).
@@ -691,7 +693,7 @@ BEGIN
                 lt_remaining[v_i] := lt_remaining[v_i] - v_take;
                 lt_changed[v_i] := true;
             END IF;
-            -- The entry (its digest is chained when the entries are written).
+            -- The entry, chained after the account's last one (the lock holds it).
             v_e := v_e + 1;
             ac_balance[v_a] := ac_balance[v_a] - v_take;
             ac_seq[v_a] := ac_seq[v_a] + 1;
@@ -705,6 +707,10 @@ BEGIN
             en_key[v_e] := CASE WHEN v_expiring THEN NULL ELSE it_key[v_j] END;
             en_meta[v_e] := CASE WHEN v_expiring THEN '{{}}'::jsonb ELSE it_meta[v_j] END;
             en_member[v_e] := CASE WHEN v_expiring THEN NULL ELSE it_member[v_j] END;
+            ac_digest[v_a] := user_credits_link(ac_digest[v_a], user_credits_entry_content(
+                ac_id[v_a], ac_seq[v_a], v_kind, -v_take, ac_balance[v_a], v_lot, en_key[v_e],
+                p_now));
+            en_digest[v_e] := ac_digest[v_a];
         END LOOP;
         ac_available[v_a] := ac_available[v_a] - (it_count[v_j] - v_overdrawn);
         IF v_s IS NOT NULL THEN
@@ -719,44 +725,34 @@ BEGIN
 
     -- The writes, set-based: the entries, the lots, the accounts, the idempotency records;
     -- then each item's result with the rows written for it.
-    WITH pending AS (
+    WITH pending AS MATERIALIZED (
         -- Ids drawn here, in write order: the results need no RETURNING.
         SELECT p.*, nextval({entry_id_sequence}) AS id
           FROM (SELECT * FROM unnest(en_item, en_account, en_seq, en_lot, en_kind, en_amount,
-                                     en_balance, en_key, en_meta, en_member) WITH ORDINALITY
+                                     en_balance, en_key, en_meta, en_member, en_digest)
+                              WITH ORDINALITY
                            AS p(item, account_id, seq, lot_id, kind, amount, balance_after,
-                                idempotency_key, metadata, member_id, written)
+                                idempotency_key, metadata, member_id, digest, written)
                  ORDER BY written) p
-    ), chained AS (
-        -- Each entry's digest, chained after the account's last entry (the lock holds it).
-        SELECT p.*, user_credits_chain(a.last_digest, user_credits_entry_content(
-                   p.account_id, p.seq, p.kind, p.amount, p.balance_after, p.lot_id,
-                   p.idempotency_key, p_now))
-                   OVER (PARTITION BY p.account_id ORDER BY p.seq) AS digest
-          FROM pending p JOIN {account} a ON a.id = p.account_id
     ), inserted AS (
         INSERT INTO {entry}
             (id, account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
              created_at, seq, digest, member_id)
         SELECT id, account_id, lot_id, kind, amount, balance_after, idempotency_key, metadata,
                p_now, seq, digest, member_id
-          FROM chained ORDER BY written
+          FROM pending ORDER BY written
     ), lots AS (
         UPDATE {lot} l
            SET remaining = c.remaining,
                status = CASE WHEN c.due THEN {lot_expired} ELSE l.status END
           FROM unnest(lt_id, lt_remaining, lt_due, lt_changed) AS c(id, remaining, due, changed)
          WHERE l.id = c.id AND c.changed
-    ), last_digests AS (
-        SELECT DISTINCT ON (account_id) account_id, digest FROM chained
-         ORDER BY account_id, seq DESC
     ), accounts AS (
         UPDATE {account} a
            SET balance = c.balance, overdraft = c.overdraft, last_seq = c.seq,
-               last_digest = d.digest
-          FROM unnest(ac_id, ac_balance, ac_overdraft, ac_seq, ac_consumed)
-                   AS c(id, balance, overdraft, seq, changed)
-          JOIN last_digests d ON d.account_id = c.id
+               last_digest = c.digest
+          FROM unnest(ac_id, ac_balance, ac_overdraft, ac_seq, ac_digest, ac_consumed)
+                   AS c(id, balance, overdraft, seq, digest, changed)
          WHERE a.id = c.id AND c.changed
     ), records AS (
         INSERT INTO {record}
@@ -766,7 +762,7 @@ BEGIN
     ), written AS (
         -- The rows of each item, compact: the caller knows the rest (ROW_FIELDS).
         SELECT i.item, jsonb_agg(jsonb_build_array({row_fields}) ORDER BY i.id) AS rows
-          FROM chained i
+          FROM pending i
          WHERE i.item IS NOT NULL
          GROUP BY i.item
     )
