@@ -296,10 +296,18 @@ def _ledger_indexes():
     }
 
 
+def _record_foreign_keys():
+    """The columns of the consumption records' foreign key constraints."""
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, "user_credits_consumptionrecord")
+    return sorted(tuple(info["columns"]) for info in found.values() if info["foreign_key"])
+
+
 @pytest.mark.django_db(transaction=True)
 def test_index_migration_keeps_every_entry_and_index_both_ways(holder, user):
-    """Dropping the ledger's redundant indexes keeps every row (SQLite copies the table) and
-    the raw-SQL kind index, migrating forward and back; the member index covers set members."""
+    """Dropping the ledger's redundant indexes (and the records' holder constraint) keeps every
+    row (SQLite copies the tables) and the raw-SQL kind index, migrating forward and back; the
+    member index covers set members."""
     graph = MigrationExecutor(connection).loader.graph
     (lean,) = [key for key in graph.nodes if key[0] == "user_credits" and INDEX_MIGRATION in key[1]]
     before = [dep for dep in graph.nodes[lean].dependencies if dep[0] == "user_credits"]
@@ -313,8 +321,10 @@ def test_index_migration_keeps_every_entry_and_index_both_ways(holder, user):
     records = sorted(models.ConsumptionRecord.objects.values_list("holder_id", "idempotency_key"))
     assert ("account_id",) not in _ledger_indexes().values()
     assert _ledger_indexes()["entry_member_idx"] == ("member_id",)
+    assert _record_foreign_keys() == [("account_id",)]
     try:
         _migrate(before)
+        assert _record_foreign_keys() == [("account_id",), ("holder_id",)]
         indexes = _ledger_indexes()
         assert ("account_id",) in indexes.values() and ("member_id",) in indexes.values()
         assert "entry_member_idx" not in indexes
@@ -324,6 +334,7 @@ def test_index_migration_keeps_every_entry_and_index_both_ways(holder, user):
     indexes = _ledger_indexes()
     assert indexes["entry_kind_time_idx"] == ("kind", "created_at", "id")
     assert ("account_id",) not in indexes.values()
+    assert _record_foreign_keys() == [("account_id",)]
     assert sorted(models.LedgerEntry.objects.values_list(*ENTRY_FIELDS)) == rows
     assert (
         sorted(models.ConsumptionRecord.objects.values_list("holder_id", "idempotency_key"))

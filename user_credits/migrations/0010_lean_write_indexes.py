@@ -1,8 +1,9 @@
-"""Fewer indexes to write per ledger entry and idempotency record.
+"""Fewer indexes and checks to write per ledger entry and idempotency record.
 
 The ledger's ``account`` and the records' ``holder`` lose their own indexes: the
 ``(account, seq)``, ``(account, created_at, id)`` and ``(holder, idempotency_key)`` indexes lead
-with them and serve the same lookups. The ledger's ``member`` index covers only entries that
+with them and serve the same lookups. The records' ``holder`` loses its database constraint
+too: it is the holder of the record's account, which the account's constraints already keep. The ledger's ``member`` index covers only entries that
 have a member (most have none); it is built ``CONCURRENTLY`` on PostgreSQL, as
 ``0007_ledger_indexes`` is, so that a live ledger of millions of rows keeps taking writes, and
 before the full index is dropped, so that a member's entries are never without one.
@@ -53,6 +54,7 @@ class Migration(migrations.Migration):
             model_name="consumptionrecord",
             name="holder",
             field=models.ForeignKey(
+                db_constraint=False,
                 db_index=False,
                 on_delete=django.db.models.deletion.PROTECT,
                 related_name="+",

@@ -257,9 +257,16 @@ class LedgerEntry(models.Model):
 class ConsumptionRecord(models.Model):
     """The first result of a consumption made with an idempotency key, to answer replays."""
 
-    # No index of its own: the unique ``(holder, idempotency_key)`` leads with it.
+    # The account's holder. No index of its own: the unique ``(holder, idempotency_key)`` leads
+    # with it. No database constraint either: the account's foreign key, and the account's own
+    # to its holder, already keep the holder from being deleted under the record (``PROTECT``
+    # still refuses it in Django), and a check per record is a tenth of a batch's commit.
     holder = models.ForeignKey(
-        holder_model_name(), on_delete=models.PROTECT, related_name="+", db_index=False
+        holder_model_name(),
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="+")
     idempotency_key = models.CharField(max_length=255)
