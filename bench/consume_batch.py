@@ -50,6 +50,7 @@ def run_batch_reading_entries(batch):
     from user_credits import services
 
     results = services.consume_many(batch)
+    assert all(r.status == "ok" for r in results)
     assert sum(len(r.entries) for r in results) == len(batch)
 
 

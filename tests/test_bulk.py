@@ -5,6 +5,7 @@ matters, once more with ``POSTGRES_FAST_PATH`` off (the portable path on Postgre
 """
 
 import json
+import pickle
 import random
 from datetime import timedelta
 
@@ -166,6 +167,30 @@ def test_returned_entries_are_the_stored_rows(fast_path, holder):
     assert returned == stored
     assert [len(r.entries) for r in results] == [2, 2, 1]
     assert returned[0][0]["metadata"] == {"job": 1} and returned[2][0]["member_id"] == member.pk
+
+
+def test_results_read_their_entries_without_queries_and_pickle(fast_path, holder):
+    """Entries are built when first read, from what the call returned: no query then, the
+    item's metadata as it was at the call, and a pickled result carries them."""
+    group = make_group("api")
+    services.grant(holder, group, 10)
+    metadata = {"job": 1}
+    with override_settings(USER_CREDITS={"POSTGRES_FAST_PATH": fast_path}):
+        results = services.consume_many(
+            [
+                ConsumeItem(holder, group, 2, idempotency_key="a", metadata=metadata),
+                ConsumeItem(holder, group, 2, idempotency_key="a", metadata=metadata),
+            ]
+        )
+    metadata["job"] = 2  # the caller's dict changes after the call
+    with CaptureQueriesContext(connection) as captured:
+        entries = [r.entries for r in results]
+    assert len(captured) == 0
+    assert [[(e.amount, e.metadata) for e in es] for es in entries] == [[(-2, {"job": 1})]] * 2
+    again = pickle.loads(pickle.dumps(results))
+    assert [[e.pk for e in r.entries] for r in again] == [[e.pk for e in es] for es in entries]
+    assert [r.status for r in again] == [OK, REPLAYED]
+    assert "entries" not in repr(results[0]) and "status='ok'" in repr(results[0])
 
 
 def test_a_whole_batch_replays(fast_path, holder, other_holder):

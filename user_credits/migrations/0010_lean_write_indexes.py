@@ -3,10 +3,13 @@
 The ledger's ``account`` and the records' ``holder`` lose their own indexes: the
 ``(account, seq)``, ``(account, created_at, id)`` and ``(holder, idempotency_key)`` indexes lead
 with them and serve the same lookups. The records' ``holder`` loses its database constraint
-too: it is the holder of the record's account, which the account's constraints already keep. The ledger's ``member`` index covers only entries that
-have a member (most have none); it is built ``CONCURRENTLY`` on PostgreSQL, as
-``0007_ledger_indexes`` is, so that a live ledger of millions of rows keeps taking writes, and
-before the full index is dropped, so that a member's entries are never without one.
+too: it is the holder of the record's account, which the account's constraints already keep.
+The ledger's ``member`` index covers only entries that have a member (most have none); it is
+built ``CONCURRENTLY`` on PostgreSQL, as ``0007_ledger_indexes`` is, so that a live ledger of
+millions of rows keeps taking writes while it is built, and before the full index is dropped,
+so that a member's entries are never without one. Dropping an index or a constraint scans
+nothing but takes the table's exclusive lock for a moment (after the reads under way finish);
+migrating back rebuilds the dropped indexes without ``CONCURRENTLY``.
 
 SQLite alters a column by copying its table, which keeps only the indexes Django knows of: the
 ledger's kind index, added by ``0007_ledger_indexes`` in raw SQL, is made again after the copy

@@ -16,15 +16,17 @@ may not spend) raises before anything is written, naming the item: ``field`` is
 ``items[3].holder``.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
-from django.utils.functional import SimpleLazyObject
 from django.utils.translation import gettext
 
+from .. import signals
 from ..conf import app_settings
 from ..exceptions import (
     IdempotencyConflict,
@@ -84,16 +86,30 @@ class ConsumeResult:
     and the ``account`` id, ``holder`` (primary key), ``offer_group`` (key) and ``count``, so a
     caller can act on the account after commit.
 
-    On the PostgreSQL path ``entries`` is built on first read: a pipeline that ingests usage
-    seldom reads them, and making a thousand model instances is a tenth of a batch's time."""
+    ``entries`` is built on first read, without a query: a pipeline that ingests usage seldom
+    reads them, and making a thousand model instances is a tenth of a batch's time."""
 
     status: str
     balance: int | None
-    entries: list[LedgerEntry] = field(default_factory=list)
     account: int | None = None
     holder: Any = None
     offer_group: str = ""
     count: int = 0
+    # What ``entries`` is made of: the entries, or a function building them.
+    _entries: list[LedgerEntry] | Callable[[], list[LedgerEntry]] = field(
+        default_factory=list, repr=False, compare=False
+    )
+
+    @cached_property
+    def entries(self) -> list[LedgerEntry]:
+        """The ledger entries written (or the first result's, for ``replayed``)."""
+        return self._entries() if callable(self._entries) else list(self._entries)
+
+    def __getstate__(self) -> dict:
+        # Pickled with its entries, not the function that would build them.
+        state = dict(self.__dict__, _entries=self.entries)
+        state.pop("entries")
+        return state
 
     @property
     def consumed(self) -> bool:
@@ -124,14 +140,15 @@ class _Item:
         )
 
     def result(self, status: str, balance=None, entries=(), account=None) -> ConsumeResult:
-        if not isinstance(entries, SimpleLazyObject):
+        """``entries``: the entries, or a function building them (then ``account`` is given)."""
+        if not callable(entries):
             entries = list(entries)
-        if account is None and entries:
-            account = entries[0].account_id
+            if account is None and entries:
+                account = entries[0].account_id
         return ConsumeResult(
             status=status,
             balance=balance,
-            entries=entries,
+            _entries=entries,
             account=account,
             holder=self.uid,
             offer_group=self.group.key,
@@ -176,24 +193,26 @@ def _consume_all(connection, prepared: list[_Item]) -> list[ConsumeResult]:
         return [_consume_portable(item) for item in prepared]
     now = timezone.now()
     starts = period_starts(now)
+    # Entries are built for the signal only if it has receivers (they connect at start-up).
+    heard = signals.credits_consumed.has_listeners()
     while len(results) < len(prepared):
         rest = prepared[len(results) :]
         sent = [item.as_json() for item in rest]
         answer = sql.consume_many(connection, sent, now=now, period_starts=starts)
         if answer.get("unknown_holder") is not None:
             raise _unknown_holder(rest[answer["unknown_holder"]])
-        # The entries of this call's results so far: a replay of an item of the call names it.
-        written: list[list[LedgerEntry]] = []
+        # This call's results so far: a replay of an item of the call names it.
+        called: list[ConsumeResult] = []
         for item, row in zip(rest, answer["results"], strict=False):
-            result = _from_sql(connection, item, row, now, written)
-            written.append(result.entries)
+            result = _from_sql(connection, item, row, now, called, heard)
+            called.append(result)
             results.append(result)
         if answer.get("stopped"):
             results.append(_consume_portable(prepared[len(results)]))
     return results
 
 
-def _from_sql(connection, item: _Item, row: dict, now, written) -> ConsumeResult:
+def _from_sql(connection, item: _Item, row: dict, now, called, heard: bool) -> ConsumeResult:
     status = row["status"]
     if status == "insufficient":
         return item.result(ConsumeStatus.INSUFFICIENT, row["available"])
@@ -202,14 +221,25 @@ def _from_sql(connection, item: _Item, row: dict, now, written) -> ConsumeResult
     if status == "limit":
         return item.result(ConsumeStatus.LIMIT)
     own = {"idempotency_key": item.key, "metadata": item.metadata, "member_id": item.mid}
-    entries = SimpleLazyObject(
-        lambda: sql.result_entries(row, connection.alias, own=own, now=now, earlier=written)
-    )
+
+    def entries():
+        return sql.result_entries(
+            row, connection.alias, own=own, now=now, earlier=lambda of: called[of].entries
+        )
+
     if status == "replay":
         return item.result(ConsumeStatus.REPLAYED, row["balance"], entries, row["account"])
     assert status == "ok", status
-    _consumed(item.uid, item.group, item.count, row["balance"], entries, row.get("recharge_below"))
-    return item.result(ConsumeStatus.OK, row["balance"], entries, row["account"])
+    result = item.result(ConsumeStatus.OK, row["balance"], entries, row["account"])
+    _consumed(
+        item.uid,
+        item.group,
+        item.count,
+        row["balance"],
+        result.entries if heard else [],  # unheard: the signal is not sent
+        row.get("recharge_below"),
+    )
+    return result
 
 
 def _consume_portable(item: _Item) -> ConsumeResult:
@@ -302,7 +332,7 @@ def _prepare(items) -> list[_Item]:
             name = "metadata"
             if item.metadata is not None and not isinstance(item.metadata, dict):
                 raise InvalidArgument(gettext("metadata must be an object."), field="metadata")
-            metadata = item.metadata or {}
+            metadata = dict(item.metadata or {})  # the caller's dict may change after
             name = "member"
             who = (id(item.member) if hasattr(item.member, "pk") else item.member, uid)
             if who not in allowed:

@@ -6,6 +6,7 @@ use the portable path, as the differential test does to compare both.
 """
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -74,18 +75,22 @@ def entries_from_rows(
 
 
 def result_entries(
-    result: dict, using: str, *, own: dict, now: datetime, earlier: list[list[LedgerEntry]]
+    result: dict,
+    using: str,
+    *,
+    own: dict,
+    now: datetime,
+    earlier: Callable[[int], list[LedgerEntry]],
 ) -> list[LedgerEntry]:
     """The entries of an ``ok`` or ``replay`` result of ``user_credits_consume_many``:
-    written now (``rows``), by an earlier item of the same call (``of``, an index into
-    ``earlier``, the entries of the call's results so far), or by an earlier transaction
-    (``entries``)."""
+    written now (``rows``), by an earlier item of the same call (``of``, its index:
+    ``earlier(of)`` gives its entries), or by an earlier transaction (``entries``)."""
     if "rows" in result:
         return entries_from_rows(
             result["rows"], using, account_id=result["account"], own=own, now=now
         )
     if "of" in result:
-        return list(earlier[result["of"]])
+        return list(earlier(result["of"]))
     return entries_from_json(result["entries"], using)
 
 
