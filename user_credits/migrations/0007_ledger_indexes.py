@@ -6,20 +6,17 @@ live ledger of millions of rows does not block writes.
 
 from django.db import migrations
 
+from ._indexes import create_index, drop_index
+
 INDEX = "entry_kind_time_idx"
 
 
 def create(apps, schema_editor):
-    concurrently = "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
-    schema_editor.execute(
-        f"CREATE INDEX {concurrently}IF NOT EXISTS {INDEX} "
-        "ON user_credits_ledgerentry (kind, created_at, id)"
-    )
+    create_index(schema_editor, INDEX, "ON user_credits_ledgerentry (kind, created_at, id)")
 
 
 def drop(apps, schema_editor):
-    concurrently = "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
-    schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS {INDEX}")
+    drop_index(schema_editor, INDEX)
 
 
 class Migration(migrations.Migration):

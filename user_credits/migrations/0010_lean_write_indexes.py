@@ -24,22 +24,23 @@ from django.db import migrations, models
 
 from user_credits.holders import holder_model_name
 
+from ._indexes import create_index, drop_index
+
 HOLDER = holder_model_name()
 MEMBER_INDEX = "entry_member_idx"
 kind_index = importlib.import_module("user_credits.migrations.0007_ledger_indexes")
 
 
 def create_member_index(apps, schema_editor):
-    concurrently = "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
-    schema_editor.execute(
-        f"CREATE INDEX {concurrently}IF NOT EXISTS {MEMBER_INDEX} "
-        "ON user_credits_ledgerentry (member_id) WHERE member_id IS NOT NULL"
+    create_index(
+        schema_editor,
+        MEMBER_INDEX,
+        "ON user_credits_ledgerentry (member_id) WHERE member_id IS NOT NULL",
     )
 
 
 def drop_member_index(apps, schema_editor):
-    concurrently = "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
-    schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS {MEMBER_INDEX}")
+    drop_index(schema_editor, MEMBER_INDEX)
 
 
 class Migration(migrations.Migration):
